@@ -1,0 +1,83 @@
+"""In-memory usage counters per (tenant, metric, billing period), for hot quota checks.
+
+Published states are never mutated: the ingestor stages copies while it works
+on a batch and publishes them only after the DuckDB commit, so a reader sees
+committed usage without taking a lock.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+
+from usage_metering.schemas import AggregateState, Aggregation, Period, UsageEvent, UsageTotals
+from usage_metering.schemas import period_containing, previous_period
+
+CounterKey = tuple[str, str, datetime]  # (tenant_id, metric, period start)
+
+
+class QuotaCounters:
+    def __init__(self) -> None:
+        self._states: dict[CounterKey, AggregateState] = {}
+        self._tracked_from: dict[str, datetime] = {}  # per tenant: earliest period counted
+        self._period_cache: dict[tuple[str, int], Period] = {}
+
+    def reset(self, states: dict[CounterKey, AggregateState], tracked_from: dict[str, datetime]) -> None:
+        self._states = states
+        self._tracked_from = tracked_from
+
+    def period_for(self, tenant_id: str, anchor_day: int, moment: datetime) -> Period:
+        """The period holding `moment`, cached per tenant (almost every event is in the current one)."""
+        cache_key = (tenant_id, anchor_day)
+        period = self._period_cache.get(cache_key)
+        if period is None or not period.contains(moment):
+            period = period_containing(moment, anchor_day)
+            self._period_cache[cache_key] = period
+        return period
+
+    def is_tracked(self, tenant_id: str, period: Period) -> bool:
+        tracked_from = self._tracked_from.get(tenant_id)
+        return tracked_from is None or period.start >= tracked_from
+
+    def totals(self, tenant_id: str, metric: str, period: Period) -> UsageTotals:
+        state = self._states.get((tenant_id, metric, period.start))
+        return state.totals() if state else UsageTotals()
+
+    def stage(self) -> StagedCounters:
+        return StagedCounters(self)
+
+    def publish(self, staged: StagedCounters) -> None:
+        for key, state in staged.changed.items():
+            self._states[key] = state  # one dict assignment each: readers see old or new
+
+
+class StagedCounters:
+    """Copies of the counters a batch touches, changed in place until published."""
+
+    def __init__(self, counters: QuotaCounters) -> None:
+        self._counters = counters
+        self.changed: dict[CounterKey, AggregateState] = {}
+
+    def state(self, key: CounterKey) -> AggregateState:
+        state = self.changed.get(key)
+        if state is None:
+            published = self._counters._states.get(key)
+            state = copy.copy(published) if published else AggregateState()
+            state.users = set(state.users)
+            self.changed[key] = state
+        return state
+
+    def add(self, key: CounterKey, event: UsageEvent, aggregation: Aggregation) -> None:
+        user_id = event.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
+        self.state(key).add(event.quantity, event.timestamp, user_id)
+
+
+def seed_windows(anchor_days: dict[str, int], now: datetime) -> list[tuple[str, datetime, datetime]]:
+    """Per tenant, the periods counted in memory: the previous one (late events) and the current one."""
+    windows = []
+    for tenant_id, anchor_day in anchor_days.items():
+        current = period_containing(now, anchor_day)
+        previous = previous_period(current, anchor_day)
+        windows.append((tenant_id, previous.start, previous.end))
+        windows.append((tenant_id, current.start, current.end))
+    return windows

@@ -1,0 +1,314 @@
+"""The ingestor: dedup, quota enforcement and group-committed batch inserts.
+
+One writer thread owns every write to the events and rollups. Callers from any
+thread `submit` events and get a future; the writer drains whatever is queued
+(waiting at most `max_wait_seconds` for more), and commits the whole group in
+ONE DuckDB transaction: new events, rollups, source offsets and dead letters.
+Futures resolve only after that commit, so an acknowledgement means durable.
+Embedded mode (HTTP/CLI) and the Kafka consumer use this same class.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Callable, Mapping, Sequence
+
+from usage_metering.schemas import Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
+from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
+from usage_metering.store.catalog import register_tenants
+from usage_metering.store.dead_letters import add_dead_letters
+from usage_metering.store.events import add_to_rollups, delete_events, events_to_arrow, insert_new_events, select_rows
+from usage_metering.store.offsets import PartitionKey, save_offsets
+from usage_metering.store.usage import aggregate_states_for_windows
+
+from .counters import QuotaCounters, StagedCounters, seed_windows
+
+log = logging.getLogger(__name__)
+
+RECORDED = "recorded"
+DUPLICATE = "duplicate"
+BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class QuotaExceeded:
+    """Why an event was blocked: the limit, the usage before it, and the period."""
+
+    metric: str
+    limit: Decimal
+    used: Decimal
+    period: Period
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    event_id: str
+    status: str  # RECORDED, DUPLICATE or BLOCKED
+    quota: QuotaExceeded | None = None
+
+
+@dataclass
+class _Request:
+    events: Sequence[UsageEvent]
+    offsets: Mapping[PartitionKey, int]
+    dead_letters: Sequence[DeadLetter]
+    future: Future[list[IngestOutcome]] = field(default_factory=Future)
+
+
+class IngestorStopped(RuntimeError):
+    pass
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_batch_events: int = 20_000,
+        max_wait_seconds: float = 0.001,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.database = database
+        self.max_batch_events = max_batch_events
+        self.max_wait_seconds = max_wait_seconds
+        self.clock = clock
+        self.counters = QuotaCounters()
+        self.catalog = Catalog()
+        self.last_commit_at: datetime | None = None
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()  # held while a batch or a reload runs
+        self.reload()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Ingestor:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Commit everything already submitted, then stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Ingestor:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- API ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        events: Sequence[UsageEvent],
+        *,
+        offsets: Mapping[PartitionKey, int] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Future[list[IngestOutcome]]:
+        """Queue events for the next group commit; the future gives one outcome per event."""
+        request = _Request(events, offsets or {}, dead_letters)
+        if self._thread is None:
+            request.future.set_exception(IngestorStopped("the ingestor is not running"))
+        else:
+            self._queue.put(request)
+        return request.future
+
+    def ingest(
+        self,
+        events: Sequence[UsageEvent],
+        *,
+        offsets: Mapping[PartitionKey, int] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> list[IngestOutcome]:
+        """Like `submit`, waiting for the commit. Works without the writer thread too."""
+        if self._thread is None:
+            request = _Request(events, offsets or {}, dead_letters)
+            self._process([request])
+            return request.future.result()
+        return self.submit(events, offsets=offsets, dead_letters=dead_letters).result()
+
+    def reload(self) -> None:
+        """Re-read metrics, plans and tenants, and rebuild the counters from the rollups."""
+        with self._write_lock:
+            cursor = self.database.cursor()
+            catalog = load_catalog(cursor)
+            now = self.clock()
+            anchors = {t.tenant_id: t.billing_anchor_day for t in catalog.tenants.values()}
+            windows = seed_windows(anchors, now)
+            states = aggregate_states_for_windows(cursor, windows)
+            for (tenant_id, metric, _start), state in states.items():
+                if catalog.aggregation(metric) is not Aggregation.UNIQUE_COUNT:
+                    state.users = set()
+            tracked_from = {tenant_id: start for tenant_id, start, _end in windows[::2]}
+            self.counters.reset(states, tracked_from)
+            self.catalog = catalog
+
+    def current_usage(self, tenant_id: str, metric: str, at: datetime | None = None) -> tuple[Period, UsageTotals]:
+        """Committed usage in the period holding `at` (default now), from memory."""
+        at = at or self.clock()
+        period = self.counters.period_for(tenant_id, self.catalog.anchor_day(tenant_id), at)
+        return period, self.counters.totals(tenant_id, metric, period)
+
+    # -- the writer ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, stopping = self._collect(first)
+            self._process(batch)
+
+    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch = [first]
+        size = len(first.events)
+        deadline = time.monotonic() + self.max_wait_seconds
+        while size < self.max_batch_events:
+            remaining = deadline - time.monotonic()
+            try:
+                request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                return batch, True
+            batch.append(request)
+            size += len(request.events)
+        return batch, False
+
+    def _process(self, requests: list[_Request]) -> None:
+        try:
+            with self._write_lock:
+                outcomes = self._commit_group(requests)
+        except Exception as exc:  # a failed commit fails every caller in the group; nothing is half-done
+            log.exception("ingest batch failed; rolled back")
+            for request in requests:
+                request.future.set_exception(exc)
+            return
+        for request, request_outcomes in zip(requests, outcomes):
+            request.future.set_result(request_outcomes)
+
+    def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
+        events = [event for request in requests for event in request.events]
+        first_index: dict[tuple[str, str], int] = {}
+        for index, event in enumerate(events):
+            first_index.setdefault((event.tenant_id, event.event_id), index)
+        unique = [events[i] for i in sorted(first_index.values())]
+        now = self.clock()
+        table = events_to_arrow(unique, now)
+
+        cursor = self.database.cursor()
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            inserted = insert_new_events(cursor, table)
+            catalog = self._register_new_tenants(cursor, unique)
+            staged = self.counters.stage()
+            decisions = self._decide(unique, inserted, catalog, staged)
+            blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == BLOCKED]
+            delete_events(cursor, blocked)
+            accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == RECORDED for e in unique]
+            add_to_rollups(cursor, select_rows(table, accepted_mask))
+            for request in requests:
+                save_offsets(cursor, request.offsets)
+                add_dead_letters(cursor, request.dead_letters)
+            cursor.execute("COMMIT")
+        except Exception:
+            cursor.execute("ROLLBACK")
+            raise
+        self.catalog = catalog
+        self.counters.publish(staged)
+        self.last_commit_at = now
+        return self._outcomes(requests, decisions, first_index, events)
+
+    def _register_new_tenants(self, cursor, events: Sequence[UsageEvent]) -> Catalog:
+        new_ids = sorted({e.tenant_id for e in events} - self.catalog.tenants.keys())
+        if not new_ids:
+            return self.catalog
+        register_tenants(cursor, new_ids)
+        return load_catalog(cursor)
+
+    def _decide(
+        self,
+        events: Sequence[UsageEvent],
+        inserted: set[tuple[str, str]],
+        catalog: Catalog,
+        staged: StagedCounters,
+    ) -> dict[tuple[str, str], IngestOutcome]:
+        """Per unique event, in arrival order: duplicate, blocked by quota, or recorded."""
+        decisions: dict[tuple[str, str], IngestOutcome] = {}
+        for event in events:
+            key = (event.tenant_id, event.event_id)
+            if key not in inserted:
+                decisions[key] = IngestOutcome(event.event_id, DUPLICATE)
+                continue
+            anchor = catalog.anchor_day(event.tenant_id)
+            period = self.counters.period_for(event.tenant_id, anchor, event.timestamp)
+            if not self.counters.is_tracked(event.tenant_id, period):
+                decisions[key] = IngestOutcome(event.event_id, RECORDED)
+                continue
+            aggregation = catalog.aggregation(event.metric)
+            counter_key = (event.tenant_id, event.metric, period.start)
+            exceeded = self._quota_exceeded(event, catalog, staged, counter_key, aggregation, period)
+            if exceeded is not None:
+                decisions[key] = IngestOutcome(event.event_id, BLOCKED, exceeded)
+                continue
+            staged.add(counter_key, event, aggregation)
+            decisions[key] = IngestOutcome(event.event_id, RECORDED)
+        return decisions
+
+    @staticmethod
+    def _quota_exceeded(
+        event: UsageEvent,
+        catalog: Catalog,
+        staged: StagedCounters,
+        counter_key: tuple[str, str, datetime],
+        aggregation: Aggregation,
+        period: Period,
+    ) -> QuotaExceeded | None:
+        plan = catalog.plan_for(event.tenant_id)
+        plan_metric = plan.metric(event.metric) if plan else None
+        if plan_metric is None or plan_metric.policy is not OveragePolicy.BLOCK or plan_metric.included is None:
+            return None
+        state = staged.state(counter_key)
+        user_id = event.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
+        if state.value_after(aggregation, event.quantity, event.timestamp, user_id) <= plan_metric.included:
+            return None
+        return QuotaExceeded(event.metric, plan_metric.included, state.value(aggregation), period)
+
+    @staticmethod
+    def _outcomes(
+        requests: list[_Request],
+        decisions: dict[tuple[str, str], IngestOutcome],
+        first_index: dict[tuple[str, str], int],
+        events: list[UsageEvent],
+    ) -> list[list[IngestOutcome]]:
+        """One outcome per submitted event; a repeat within the group is a duplicate of the first."""
+        results: list[list[IngestOutcome]] = []
+        index = 0
+        for request in requests:
+            request_outcomes = []
+            for event in request.events:
+                key = (event.tenant_id, event.event_id)
+                decision = decisions[key]
+                if first_index[key] != index and decision.status == RECORDED:
+                    decision = IngestOutcome(event.event_id, DUPLICATE)
+                request_outcomes.append(decision)
+                index += 1
+            results.append(request_outcomes)
+        return results

@@ -1,0 +1,37 @@
+"""Event, metric and plan formats: one definition each, with validation."""
+
+from .aggregate import AggregateState, UsageTotals
+from .errors import ValidationError
+from .event import (
+    DEFAULT_LATE_WINDOW,
+    EVENT_SCHEMA_VERSION,
+    UsageEvent,
+    event_json_schema,
+    format_decimal,
+    format_timestamp,
+    parse_event,
+    parse_quantity,
+    parse_timestamp_value,
+)
+from .ids import check_id, uuid7
+from .metric import Aggregation, MetricDefinition, parse_metric_definition
+from .money import parse_amount
+from .periods import Period, parse_period_label, period_containing, period_starting_in, previous_period
+from .plan import (
+    OveragePolicy,
+    Plan,
+    PlanMetric,
+    PriceTier,
+    Tenant,
+    parse_plan,
+    parse_tenant,
+)
+
+__all__ = [
+    "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "MetricDefinition",
+    "OveragePolicy", "Period", "Plan", "PlanMetric", "PriceTier", "Tenant", "UsageEvent", "UsageTotals",
+    "ValidationError", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
+    "parse_amount", "parse_event", "parse_metric_definition", "parse_period_label",
+    "parse_plan", "parse_quantity", "parse_tenant", "parse_timestamp_value",
+    "period_containing", "period_starting_in", "previous_period", "uuid7",
+]

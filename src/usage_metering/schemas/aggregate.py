@@ -1,0 +1,79 @@
+"""The running state of one aggregate and its value under each aggregation.
+
+Both the ingestor's in-memory quota counters and the reports read usage as
+`UsageTotals`, so SUM/COUNT/MAX/UNIQUE_COUNT/LATEST mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from .metric import Aggregation
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Every aggregate of a set of events; `value` picks the one a metric uses."""
+
+    total: Decimal = Decimal(0)
+    count: int = 0
+    maximum: Decimal = Decimal(0)
+    unique_users: int = 0
+    latest: Decimal = Decimal(0)
+
+    def value(self, aggregation: Aggregation) -> Decimal:
+        if aggregation is Aggregation.SUM:
+            return self.total
+        if aggregation is Aggregation.COUNT:
+            return Decimal(self.count)
+        if aggregation is Aggregation.MAX:
+            return self.maximum
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            return Decimal(self.unique_users)
+        return self.latest
+
+
+@dataclass
+class AggregateState:
+    """A mutable running aggregate (the ingestor's quota counters)."""
+
+    total: Decimal = Decimal(0)
+    count: int = 0
+    maximum: Decimal = Decimal(0)
+    latest_at: datetime | None = None
+    latest_quantity: Decimal = Decimal(0)
+    users: set[str] = field(default_factory=set)
+
+    def add(self, quantity: Decimal, at: datetime, user_id: str | None, count: int = 1) -> None:
+        self.total += quantity
+        self.count += count
+        if quantity > self.maximum:
+            self.maximum = quantity
+        if self.latest_at is None or at >= self.latest_at:
+            self.latest_at = at
+            self.latest_quantity = quantity
+        if user_id:
+            self.users.add(user_id)
+
+    def totals(self) -> UsageTotals:
+        return UsageTotals(self.total, self.count, self.maximum, len(self.users), self.latest_quantity)
+
+    def value(self, aggregation: Aggregation) -> Decimal:
+        return self.totals().value(aggregation)
+
+    def value_after(self, aggregation: Aggregation, quantity: Decimal, at: datetime, user_id: str | None) -> Decimal:
+        """The value this aggregate would have with one more event, without changing it."""
+        if aggregation is Aggregation.SUM:
+            return self.total + quantity
+        if aggregation is Aggregation.COUNT:
+            return Decimal(self.count + 1)
+        if aggregation is Aggregation.MAX:
+            return max(self.maximum, quantity)
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            grows = bool(user_id) and user_id not in self.users
+            return Decimal(len(self.users) + (1 if grows else 0))
+        if self.latest_at is None or at >= self.latest_at:
+            return quantity
+        return self.latest_quantity

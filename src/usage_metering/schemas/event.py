@@ -1,0 +1,235 @@
+"""The usage event: its one definition, parsing and validation.
+
+`EVENT_FIELDS` is the single definition of the event format. Validation walks
+it, and the checked-in JSON Schema (`event.schema.json`) is generated from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Mapping
+
+from .errors import ValidationError
+from .ids import ID_MAX_LENGTH, ID_PATTERN, check_id, uuid7
+
+EVENT_SCHEMA_VERSION = 1
+QUANTITY_MAX_SCALE = 9  # fractional digits stored exactly (DECIMAL(38, 9))
+QUANTITY_MAX = Decimal(10) ** 20
+PROPERTIES_MAX_BYTES = 8 * 1024
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+DEFAULT_LATE_WINDOW = timedelta(days=35)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """A validated event. `timestamp` is timezone-aware UTC."""
+
+    tenant_id: str
+    metric: str
+    quantity: Decimal
+    event_id: str
+    timestamp: datetime
+    user_id: str | None = None
+    properties: dict[str, Any] | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form: quantity as an exact decimal string, RFC 3339 UTC time."""
+        data: dict[str, Any] = {
+            "tenant_id": self.tenant_id,
+            "metric": self.metric,
+            "quantity": format_decimal(self.quantity),
+            "event_id": self.event_id,
+            "timestamp": format_timestamp(self.timestamp),
+        }
+        if self.user_id is not None:
+            data["user_id"] = self.user_id
+        if self.properties is not None:
+            data["properties"] = self.properties
+        return data
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    now: datetime
+    late_window: timedelta = DEFAULT_LATE_WINDOW
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    required: bool
+    json_schema: dict[str, Any]
+    parse: Callable[[str, Any, ValidationContext], Any] = field(repr=False)
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain (non-exponent) decimal text without trailing fractional zeros."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def format_timestamp(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None) -> Decimal:
+    """Exact decimal from a JSON number (ideally parsed as Decimal) or decimal string."""
+    if value is None:
+        raise ValidationError(name, "is required", "missing_field")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValidationError(name, "must be a number or a decimal string", "invalid_type")
+    try:
+        # repr(float) is the shortest text that round-trips, so 0.1 stays 0.1.
+        quantity = Decimal(repr(value) if isinstance(value, float) else value)
+    except (InvalidOperation, ValueError):
+        raise ValidationError(name, f"{value!r} is not a decimal number", "invalid_quantity")
+    if not quantity.is_finite():
+        raise ValidationError(name, "must be finite", "invalid_quantity")
+    if quantity < 0:
+        raise ValidationError(name, "must be >= 0", "invalid_quantity")
+    if quantity >= QUANTITY_MAX:
+        raise ValidationError(name, f"must be < {QUANTITY_MAX:f}", "invalid_quantity")
+    exponent = quantity.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -QUANTITY_MAX_SCALE:
+        if quantity != quantity.quantize(Decimal(1).scaleb(-QUANTITY_MAX_SCALE)):
+            raise ValidationError(
+                name, f"at most {QUANTITY_MAX_SCALE} fractional digits", "invalid_quantity"
+            )
+    return quantity + 0  # normalises -0 to 0
+
+
+def parse_timestamp_value(name: str, value: Any) -> datetime:
+    """RFC 3339 text with an offset, or epoch seconds; returned in UTC."""
+    if isinstance(value, bool):
+        raise ValidationError(name, "must be RFC 3339 text or epoch seconds", "invalid_type")
+    if isinstance(value, (int, float, Decimal)):
+        try:
+            seconds = Decimal(repr(value) if isinstance(value, float) else value)
+            whole = int(seconds)
+            micros = int((seconds - whole) * 1_000_000)
+            return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
+                seconds=whole, microseconds=micros
+            )
+        except (InvalidOperation, ValueError, OverflowError):
+            raise ValidationError(name, "epoch seconds out of range", "invalid_timestamp")
+    if not isinstance(value, str):
+        raise ValidationError(name, "must be RFC 3339 text or epoch seconds", "invalid_type")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(name, f"{value!r} is not an RFC 3339 timestamp", "invalid_timestamp")
+    if parsed.tzinfo is None:
+        raise ValidationError(name, "must include a UTC offset, e.g. 'Z'", "invalid_timestamp")
+    return parsed.astimezone(timezone.utc)
+
+
+def _parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> datetime:
+    if value is None:
+        return ctx.now
+    timestamp = parse_timestamp_value(name, value)
+    if timestamp > ctx.now + MAX_FUTURE_SKEW:
+        raise ValidationError(name, "is more than 5 minutes in the future", "timestamp_in_future")
+    if timestamp < ctx.now - ctx.late_window:
+        days = ctx.late_window.total_seconds() / 86400
+        raise ValidationError(
+            name, f"is older than the late-arrival window ({days:g} days)", "timestamp_too_old"
+        )
+    return timestamp
+
+
+def _parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(name, "must be an object", "invalid_type")
+    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    if size > PROPERTIES_MAX_BYTES:
+        raise ValidationError(name, f"is {size} bytes; at most 8 KiB", "properties_too_large")
+    return value
+
+
+def _id_field(name: str, required: bool, description: str) -> FieldSpec:
+    return FieldSpec(
+        name,
+        required,
+        {"type": "string", "pattern": ID_PATTERN, "maxLength": ID_MAX_LENGTH, "description": description},
+        lambda n, v, _c: check_id(n, v, required=required),
+    )
+
+
+EVENT_FIELDS: tuple[FieldSpec, ...] = (
+    _id_field("tenant_id", True, "The customer (tenant) the usage is billed to."),
+    _id_field("metric", True, "What was used, e.g. api_calls or storage_gb."),
+    FieldSpec(
+        "quantity",
+        True,
+        {
+            "oneOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+            ],
+            "description": "How much was used: a finite number >= 0, parsed exactly "
+            f"(at most {QUANTITY_MAX_SCALE} fractional digits).",
+        },
+        parse_quantity,
+    ),
+    _id_field("user_id", False, "The tenant's end user, for top-user lists and unique counts."),
+    _id_field("event_id", False, "Idempotency key, unique per tenant; a UUIDv7 is generated when absent."),
+    FieldSpec(
+        "timestamp",
+        False,
+        {
+            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "When the usage happened: RFC 3339 or epoch seconds; default now (UTC). "
+            "At most 5 minutes in the future, not older than the late-arrival window.",
+        },
+        _parse_event_timestamp,
+    ),
+    FieldSpec(
+        "properties",
+        False,
+        {"type": "object", "description": "Free-form attributes, at most 8 KiB as JSON."},
+        _parse_properties,
+    ),
+)
+_FIELD_NAMES = frozenset(spec.name for spec in EVENT_FIELDS)
+
+
+def parse_event(
+    data: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    late_window: timedelta = DEFAULT_LATE_WINDOW,
+) -> UsageEvent:
+    """Validate raw event JSON (as a dict) into a `UsageEvent`, or raise ValidationError."""
+    if not isinstance(data, Mapping):
+        raise ValidationError(None, "an event must be a JSON object", "invalid_type")
+    for key in data:
+        if key not in _FIELD_NAMES:
+            raise ValidationError(str(key), "is not a known event field", "unknown_field")
+    ctx = ValidationContext(now=now or datetime.now(timezone.utc), late_window=late_window)
+    values = {spec.name: spec.parse(spec.name, data.get(spec.name), ctx) for spec in EVENT_FIELDS}
+    if values["event_id"] is None:
+        values["event_id"] = uuid7()
+    return UsageEvent(**values)
+
+
+def event_json_schema() -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "usage-metering/event.schema.json",
+        "title": "UsageEvent",
+        "description": f"A usage event (schema version {EVENT_SCHEMA_VERSION}).",
+        "type": "object",
+        "additionalProperties": False,
+        "required": [spec.name for spec in EVENT_FIELDS if spec.required],
+        "properties": {spec.name: spec.json_schema for spec in EVENT_FIELDS},
+    }

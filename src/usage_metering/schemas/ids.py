@@ -1,0 +1,41 @@
+"""Identifier rules and generated event ids (UUIDv7: time-ordered, random)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+
+from .errors import ValidationError
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+ID_MAX_LENGTH = 128
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def check_id(field: str, value: object, *, required: bool = True) -> str | None:
+    """Return `value` if it is a valid identifier, else raise naming `field`."""
+    if value is None:
+        if required:
+            raise ValidationError(field, "is required", "missing_field")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string", "invalid_type")
+    if not _ID_RE.match(value):
+        raise ValidationError(
+            field, "must be 1-128 characters of A-Z a-z 0-9 _ . : @ -", "invalid_id"
+        )
+    return value
+
+
+def uuid7() -> str:
+    """A UUIDv7 string (RFC 9562): 48-bit Unix milliseconds, then random bits."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a (12 bits)
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b
+    return str(uuid.UUID(int=value))

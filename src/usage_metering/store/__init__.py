@@ -1,0 +1,7 @@
+"""DuckDB storage: the only place that writes SQL for events, rollups, plans and tenants."""
+
+from .catalog import Catalog, load_catalog
+from .database import DEFAULT_DB_PATH, Database, StoreLockedError
+from .dead_letters import DeadLetter
+
+__all__ = ["Catalog", "DEFAULT_DB_PATH", "Database", "DeadLetter", "StoreLockedError", "load_catalog"]

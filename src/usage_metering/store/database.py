@@ -1,0 +1,60 @@
+"""Opening the DuckDB file: one writer process, one connection, a cursor per thread."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+
+from .migrations import apply_migrations
+
+DEFAULT_DB_PATH = Path("data/metering.duckdb")
+
+
+class StoreLockedError(RuntimeError):
+    """The database file is held by another process (a running node)."""
+
+
+def _lock_holder(message: str) -> str:
+    match = re.search(r"PID (\d+)", message)
+    return f" (process {match.group(1)})" if match else ""
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the file, turning DuckDB's lock error into a message that says what to do."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise StoreLockedError(
+            f"{path} is held by another process{_lock_holder(str(exc))}: DuckDB allows one "
+            "writer. Talk to the running node with --url http://HOST:PORT instead, or stop it."
+        ) from exc
+
+
+class Database:
+    """The node's connection; each thread gets its own cursor (DuckDB cursors are not shared)."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._con = connect(self.path, read_only=read_only)
+        self._local = threading.local()
+        if not read_only:
+            self.schema_version = apply_migrations(self._con)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,52 @@
+"""Dead letters: raw input that could not become an event, with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import duckdb
+
+from .timeutil import from_naive_utc, utc_now_naive
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source: str  # 'kafka', 'http' or 'import'
+    raw: bytes
+    reason: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLetter]) -> None:
+    if not letters:
+        return
+    now = utc_now_naive()
+    cursor.executemany(
+        'INSERT INTO dead_letters (received_at, source, topic, partition, "offset", raw, reason) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [[now, d.source, d.topic, d.partition, d.offset, d.raw, d.reason] for d in letters],
+    )
+
+
+def list_dead_letters(cursor: duckdb.DuckDBPyConnection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = cursor.execute(
+        'SELECT id, received_at, source, topic, partition, "offset", raw, reason '
+        "FROM dead_letters ORDER BY id DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    return [
+        {
+            "id": row[0],
+            "received_at": from_naive_utc(row[1]).isoformat().replace("+00:00", "Z"),
+            "source": row[2],
+            "topic": row[3],
+            "partition": row[4],
+            "offset": row[5],
+            "raw": bytes(row[6]).decode("utf-8", "replace"),
+            "reason": row[7],
+        }
+        for row in rows
+    ]

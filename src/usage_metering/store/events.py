@@ -1,0 +1,113 @@
+"""Writing events and their hourly rollups: columnar (Arrow) batches, one transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from usage_metering.schemas import UsageEvent
+
+from .timeutil import to_naive_utc
+
+EventKey = tuple[str, str]  # (tenant_id, event_id)
+
+EVENT_ARROW_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("event_id", pa.string()),
+        ("metric", pa.string()),
+        ("quantity", pa.decimal128(38, 9)),
+        ("user_id", pa.string()),
+        ("ts", pa.timestamp("us")),
+        ("properties", pa.string()),
+        ("received_at", pa.timestamp("us")),
+    ]
+)
+
+
+def events_to_arrow(events: Sequence[UsageEvent], received_at: datetime) -> pa.Table:
+    received = to_naive_utc(received_at)
+    columns = [
+        [e.tenant_id for e in events],
+        [e.event_id for e in events],
+        [e.metric for e in events],
+        [e.quantity for e in events],
+        [e.user_id for e in events],
+        [to_naive_utc(e.timestamp) for e in events],
+        [None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
+        [received] * len(events),
+    ]
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_ARROW_SCHEMA)],
+        schema=EVENT_ARROW_SCHEMA,
+    )
+
+
+def insert_new_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> set[EventKey]:
+    """Insert rows whose (tenant_id, event_id) is not stored yet; return the keys inserted.
+
+    The primary key decides: a key already stored (from any earlier batch, ever)
+    is skipped by ON CONFLICT DO NOTHING, so it is not in the returned set.
+    `batch` must not repeat a key.
+    """
+    cursor.register("incoming_events", batch)
+    try:
+        rows = cursor.execute(
+            "INSERT INTO events SELECT * FROM incoming_events "
+            "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id"
+        ).fetchall()
+    finally:
+        cursor.unregister("incoming_events")
+    return {(tenant_id, event_id) for tenant_id, event_id in rows}
+
+
+def delete_events(cursor: duckdb.DuckDBPyConnection, keys: Iterable[EventKey]) -> None:
+    keys = list(keys)
+    if not keys:
+        return
+    table = pa.table({"tenant_id": [k[0] for k in keys], "event_id": [k[1] for k in keys]})
+    cursor.register("doomed_events", table)
+    try:
+        cursor.execute(
+            "DELETE FROM events USING doomed_events d "
+            "WHERE events.tenant_id = d.tenant_id AND events.event_id = d.event_id"
+        )
+    finally:
+        cursor.unregister("doomed_events")
+
+
+def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:
+    return batch.filter(pa.array(mask, type=pa.bool_()))
+
+
+def add_to_rollups(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+    """Fold a batch of newly stored events into usage_hourly."""
+    if batch.num_rows == 0:
+        return
+    cursor.register("rollup_input", batch)
+    try:
+        cursor.execute(
+            """
+            INSERT INTO usage_hourly
+            SELECT tenant_id, metric, coalesce(user_id, '') AS user_id,
+                   date_trunc('hour', ts) AS hour,
+                   sum(quantity), max(quantity), count(*), max(ts), arg_max(quantity, ts)
+            FROM rollup_input
+            GROUP BY ALL
+            ON CONFLICT DO UPDATE SET
+                quantity_sum = usage_hourly.quantity_sum + excluded.quantity_sum,
+                quantity_max = greatest(usage_hourly.quantity_max, excluded.quantity_max),
+                event_count = usage_hourly.event_count + excluded.event_count,
+                latest_quantity = CASE WHEN excluded.latest_at >= usage_hourly.latest_at
+                                       THEN excluded.latest_quantity
+                                       ELSE usage_hourly.latest_quantity END,
+                latest_at = greatest(usage_hourly.latest_at, excluded.latest_at)
+            """
+        )
+    finally:
+        cursor.unregister("rollup_input")
+

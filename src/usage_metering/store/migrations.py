@@ -1,0 +1,120 @@
+"""Versioned schema migrations. Append new steps; never edit an applied one."""
+
+from __future__ import annotations
+
+import duckdb
+
+from .timeutil import utc_now_naive
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE events (
+            tenant_id   VARCHAR NOT NULL,
+            event_id    VARCHAR NOT NULL,
+            metric      VARCHAR NOT NULL,
+            quantity    DECIMAL(38, 9) NOT NULL,
+            user_id     VARCHAR,
+            ts          TIMESTAMP NOT NULL,   -- when the usage happened, UTC
+            properties  JSON,
+            received_at TIMESTAMP NOT NULL,   -- when the node committed it, UTC
+            PRIMARY KEY (tenant_id, event_id)
+        );
+        -- Rollup per tenant/metric/user/hour; user_id '' means no user.
+        CREATE TABLE usage_hourly (
+            tenant_id       VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            user_id         VARCHAR NOT NULL,
+            hour            TIMESTAMP NOT NULL,
+            quantity_sum    DECIMAL(38, 9) NOT NULL,
+            quantity_max    DECIMAL(38, 9) NOT NULL,
+            event_count     BIGINT NOT NULL,
+            latest_at       TIMESTAMP NOT NULL,
+            latest_quantity DECIMAL(38, 9) NOT NULL,
+            PRIMARY KEY (tenant_id, metric, user_id, hour)
+        );
+        CREATE TABLE metrics (
+            name        VARCHAR PRIMARY KEY,
+            aggregation VARCHAR NOT NULL,
+            unit        VARCHAR NOT NULL,
+            description VARCHAR NOT NULL,
+            updated_at  TIMESTAMP NOT NULL
+        );
+        -- Every change to a plan is a new version; `definition` holds the plan JSON.
+        CREATE TABLE plans (
+            plan_id    VARCHAR NOT NULL,
+            version    INTEGER NOT NULL,
+            name       VARCHAR NOT NULL,
+            currency   VARCHAR NOT NULL,
+            base_fee   DECIMAL(38, 9) NOT NULL,
+            definition JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (plan_id, version)
+        );
+        CREATE TABLE tenants (
+            tenant_id          VARCHAR PRIMARY KEY,
+            name               VARCHAR NOT NULL,
+            plan_id            VARCHAR,
+            billing_anchor_day INTEGER NOT NULL,
+            created_at         TIMESTAMP NOT NULL
+        );
+        -- Next offset to read per source partition, written with the rows it produced.
+        CREATE TABLE source_offsets (
+            topic       VARCHAR NOT NULL,
+            partition   INTEGER NOT NULL,
+            next_offset BIGINT NOT NULL,
+            updated_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (topic, partition)
+        );
+        CREATE SEQUENCE dead_letter_ids;
+        CREATE TABLE dead_letters (
+            id          BIGINT PRIMARY KEY DEFAULT nextval('dead_letter_ids'),
+            received_at TIMESTAMP NOT NULL,
+            source      VARCHAR NOT NULL,     -- 'kafka', 'http', 'import'
+            topic       VARCHAR,
+            partition   INTEGER,
+            "offset"    BIGINT,
+            raw         BLOB NOT NULL,
+            reason      VARCHAR NOT NULL
+        );
+        -- Stable views for analysts.
+        CREATE VIEW current_plans AS
+            SELECT * FROM plans QUALIFY version = max(version) OVER (PARTITION BY plan_id);
+        CREATE VIEW usage_daily AS
+            SELECT tenant_id, metric, CAST(hour AS DATE) AS day,
+                   sum(quantity_sum) AS quantity_sum, max(quantity_max) AS quantity_max,
+                   sum(event_count) AS event_count,
+                   count(DISTINCT NULLIF(user_id, '')) AS unique_users
+            FROM usage_hourly GROUP BY ALL;
+        CREATE VIEW usage_monthly AS
+            SELECT tenant_id, metric, date_trunc('month', hour) AS month,
+                   sum(quantity_sum) AS quantity_sum, max(quantity_max) AS quantity_max,
+                   sum(event_count) AS event_count,
+                   count(DISTINCT NULLIF(user_id, '')) AS unique_users
+            FROM usage_hourly GROUP BY ALL;
+        """,
+    ),
+)
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the database to the newest schema version; returns that version."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    current = int(row[0]) if row else 0
+    for version, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, utc_now_naive()])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        current = version
+    return current

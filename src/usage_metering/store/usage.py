@@ -1,0 +1,184 @@
+"""Reading usage from the hourly rollups (never from the raw events table).
+
+Periods start on whole hours (midnight UTC), so hourly buckets add up exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from usage_metering.schemas import AggregateState, Aggregation, UsageTotals
+
+from .timeutil import from_naive_utc, to_naive_utc
+
+_TOTALS_SQL = """
+    sum(quantity_sum), sum(event_count), max(quantity_max),
+    count(DISTINCT NULLIF(user_id, '')), arg_max(latest_quantity, latest_at)
+"""
+
+# How users rank in a top-users list, per aggregation of the metric.
+_USER_RANK_SQL = {
+    Aggregation.SUM: "sum(quantity_sum)",
+    Aggregation.COUNT: "sum(event_count)",
+    Aggregation.MAX: "max(quantity_max)",
+    Aggregation.UNIQUE_COUNT: "sum(event_count)",
+    Aggregation.LATEST: "arg_max(latest_quantity, latest_at)",
+}
+
+
+def _totals(row: Sequence[object]) -> UsageTotals:
+    total, count, maximum, unique_users, latest = row
+    return UsageTotals(
+        total=Decimal(total or 0) + 0,
+        count=int(count or 0),
+        maximum=Decimal(maximum or 0) + 0,
+        unique_users=int(unique_users or 0),
+        latest=Decimal(latest or 0) + 0,
+    )
+
+
+def usage_totals(
+    cursor: duckdb.DuckDBPyConnection, tenant_id: str, metric: str, start: datetime, end: datetime
+) -> UsageTotals:
+    row = cursor.execute(
+        f"SELECT {_TOTALS_SQL} FROM usage_hourly "
+        "WHERE tenant_id = ? AND metric = ? AND hour >= ? AND hour < ?",
+        [tenant_id, metric, to_naive_utc(start), to_naive_utc(end)],
+    ).fetchone()
+    return _totals(row) if row else UsageTotals()
+
+
+def usage_totals_by_metric(
+    cursor: duckdb.DuckDBPyConnection, tenant_id: str, start: datetime, end: datetime
+) -> dict[str, UsageTotals]:
+    rows = cursor.execute(
+        f"SELECT metric, {_TOTALS_SQL} FROM usage_hourly "
+        "WHERE tenant_id = ? AND hour >= ? AND hour < ? GROUP BY metric ORDER BY metric",
+        [tenant_id, to_naive_utc(start), to_naive_utc(end)],
+    ).fetchall()
+    return {row[0]: _totals(row[1:]) for row in rows}
+
+
+def usage_totals_by_day(
+    cursor: duckdb.DuckDBPyConnection, tenant_id: str, metric: str, start: datetime, end: datetime
+) -> list[tuple[date, UsageTotals]]:
+    rows = cursor.execute(
+        f"SELECT CAST(hour AS DATE) AS day, {_TOTALS_SQL} FROM usage_hourly "
+        "WHERE tenant_id = ? AND metric = ? AND hour >= ? AND hour < ? GROUP BY day ORDER BY day",
+        [tenant_id, metric, to_naive_utc(start), to_naive_utc(end)],
+    ).fetchall()
+    return [(row[0], _totals(row[1:])) for row in rows]
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    user_id: str
+    totals: UsageTotals
+
+
+def top_users(
+    cursor: duckdb.DuckDBPyConnection,
+    tenant_id: str,
+    metric: str,
+    aggregation: Aggregation,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[UserUsage]:
+    rows = cursor.execute(
+        f"SELECT user_id, {_TOTALS_SQL} FROM usage_hourly "
+        "WHERE tenant_id = ? AND metric = ? AND hour >= ? AND hour < ? AND user_id <> '' "
+        f"GROUP BY user_id ORDER BY {_USER_RANK_SQL[aggregation]} DESC, user_id LIMIT ?",
+        [tenant_id, metric, to_naive_utc(start), to_naive_utc(end), limit],
+    ).fetchall()
+    return [UserUsage(row[0], _totals(row[1:])) for row in rows]
+
+
+Window = tuple[str, datetime, datetime]  # (tenant_id, start, end)
+
+
+def _windows_table(windows: Sequence[Window]) -> pa.Table:
+    return pa.table(
+        {
+            "tenant_id": pa.array([w[0] for w in windows], pa.string()),
+            "window_start": pa.array([to_naive_utc(w[1]) for w in windows], pa.timestamp("us")),
+            "window_end": pa.array([to_naive_utc(w[2]) for w in windows], pa.timestamp("us")),
+        }
+    )
+
+
+def usage_totals_for_windows(
+    cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window]
+) -> dict[tuple[str, datetime], dict[str, UsageTotals]]:
+    """Totals per metric for many (tenant, period) windows in one columnar query.
+
+    Keyed by (tenant_id, window start); billing all tenants uses this.
+    """
+    if not windows:
+        return {}
+    cursor.register("usage_windows", _windows_table(windows))
+    try:
+        rows = cursor.execute(
+            f"""
+            SELECT w.tenant_id, w.window_start, u.metric, {_TOTALS_SQL}
+            FROM usage_windows w
+            JOIN usage_hourly u ON u.tenant_id = w.tenant_id
+                 AND u.hour >= w.window_start AND u.hour < w.window_end
+            GROUP BY ALL
+            """
+        ).fetchall()
+    finally:
+        cursor.unregister("usage_windows")
+    result: dict[tuple[str, datetime], dict[str, UsageTotals]] = {}
+    for tenant_id, window_start, metric, *totals in rows:
+        result.setdefault((tenant_id, from_naive_utc(window_start)), {})[metric] = _totals(totals)
+    return result
+
+
+def aggregate_states_for_windows(
+    cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window]
+) -> dict[tuple[str, str, datetime], AggregateState]:
+    """Running aggregates (with the distinct user set) per (tenant, metric, window start).
+
+    The ingestor seeds its in-memory quota counters from this at start.
+    """
+    if not windows:
+        return {}
+    cursor.register("counter_windows", _windows_table(windows))
+    try:
+        rows = cursor.execute(
+            """
+            SELECT w.tenant_id, u.metric, w.window_start,
+                   sum(quantity_sum), sum(event_count), max(quantity_max),
+                   max(latest_at), arg_max(latest_quantity, latest_at),
+                   list(DISTINCT user_id) FILTER (WHERE user_id <> '')
+            FROM counter_windows w
+            JOIN usage_hourly u ON u.tenant_id = w.tenant_id
+                 AND u.hour >= w.window_start AND u.hour < w.window_end
+            GROUP BY ALL
+            """
+        ).fetchall()
+    finally:
+        cursor.unregister("counter_windows")
+    states: dict[tuple[str, str, datetime], AggregateState] = {}
+    for tenant_id, metric, start, total, count, maximum, latest_at, latest_q, users in rows:
+        states[(tenant_id, metric, from_naive_utc(start))] = AggregateState(
+            total=Decimal(total) + 0,
+            count=int(count),
+            maximum=Decimal(maximum) + 0,
+            latest_at=from_naive_utc(latest_at),
+            latest_quantity=Decimal(latest_q) + 0,
+            users=set(users or ()),
+        )
+    return states
+
+
+def tenants_with_usage(cursor: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = cursor.execute("SELECT DISTINCT tenant_id FROM usage_hourly ORDER BY tenant_id").fetchall()
+    return [row[0] for row in rows]
