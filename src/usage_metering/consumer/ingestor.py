@@ -18,7 +18,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
+
+import duckdb
 
 from usage_metering.schemas import Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
@@ -31,6 +33,7 @@ from usage_metering.store.usage import aggregate_states_for_windows
 from .counters import QuotaCounters, StagedCounters, seed_windows
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECORDED = "recorded"
 DUPLICATE = "duplicate"
@@ -88,7 +91,7 @@ class Ingestor:
         self.last_commit_at: datetime | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._write_lock = threading.Lock()  # held while a batch or a reload runs
+        self._write_lock = threading.RLock()  # held while a batch, a config change or a reload runs
         self.reload()
 
     # -- lifecycle -------------------------------------------------------------
@@ -158,6 +161,24 @@ class Ingestor:
             tracked_from = {tenant_id: start for tenant_id, start, _end in windows[::2]}
             self.counters.reset(states, tracked_from)
             self.catalog = catalog
+
+    def change_config(self, change: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a catalog write (plans, tenants, metrics) between batches, then reload.
+
+        Holding the writer's lock keeps it from racing the ingest transaction
+        (which registers new tenants) and the counters from seeing half a change.
+        """
+        with self._write_lock:
+            cursor = self.database.cursor()
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                result = change(cursor)
+                cursor.execute("COMMIT")
+            except Exception:
+                cursor.execute("ROLLBACK")
+                raise
+            self.reload()
+            return result
 
     def current_usage(self, tenant_id: str, metric: str, at: datetime | None = None) -> tuple[Period, UsageTotals]:
         """Committed usage in the period holding `at` (default now), from memory."""
@@ -236,7 +257,7 @@ class Ingestor:
         self.last_commit_at = now
         return self._outcomes(requests, decisions, first_index, events)
 
-    def _register_new_tenants(self, cursor, events: Sequence[UsageEvent]) -> Catalog:
+    def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
         new_ids = sorted({e.tenant_id for e in events} - self.catalog.tenants.keys())
         if not new_ids:
             return self.catalog

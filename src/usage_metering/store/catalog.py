@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import duckdb
 
@@ -15,7 +16,7 @@ from usage_metering.schemas import (
     parse_plan,
 )
 
-from .timeutil import from_naive_utc, utc_now_naive
+from .timeutil import from_naive_utc, to_naive_utc, utc_now_naive
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,20 @@ def load_tenants(cursor: duckdb.DuckDBPyConnection) -> dict[str, Tenant]:
 
 def load_catalog(cursor: duckdb.DuckDBPyConnection) -> Catalog:
     return Catalog(load_metrics(cursor), load_current_plans(cursor), load_tenants(cursor))
+
+
+def load_plans_as_of(cursor: duckdb.DuckDBPyConnection, moment: datetime) -> dict[str, Plan]:
+    """Per plan, the version in effect at `moment`: the newest created before it (else the first).
+
+    A billing period is priced with the plan as it stood when the period ended.
+    """
+    rows = cursor.execute(
+        """
+        SELECT plan_id, definition, version FROM plans
+        QUALIFY version = coalesce(
+            max(version) FILTER (WHERE created_at < ?) OVER (PARTITION BY plan_id),
+            min(version) OVER (PARTITION BY plan_id))
+        """,
+        [to_naive_utc(moment)],
+    ).fetchall()
+    return {plan_id: _plan_from_row(definition, version) for plan_id, definition, version in rows}

@@ -1,0 +1,301 @@
+"""The library: everything the HTTP API and the CLI do, in one object.
+
+    from usage_metering import Metering
+    with Metering.open("data/metering.duckdb") as metering:
+        metering.record({"tenant_id": "acme", "metric": "api_calls", "quantity": 1})
+        print(metering.quota("acme", "api_calls").to_json_dict())
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .consumer import BLOCKED, IngestOutcome, Ingestor, QuotaExceeded
+from .reports.billing import billing_report
+from .reports.pricing import Invoice
+from .reports.quota import QuotaStatus, quota_status
+from .reports.top_users import TopUser, top_users
+from .reports.usage import UsageSummary, date_range_period, summarize_metric, summarize_tenant
+from .schemas import (
+    DEFAULT_LATE_WINDOW,
+    MetricDefinition,
+    Period,
+    Plan,
+    Tenant,
+    UsageEvent,
+    ValidationError,
+    check_id,
+    format_decimal,
+    parse_event,
+    parse_metric_definition,
+    parse_period_label,
+    parse_plan,
+    parse_tenant,
+    period_containing,
+)
+from .store import DEFAULT_DB_PATH, Database
+from .store import catalog as catalog_store
+from .store.dead_letters import list_dead_letters
+
+REJECTED = "rejected"
+
+
+class NotFoundError(LookupError):
+    """An unknown tenant, plan or metric; `kind` names which."""
+
+    def __init__(self, kind: str, identifier: str) -> None:
+        super().__init__(f"unknown {kind} {identifier!r}")
+        self.kind = kind
+        self.identifier = identifier
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """What became of one submitted event."""
+
+    index: int
+    event_id: str | None
+    status: str  # recorded, duplicate, blocked or rejected
+    error: ValidationError | None = None
+    quota: QuotaExceeded | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"index": self.index, "event_id": self.event_id, "status": self.status}
+        if self.error is not None:
+            data["error"] = self.error.as_dict()
+        if self.quota is not None:
+            data["error"] = quota_error_body(self.quota)
+        return data
+
+
+def quota_error_body(quota: QuotaExceeded) -> dict[str, Any]:
+    return {
+        "code": "quota_exceeded",
+        "message": f"quota for {quota.metric} exhausted: {format_decimal(quota.used)} of "
+        f"{format_decimal(quota.limit)} used this period",
+        "field": "quantity",
+        "metric": quota.metric,
+        "limit": format_decimal(quota.limit),
+        "used": format_decimal(quota.used),
+        "period": quota.period.to_json_dict(),
+    }
+
+
+def _result_from_outcome(index: int, outcome: IngestOutcome) -> EventResult:
+    quota = outcome.quota if outcome.status == BLOCKED else None
+    return EventResult(index, outcome.event_id, outcome.status, quota=quota)
+
+
+class Metering:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        late_window: timedelta = DEFAULT_LATE_WINDOW,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.database = database
+        self.late_window = late_window
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.ingestor = Ingestor(database, clock=self.clock).start()
+
+    @classmethod
+    def open(cls, path: str | Path = DEFAULT_DB_PATH, **options: Any) -> Metering:
+        return cls(Database(path), **options)
+
+    def close(self) -> None:
+        self.ingestor.stop()
+        self.database.close()
+
+    def __enter__(self) -> Metering:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- recording -----------------------------------------------------------
+
+    def validate(self, data: Mapping[str, Any]) -> UsageEvent:
+        return parse_event(data, now=self.clock(), late_window=self.late_window)
+
+    def submit_events(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> Future[list[EventResult]]:
+        """Validate each item, queue the valid ones; the future resolves after the commit.
+
+        Invalid items are `rejected` with their error; they never hold back valid ones.
+        """
+        results: list[EventResult | None] = [None] * len(items)
+        events: list[UsageEvent] = []
+        positions: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                event = item if isinstance(item, UsageEvent) else self.validate(item)
+            except ValidationError as error:
+                results[index] = EventResult(index, None, REJECTED, error=error)
+                continue
+            events.append(event)
+            positions.append(index)
+        outer: Future[list[EventResult]] = Future()
+        if not events:
+            outer.set_result([r for r in results if r is not None])
+            return outer
+
+        def finish(inner: Future[list[IngestOutcome]]) -> None:
+            error = inner.exception()
+            if error is not None:
+                outer.set_exception(error)
+                return
+            for position, outcome in zip(positions, inner.result()):
+                results[position] = _result_from_outcome(position, outcome)
+            outer.set_result([r for r in results if r is not None])
+
+        self.ingestor.submit(events).add_done_callback(finish)
+        return outer
+
+    def record_events(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[EventResult]:
+        return self.submit_events(items).result()
+
+    def record(self, item: Mapping[str, Any] | UsageEvent) -> EventResult:
+        """Record one event; raises ValidationError if it is invalid."""
+        result = self.record_events([item])[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    # -- reading ---------------------------------------------------------------
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        tenant = self.ingestor.catalog.tenants.get(tenant_id)
+        if tenant is None:
+            raise NotFoundError("tenant", tenant_id)
+        return tenant
+
+    def _period(
+        self,
+        tenant: Tenant,
+        period: str | None = None,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> Period:
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise ValidationError("from" if start is None else "to", "both from and to are needed", "invalid_range")
+            if end < start:
+                raise ValidationError("to", "must not be before from", "invalid_range")
+            return date_range_period(start, end)
+        if period is not None:
+            return parse_period_label("period", period, tenant.billing_anchor_day)
+        return period_containing(self.clock(), tenant.billing_anchor_day)
+
+    def usage(
+        self,
+        tenant_id: str,
+        metric: str,
+        *,
+        period: str | None = None,
+        start: date | None = None,
+        end: date | None = None,
+        daily: bool = False,
+    ) -> UsageSummary:
+        """A metric's usage in the current period, period `YYYY-MM`, or dates [start, end]."""
+        tenant = self.tenant(tenant_id)
+        check_id("metric", metric)
+        window = self._period(tenant, period, start, end)
+        aggregation = self.ingestor.catalog.aggregation(metric)
+        return summarize_metric(self.database.cursor(), tenant_id, metric, aggregation, window, daily=daily)
+
+    def usage_all(
+        self, tenant_id: str, *, period: str | None = None, start: date | None = None, end: date | None = None
+    ) -> list[UsageSummary]:
+        tenant = self.tenant(tenant_id)
+        window = self._period(tenant, period, start, end)
+        catalog = self.ingestor.catalog
+        aggregation_of = {name: m.aggregation for name, m in catalog.metrics.items()}
+        return summarize_tenant(self.database.cursor(), tenant_id, aggregation_of, window)
+
+    def quota(self, tenant_id: str, metric: str) -> QuotaStatus:
+        """Served from the ingestor's in-memory counters: no query per request."""
+        self.tenant(tenant_id)
+        check_id("metric", metric)
+        now = self.clock()
+        period, totals = self.ingestor.current_usage(tenant_id, metric, now)
+        catalog = self.ingestor.catalog
+        used = totals.value(catalog.aggregation(metric))
+        return quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
+
+    def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> list[TopUser]:
+        tenant = self.tenant(tenant_id)
+        check_id("metric", metric)
+        if not 1 <= limit <= 1000:
+            raise ValidationError("limit", "must be between 1 and 1000", "invalid_limit")
+        window = self._period(tenant, period)
+        aggregation = self.ingestor.catalog.aggregation(metric)
+        return top_users(self.database.cursor(), tenant_id, metric, aggregation, window, limit)
+
+    def billing_report(self, tenant_id: str | None = None, period: str | None = None) -> list[Invoice]:
+        """Invoices for one tenant or all tenants, for period `YYYY-MM` or the current one."""
+        if period is not None:
+            parse_period_label("period", period)
+        catalog = self.ingestor.catalog
+        tenants = [self.tenant(tenant_id)] if tenant_id is not None else list(catalog.tenants.values())
+        return billing_report(self.database.cursor(), catalog, tenants, period_label=period, now=self.clock())
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list_dead_letters(self.database.cursor(), limit)
+
+    # -- configuration -----------------------------------------------------------
+
+    def save_plan(self, plan: Plan | Mapping[str, Any]) -> Plan:
+        """Create a plan, or a new version of it when its definition changed."""
+        parsed = plan if isinstance(plan, Plan) else parse_plan(plan)
+        return self.ingestor.change_config(lambda cursor: catalog_store.save_plan(cursor, parsed))
+
+    def plans(self) -> list[Plan]:
+        return list(self.ingestor.catalog.plans.values())
+
+    def plan(self, plan_id: str, version: int | None = None) -> Plan:
+        plan = catalog_store.load_plan(self.database.cursor(), plan_id, version)
+        if plan is None:
+            raise NotFoundError("plan", plan_id if version is None else f"{plan_id} v{version}")
+        return plan
+
+    def save_tenant(self, tenant: Tenant | Mapping[str, Any]) -> Tenant:
+        """Create or update a tenant: its name, plan and billing anchor day."""
+        parsed = tenant if isinstance(tenant, Tenant) else parse_tenant(tenant)
+        if parsed.plan_id is not None and parsed.plan_id not in self.ingestor.catalog.plans:
+            raise NotFoundError("plan", parsed.plan_id)
+        self.ingestor.change_config(lambda cursor: catalog_store.save_tenant(cursor, parsed))
+        return parsed
+
+    def tenants(self) -> list[Tenant]:
+        return list(self.ingestor.catalog.tenants.values())
+
+    def define_metric(self, metric: MetricDefinition | Mapping[str, Any]) -> MetricDefinition:
+        parsed = metric if isinstance(metric, MetricDefinition) else parse_metric_definition(metric)
+        self.ingestor.change_config(lambda cursor: catalog_store.upsert_metric(cursor, parsed))
+        return parsed
+
+    def metrics(self) -> list[MetricDefinition]:
+        return list(self.ingestor.catalog.metrics.values())
+
+
+def record_all(metering: Metering, items: Iterable[Mapping[str, Any]], chunk: int = 5000) -> dict[str, int]:
+    """Record an iterable of events in chunks; returns counts per status."""
+    counts: dict[str, int] = {}
+    buffer: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        for result in metering.record_events(buffer):
+            counts[result.status] = counts.get(result.status, 0) + 1
+        buffer.clear()
+
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= chunk:
+            flush()
+    if buffer:
+        flush()
+    return counts
