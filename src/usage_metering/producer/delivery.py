@@ -87,6 +87,11 @@ class DeliveryTracker:
         with self._lock:
             self._pending.pop(token, None)
 
+    def discard(self, token: int) -> None:
+        """Forget an event that was never queued (its caller got the exception)."""
+        with self._lock:
+            self._pending.pop(token, None)
+
     def failed(self, token: int, error: Exception) -> None:
         with self._lock:
             event_id = self._pending.pop(token, None)

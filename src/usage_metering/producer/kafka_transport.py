@@ -75,7 +75,7 @@ class UsageProducer(BaseUsageProducer):
             )
         except Exception:
             # Not queued: the caller gets the exception now, so don't report it twice.
-            self._tracker.succeeded(token)
+            self._tracker.discard(token)
             raise
         future.add_callback(lambda _metadata: self._tracker.succeeded(token))
         future.add_errback(lambda error: self._tracker.failed(token, error))

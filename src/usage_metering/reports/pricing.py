@@ -81,7 +81,7 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     """`amount` rounded half-up (away from zero on a tie) to the currency's minor unit."""
     exponent = Decimal(1).scaleb(-currency_minor_units(currency))
     with localcontext(_EXACT):
-        return amount.quantize(exponent, rounding="ROUND_HALF_EVEN")
+        return amount.quantize(exponent, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)

@@ -100,12 +100,12 @@ def load_plan(cursor: duckdb.DuckDBPyConnection, plan_id: str, version: int | No
         row = cursor.execute(
             "SELECT definition, version FROM plans WHERE plan_id = ? ORDER BY version DESC LIMIT 1",
             [plan_id],
-        ).fetchone()
+        ).fetchall()
     else:
         row = cursor.execute(
             "SELECT definition, version FROM plans WHERE plan_id = ? AND version = ?", [plan_id, version]
-        ).fetchone()
-    return _plan_from_row(row[0], row[1]) if row else None
+        ).fetchall()
+    return _plan_from_row(row[0][0], row[0][1]) if row else None
 
 
 def load_current_plans(cursor: duckdb.DuckDBPyConnection) -> dict[str, Plan]:

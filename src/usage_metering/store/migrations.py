@@ -103,8 +103,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> int:
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
-    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-    current = int(row[0]) if row else 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
+    current = int(row[0][0])
     for version, sql in MIGRATIONS:
         if version <= current:
             continue

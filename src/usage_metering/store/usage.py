@@ -50,8 +50,8 @@ def usage_totals(
         f"SELECT {_TOTALS_SQL} FROM usage_hourly "
         "WHERE tenant_id = ? AND metric = ? AND hour >= ? AND hour < ?",
         [tenant_id, metric, to_naive_utc(start), to_naive_utc(end)],
-    ).fetchone()
-    return _totals(row) if row else UsageTotals()
+    ).fetchall()
+    return _totals(row[0]) if row else UsageTotals()
 
 
 def usage_totals_by_metric(

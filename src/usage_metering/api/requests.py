@@ -1,0 +1,67 @@
+"""Reading request bodies and query parameters, with 400/413/422 for bad ones."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+
+from .errors import ApiError
+
+MAX_EVENT_BODY_BYTES = 64 * 1024
+MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
+MAX_BATCH_EVENTS = 10_000
+MAX_ADMIN_BODY_BYTES = 1024 * 1024
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The body as JSON, numbers with a fraction parsed as exact Decimals."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise ApiError(400, "empty_body", "request body must be JSON")
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
+
+
+def require_object(data: Any, what: str = "request body") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_type", f"{what} must be a JSON object")
+    return data
+
+
+def query_date(request: Request, name: str) -> date | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(422, "invalid_date", f"{name} must be a date YYYY-MM-DD", name) from None
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ApiError(422, "invalid_parameter", f"{name} must be an integer {low}-{high}", name)
+    return int(value)
+
+
+def query_flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
