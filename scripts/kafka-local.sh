@@ -196,6 +196,10 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# After a crash (kill -9) the restarted broker can only re-register once the old
+# registration's session expires (default 9 s); shorten that for restart tests.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=4000
 num.network.threads=2
 num.io.threads=4
 log.retention.hours=24

@@ -355,7 +355,7 @@ def fraction_of(text: str | None) -> Fraction | None:
 
 def decimal_text(max_units: int, scale: int) -> st.SearchStrategy[str]:
     """Decimal strings 0 <= x <= max_units/10**scale with up to `scale` fractional digits."""
-    return st.integers(0, max_units).map(lambda n: str(D(n).scaleb(-scale)))
+    return st.integers(0, max_units).map(lambda n: format(D(n).scaleb(-scale), "f"))
 
 
 PRICES = decimal_text(10**8, 4)  # up to 10000 with 4 decimals
@@ -366,7 +366,7 @@ QUANTITIES = decimal_text(10**18, 9)  # up to 10^9 with 9 decimals
 def plan_metric_json(draw: st.DrawFn, name: str) -> dict:
     n_tiers = draw(st.integers(0, 4))
     bounds = sorted(draw(st.sets(st.integers(1, 10**18), min_size=n_tiers, max_size=n_tiers)))
-    ups: list[str | None] = [str(D(b).scaleb(-9)) for b in bounds]
+    ups: list[str | None] = [format(D(b).scaleb(-9), "f") for b in bounds]
     if ups and draw(st.booleans()):
         ups[-1] = None
     return {

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Callable, Mapping, Sequence, TypeVar
 
 import duckdb
@@ -215,7 +215,8 @@ class Ingestor:
 
     def _process(self, requests: list[_Request]) -> None:
         try:
-            with self._write_lock:
+            with self._write_lock, localcontext() as context:
+                context.prec = 60  # running totals grow past the default 28 digits
                 outcomes = self._commit_group(requests)
         except Exception as exc:  # a failed commit fails every caller in the group; nothing is half-done
             log.exception("ingest batch failed; rolled back")

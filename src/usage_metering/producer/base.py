@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from usage_metering.schemas import UsageEvent
 
@@ -13,6 +13,8 @@ from .delivery import DeliveryError
 from .events import Quantity, Timestamp, build_event
 
 log = logging.getLogger(__name__)
+
+_Producer = TypeVar("_Producer", bound="BaseUsageProducer")
 
 
 class BaseUsageProducer(ABC):
@@ -65,7 +67,7 @@ class BaseUsageProducer(ABC):
         Events still unsent when `timeout` runs out are reported as failed.
         """
 
-    def __enter__(self) -> "BaseUsageProducer":
+    def __enter__(self: _Producer) -> _Producer:
         return self
 
     def __exit__(

@@ -16,7 +16,6 @@ from typing import Any, Mapping
 from usage_metering.schemas import (
     UsageEvent,
     ValidationError,
-    format_decimal,
     format_timestamp,
     parse_event,
 )
@@ -49,18 +48,8 @@ def build_event(
 
 
 def encode_event(event: UsageEvent) -> bytes:
-    """Compact UTF-8 JSON of the wire form; raises ValidationError for non-JSON properties."""
-    try:
-        text = json.dumps(
-            event.to_json_dict(),
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=_json_default,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValidationError("properties", f"must be JSON-serializable: {exc}", "invalid_type") from exc
-    return text.encode("utf-8")
+    """Compact UTF-8 JSON of the wire form (parse_event already made properties plain JSON)."""
+    return json.dumps(event.to_json_dict(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _timestamp_value(value: Timestamp) -> Any:
@@ -70,12 +59,3 @@ def _timestamp_value(value: Timestamp) -> Any:
             raise ValidationError("timestamp", "must be timezone-aware (UTC)", "invalid_timestamp")
         return format_timestamp(value)
     return value
-
-
-def _json_default(value: Any) -> Any:
-    """Exact text for Decimal and datetime values inside `properties`."""
-    if isinstance(value, Decimal) and value.is_finite():
-        return format_decimal(value)
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return format_timestamp(value)
-    raise TypeError(f"{type(value).__name__} value {value!r} is not JSON-serializable")

@@ -14,10 +14,11 @@ from typing import Any, Callable, Mapping
 
 from .errors import ValidationError
 from .ids import ID_MAX_LENGTH, ID_PATTERN, check_id, uuid7
+from .money import DECIMAL_TEXT_PATTERN, check_scale, exact_decimal
 
 EVENT_SCHEMA_VERSION = 1
 QUANTITY_MAX_SCALE = 9  # fractional digits stored exactly (DECIMAL(38, 9))
-QUANTITY_MAX = Decimal(10) ** 20
+QUANTITY_MAX = Decimal(10) ** 18  # 27 significant digits: exact in Python's default context
 PROPERTIES_MAX_BYTES = 8 * 1024
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 DEFAULT_LATE_WINDOW = timedelta(days=35)
@@ -81,26 +82,14 @@ def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None)
     """Exact decimal from a JSON number (ideally parsed as Decimal) or decimal string."""
     if value is None:
         raise ValidationError(name, "is required", "missing_field")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValidationError(name, "must be a number or a decimal string", "invalid_type")
-    try:
-        # repr(float) is the shortest text that round-trips, so 0.1 stays 0.1.
-        quantity = Decimal(repr(value) if isinstance(value, float) else value)
-    except (InvalidOperation, ValueError):
-        raise ValidationError(name, f"{value!r} is not a decimal number", "invalid_quantity")
+    quantity = exact_decimal(name, value, "invalid_quantity")
     if not quantity.is_finite():
         raise ValidationError(name, "must be finite", "invalid_quantity")
     if quantity < 0:
         raise ValidationError(name, "must be >= 0", "invalid_quantity")
     if quantity >= QUANTITY_MAX:
         raise ValidationError(name, f"must be < {QUANTITY_MAX:f}", "invalid_quantity")
-    exponent = quantity.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -QUANTITY_MAX_SCALE:
-        if quantity != quantity.quantize(Decimal(1).scaleb(-QUANTITY_MAX_SCALE)):
-            raise ValidationError(
-                name, f"at most {QUANTITY_MAX_SCALE} fractional digits", "invalid_quantity"
-            )
-    return quantity + 0  # normalises -0 to 0
+    return check_scale(name, quantity, QUANTITY_MAX_SCALE, "invalid_quantity") + 0  # -0 becomes 0
 
 
 def parse_timestamp_value(name: str, value: Any) -> datetime:
@@ -145,15 +134,28 @@ def _parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> dat
     return timestamp
 
 
+def _json_number(value: Any) -> float | int:
+    """Numbers in properties parsed as Decimal (exact JSON parsing) are stored as JSON numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[str, Any] | None:
+    """A JSON-only copy of the properties object (so later changes by the caller don't leak in)."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValidationError(name, "must be an object", "invalid_type")
-    size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_number)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(name, f"must hold only JSON values: {exc}", "invalid_properties") from None
+    size = len(text.encode())
     if size > PROPERTIES_MAX_BYTES:
         raise ValidationError(name, f"is {size} bytes; at most 8 KiB", "properties_too_large")
-    return value
+    copied: dict[str, Any] = json.loads(text)
+    return copied
 
 
 def _id_field(name: str, required: bool, description: str) -> FieldSpec:
@@ -174,7 +176,7 @@ EVENT_FIELDS: tuple[FieldSpec, ...] = (
         {
             "oneOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+                {"type": "string", "pattern": DECIMAL_TEXT_PATTERN},
             ],
             "description": "How much was used: a finite number >= 0, parsed exactly "
             f"(at most {QUANTITY_MAX_SCALE} fractional digits).",

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from .errors import ValidationError
 
 MONEY_MAX_SCALE = 9
+AMOUNT_MAX = Decimal(10) ** 20
+DECIMAL_TEXT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_DECIMAL_TEXT_RE = re.compile(DECIMAL_TEXT_PATTERN)
+_WIDE = Context(prec=80)  # wide enough that checks on 38-digit values never round
+
+
+def exact_decimal(field: str, value: Any, code: str) -> Decimal:
+    """A Decimal from a JSON number (int, float or Decimal) or plain decimal text like "1.25".
+
+    Text must match DECIMAL_TEXT_PATTERN (the JSON Schema's), so "1e3" or " 1" are refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValidationError(field, "must be a number or a decimal string", "invalid_type")
+    if isinstance(value, str) and not _DECIMAL_TEXT_RE.match(value):
+        raise ValidationError(field, f"{value!r} is not a plain decimal number like 12.5", code)
+    try:
+        # repr(float) is the shortest text that round-trips, so 0.1 stays 0.1.
+        return Decimal(repr(value) if isinstance(value, float) else value)
+    except (InvalidOperation, ValueError):
+        raise ValidationError(field, f"{value!r} is not a decimal number", code) from None
+
+
+def check_scale(field: str, value: Decimal, max_scale: int, code: str) -> Decimal:
+    """Refuse more than `max_scale` significant fractional digits (trailing zeros are fine)."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -max_scale:
+        if value != value.quantize(Decimal(1).scaleb(-max_scale), context=_WIDE):
+            raise ValidationError(field, f"at most {max_scale} fractional digits", code)
+    return value
 
 
 def parse_amount(field: str, value: Any, *, required: bool = True) -> Decimal | None:
@@ -16,15 +46,9 @@ def parse_amount(field: str, value: Any, *, required: bool = True) -> Decimal | 
         if required:
             raise ValidationError(field, "is required", "missing_field")
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValidationError(field, "must be a number or a decimal string", "invalid_type")
-    try:
-        amount = Decimal(repr(value) if isinstance(value, float) else value)
-    except (InvalidOperation, ValueError):
-        raise ValidationError(field, f"{value!r} is not a decimal number", "invalid_amount")
+    amount = exact_decimal(field, value, "invalid_amount")
     if not amount.is_finite() or amount < 0:
         raise ValidationError(field, "must be a finite number >= 0", "invalid_amount")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MONEY_MAX_SCALE and amount != round(amount, MONEY_MAX_SCALE):
-        raise ValidationError(field, f"at most {MONEY_MAX_SCALE} fractional digits", "invalid_amount")
-    return amount + 0
+    if amount >= AMOUNT_MAX:
+        raise ValidationError(field, f"must be < {AMOUNT_MAX:f}", "invalid_amount")
+    return check_scale(field, amount, MONEY_MAX_SCALE, "invalid_amount")

@@ -71,6 +71,6 @@ def previous_period(period: Period, anchor_day: int) -> Period:
 def parse_period_label(field: str, value: object, anchor_day: int = 1) -> Period:
     """'YYYY-MM' names the period that starts in that month."""
     match = _MONTH_RE.match(value) if isinstance(value, str) else None
-    if not match or not 1 <= int(match.group(2)) <= 12:
+    if not match or not 1 <= int(match.group(2)) <= 12 or not 1 <= int(match.group(1)) <= 9998:
         raise ValidationError(field, "must be a month as YYYY-MM", "invalid_period")
     return period_starting_in(int(match.group(1)), int(match.group(2)), anchor_day)

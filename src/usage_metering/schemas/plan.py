@@ -167,6 +167,7 @@ def parse_plan(data: Any) -> Plan:
     if not isinstance(raw_metrics, list):
         raise ValidationError("metrics", "must be a list", "invalid_type")
     metrics = tuple(parse_plan_metric(f"metrics[{i}]", m) for i, m in enumerate(raw_metrics))
+    plan_id = check_id("plan_id", data.get("plan_id")) or ""
     names = [m.metric for m in metrics]
     if len(names) != len(set(names)):
         raise ValidationError("metrics", "each metric may appear once", "duplicate_metric")
@@ -174,7 +175,7 @@ def parse_plan(data: Any) -> Plan:
     if not isinstance(name, str) or not 0 < len(name) <= 200:
         raise ValidationError("name", "must be a string of 1-200 characters", "invalid_type")
     return Plan(
-        plan_id=check_id("plan_id", data.get("plan_id")) or "",
+        plan_id=plan_id,
         name=name,
         currency=currency,
         base_fee=parse_amount("base_fee", data.get("base_fee", 0)) or Decimal(0),

@@ -35,11 +35,11 @@ _USER_RANK_SQL = {
 def _totals(row: Sequence[object]) -> UsageTotals:
     total, count, maximum, unique_users, latest = row
     return UsageTotals(
-        total=Decimal(total or 0) + 0,
+        total=Decimal(total or 0),
         count=int(count or 0),
-        maximum=Decimal(maximum or 0) + 0,
+        maximum=Decimal(maximum or 0),
         unique_users=int(unique_users or 0),
-        latest=Decimal(latest or 0) + 0,
+        latest=Decimal(latest or 0),
     )
 
 
@@ -169,11 +169,11 @@ def aggregate_states_for_windows(
     states: dict[tuple[str, str, datetime], AggregateState] = {}
     for tenant_id, metric, start, total, count, maximum, latest_at, latest_q, users in rows:
         states[(tenant_id, metric, from_naive_utc(start))] = AggregateState(
-            total=Decimal(total) + 0,
+            total=Decimal(total),
             count=int(count),
-            maximum=Decimal(maximum) + 0,
+            maximum=Decimal(maximum),
             latest_at=from_naive_utc(latest_at),
-            latest_quantity=Decimal(latest_q) + 0,
+            latest_quantity=Decimal(latest_q),
             users=set(users or ()),
         )
     return states

@@ -1,0 +1,575 @@
+"""Unit tests for the producer SDK: no broker, no metering service.
+
+The Kafka transport runs against a fake KafkaProducer; the HTTP transport runs
+against a tiny real HTTP server in a thread that answers like the service's
+batch endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+import pytest
+from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
+from kafka.future import Future
+
+from usage_metering.producer import (
+    DeliveryError,
+    HttpStatusError,
+    HttpUsageProducer,
+    RejectedEvent,
+    UsageProducer,
+)
+from usage_metering.producer import kafka_transport
+from usage_metering.schemas import ValidationError
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+# -- Kafka transport, with a fake KafkaProducer ---------------------------
+
+
+class FakeKafkaProducer:
+    """Records sends; flush() acknowledges whatever the test has not settled."""
+
+    def __init__(self, **configs: Any) -> None:
+        self.configs = configs
+        self.sent: list[SimpleNamespace] = []
+        self.closed = False
+        self.flush_times_out = False
+        self.send_raises: Exception | None = None
+        self._lock = threading.Lock()
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> Future:
+        if self.send_raises is not None:
+            raise self.send_raises
+        future = Future()
+        with self._lock:
+            self.sent.append(SimpleNamespace(topic=topic, value=value, key=key, headers=headers, future=future))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.flush_times_out:
+            raise KafkaTimeoutError("Timeout waiting for future")
+        with self._lock:
+            pending = [s.future for s in self.sent if not s.future.is_done]
+        for future in pending:
+            future.success(SimpleNamespace(offset=0))
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+        self.closed = True
+
+
+@pytest.fixture
+def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_transport, "KafkaProducer", FakeKafkaProducer)
+
+
+def fake_of(producer: UsageProducer) -> FakeKafkaProducer:
+    fake = producer._producer
+    assert isinstance(fake, FakeKafkaProducer)
+    return fake
+
+
+def test_kafka_config_is_durable_and_ordered(fake_kafka: None) -> None:
+    producer = UsageProducer("broker:9092", "metering")
+    configs = fake_of(producer).configs
+    assert configs["bootstrap_servers"] == "broker:9092"
+    assert configs["acks"] == "all"
+    assert configs["enable_idempotence"] is True
+    assert configs["compression_type"] == "gzip"
+    assert configs["linger_ms"] == 20
+    assert configs["batch_size"] == 256 * 1024
+    assert configs.get("retries", float("inf")) > 1000
+
+
+def test_kafka_options_override_defaults(fake_kafka: None) -> None:
+    producer = UsageProducer(["a:9092", "b:9092"], compression_type=None, linger_ms=5, client_id="svc")
+    configs = fake_of(producer).configs
+    assert configs["bootstrap_servers"] == ["a:9092", "b:9092"]
+    assert configs["compression_type"] is None
+    assert configs["linger_ms"] == 5
+    assert configs["client_id"] == "svc"
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"quantity": Decimal("-1")}, "quantity"),
+        ({"quantity": "abc"}, "quantity"),
+        ({"quantity": Decimal("0.0000000001")}, "quantity"),
+        ({"tenant_id": "has space"}, "tenant_id"),
+        ({"metric": ""}, "metric"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"event_id": "bad/id"}, "event_id"),
+        ({"timestamp": datetime(2024, 1, 1)}, "timestamp"),  # naive
+        ({"timestamp": datetime.now(timezone.utc) + timedelta(hours=1)}, "timestamp"),
+        ({"properties": ["not", "an", "object"]}, "properties"),
+        ({"properties": {"s": {1, 2}}}, "properties"),  # not JSON
+        ({"properties": {"x": float("nan")}}, "properties"),
+    ],
+)
+def test_invalid_event_raises_at_record_and_sends_nothing(fake_kafka: None, kwargs: dict[str, Any], field: str) -> None:
+    producer = UsageProducer()
+    args: dict[str, Any] = {"tenant_id": "acme", "metric": "api_calls", "quantity": 1, **kwargs}
+    with pytest.raises(ValidationError) as caught:
+        producer.record(**args)
+    assert caught.value.field == field
+    assert fake_of(producer).sent == []
+    producer.close()  # nothing pending, nothing failed
+
+
+def test_generated_ids_are_unique_uuid7_and_carried_in_the_value(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    ids = [producer.record("acme", "api_calls", 1) for _ in range(500)]
+    assert len(set(ids)) == 500
+    assert all(uuid.UUID(event_id).version == 7 for event_id in ids)
+    values = [json.loads(sent.value) for sent in fake_of(producer).sent]
+    assert [value["event_id"] for value in values] == ids
+
+
+def test_explicit_event_id_is_kept(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    assert producer.record("acme", "api_calls", 1, event_id="req-123") == "req-123"
+    assert json.loads(fake_of(producer).sent[0].value)["event_id"] == "req-123"
+
+
+def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
+    producer = UsageProducer(topic="usage-events")
+    at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    event_id = producer.record(
+        "acme", "storage_gb", Decimal("0.1"), user_id="u-1", timestamp=at,
+        properties={"region": "eu", "size": Decimal("1.50"), "café": "ü"},
+    )
+    sent = fake_of(producer).sent[0]
+    assert sent.topic == "usage-events"
+    assert sent.key == b"acme"
+    assert sent.headers == [("schema-version", b"1"), ("content-type", b"application/json")]
+    assert b" " not in sent.value.replace(b'"', b"").split(b"properties")[0]  # compact separators
+    assert "café".encode() in sent.value  # UTF-8, not \u escapes
+    assert json.loads(sent.value) == {
+        "tenant_id": "acme",
+        "metric": "storage_gb",
+        "quantity": "0.1",
+        "event_id": event_id,
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "user_id": "u-1",
+        "properties": {"region": "eu", "size": 1.5, "café": "ü"},
+    }
+
+
+@pytest.mark.parametrize(
+    "quantity, text",
+    [(Decimal("0.1"), "0.1"), (Decimal("12345678901.123456789"), "12345678901.123456789"),
+     (Decimal("2.500"), "2.5"), (3, "3"), ("0.30", "0.3"), (Decimal("1E+3"), "1000")],
+)
+def test_quantity_is_an_exact_decimal_string(fake_kafka: None, quantity: Any, text: str) -> None:
+    producer = UsageProducer()
+    producer.record("acme", "m", quantity)
+    assert json.loads(fake_of(producer).sent[0].value)["quantity"] == text
+
+
+def test_failed_send_makes_flush_raise_and_calls_on_error(fake_kafka: None) -> None:
+    errors: list[tuple[str, Exception]] = []
+    producer = UsageProducer(on_error=lambda event_id, exc: errors.append((event_id, exc)))
+    ok_id = producer.record("acme", "api_calls", 1)
+    bad_id = producer.record("acme", "api_calls", 2)
+    boom = NotLeaderForPartitionError("leader moved")
+    fake_of(producer).sent[1].future.failure(boom)
+
+    assert errors == [(bad_id, boom)]
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_ids == [bad_id]
+    assert caught.value.first_exception is boom
+    assert bad_id in str(caught.value) and ok_id not in str(caught.value)
+    producer.flush()  # each failure is reported once
+
+
+def test_on_error_that_raises_does_not_hide_the_failure(fake_kafka: None) -> None:
+    def broken(event_id: str, exc: Exception) -> None:
+        raise RuntimeError("callback bug")
+
+    producer = UsageProducer(on_error=broken)
+    event_id = producer.record("acme", "api_calls", 1)
+    fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_ids == [event_id]
+
+
+def test_send_that_raises_propagates_from_record(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    fake_of(producer).send_raises = KafkaTimeoutError("no metadata")
+    with pytest.raises(KafkaTimeoutError):
+        producer.record("acme", "api_calls", 1)
+    producer.close()  # already told the caller; not a delivery failure too
+
+
+def test_close_flushes_closes_and_raises_for_failures(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    event_id = producer.record("acme", "api_calls", 1)
+    fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+    with pytest.raises(DeliveryError) as caught:
+        producer.close()
+    assert caught.value.event_ids == [event_id]
+    assert fake_of(producer).closed
+    with pytest.raises(RuntimeError):
+        producer.record("acme", "api_calls", 1)
+
+
+def test_close_timeout_fails_unacknowledged_events(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    event_id = producer.record("acme", "api_calls", 1)
+    fake_of(producer).flush_times_out = True
+    with pytest.raises(DeliveryError) as caught:
+        producer.close(timeout=0.1)
+    assert caught.value.event_ids == [event_id]
+    assert isinstance(caught.value.first_exception, TimeoutError)
+
+
+def test_flush_timeout_raises_timeout_error(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    producer.record("acme", "api_calls", 1)
+    fake_of(producer).flush_times_out = True
+    with pytest.raises(TimeoutError):
+        producer.flush(timeout=0.1)
+
+
+def test_context_manager_flushes_and_closes(fake_kafka: None) -> None:
+    with UsageProducer() as producer:
+        producer.record("acme", "api_calls", 1)
+        fake = fake_of(producer)
+    assert fake.closed
+    assert all(sent.future.succeeded() for sent in fake.sent)
+
+
+def test_context_manager_raises_delivery_error(fake_kafka: None) -> None:
+    with pytest.raises(DeliveryError):
+        with UsageProducer() as producer:
+            producer.record("acme", "api_calls", 1)
+            fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+
+
+def test_record_from_many_threads(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = [producer.record("acme", "api_calls", 1) for _ in range(200)]
+        with lock:
+            ids.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    producer.close()
+    assert len(set(ids)) == 1600
+    assert len(fake_of(producer).sent) == 1600
+
+
+# -- HTTP transport, with a tiny real server ------------------------------
+
+
+class FakeService:
+    """Answers POST /api/events/batch like the metering service.
+
+    `script` holds what to do with the next requests: "ok", "503", "drop"
+    (close the connection without answering) or an int status. `outcomes`
+    overrides the per-event status by event id.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.script: deque[str | int] = deque()
+        self.outcomes: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def event_ids(self, batch_index: int) -> list[str]:
+        return [event["event_id"] for event in self.batches[batch_index]]
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers["Content-Length"]))
+        events = json.loads(body)["events"]
+        with self.lock:
+            self.batches.append(events)
+            self.headers.append(dict(handler.headers))
+            self.paths.append(handler.path)
+            action = self.script.popleft() if self.script else "ok"
+        if action == "drop":
+            handler.close_connection = True
+            return
+        if action == "503":
+            self.reply(handler, 503, {"error": "unavailable"}, {"Retry-After": "0"})
+            return
+        if isinstance(action, int):
+            self.reply(handler, action, {"error": {"code": "nope", "message": "nope"}})
+            return
+        results = []
+        for index, event in enumerate(events):
+            event_id = event["event_id"]
+            with self.lock:
+                status = self.outcomes.get(event_id) or ("duplicate" if event_id in self.seen else "recorded")
+                self.seen.add(event_id)
+            result: dict[str, Any] = {"index": index, "event_id": event_id, "status": status}
+            if status in ("blocked", "rejected"):
+                code = "quota_exceeded" if status == "blocked" else "invalid_metric"
+                result["error"] = {"code": code, "message": f"{status} by test", "field": None}
+            results.append(result)
+        self.reply(handler, 200, {"results": results})
+
+    @staticmethod
+    def reply(handler: BaseHTTPRequestHandler, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(document).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[FakeService, str]]:
+    fake = FakeService()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+        disable_nagle_algorithm = True  # headers and body are separate writes
+
+        def do_POST(self) -> None:
+            fake.handle(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_sends_batches_by_size(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url, batch_size=3, linger_seconds=60)
+    ids = [producer.record("acme", "api_calls", 1) for _ in range(7)]
+    wait_until(lambda: len(fake.batches) == 2)  # two full batches go without waiting
+    time.sleep(0.05)
+    assert len(fake.batches) == 2  # the partial one lingers
+    producer.flush()
+    assert [len(batch) for batch in fake.batches] == [3, 3, 1]
+    assert [e["event_id"] for batch in fake.batches for e in batch] == ids
+    assert fake.paths == ["/api/events/batch"] * 3
+    producer.close()
+
+
+def test_http_sends_a_partial_batch_when_linger_expires(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url, batch_size=100, linger_seconds=0.1)
+    started = time.monotonic()
+    producer.record("acme", "api_calls", 1)
+    producer.record("acme", "api_calls", Decimal("0.1"))
+    wait_until(lambda: len(fake.batches) == 1)
+    assert time.monotonic() - started >= 0.09
+    assert [e["quantity"] for e in fake.batches[0]] == ["1", "0.1"]
+    producer.close()
+
+
+def test_http_retries_after_503_with_the_same_ids(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script.extend(["503"])
+    producer = HttpUsageProducer(url, backoff_seconds=0.01)
+    ids = [producer.record("acme", "api_calls", 1) for _ in range(2)]
+    producer.flush()
+    assert len(fake.batches) == 2
+    assert fake.event_ids(0) == fake.event_ids(1) == ids
+    producer.close()
+
+
+def test_http_retries_after_a_dropped_connection(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script.extend(["drop"])
+    errors: list[tuple[str, Exception]] = []
+    producer = HttpUsageProducer(url, backoff_seconds=0.01, on_error=lambda i, e: errors.append((i, e)))
+    ids = [producer.record("acme", "api_calls", 1) for _ in range(3)]
+    producer.flush()
+    assert len(fake.batches) == 2
+    assert fake.event_ids(0) == fake.event_ids(1) == ids
+    assert errors == []
+    producer.close()
+
+
+def test_http_resend_answered_as_duplicate_counts_as_delivered(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.seen.add("evt-1")  # an earlier attempt landed but its answer was lost
+    with HttpUsageProducer(url) as producer:
+        producer.record("acme", "api_calls", 1, event_id="evt-1")
+    assert fake.event_ids(0) == ["evt-1"]
+
+
+def test_http_blocked_and_rejected_events_surface_in_delivery_error(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.outcomes.update({"evt-blocked": "blocked", "evt-rejected": "rejected"})
+    errors: list[tuple[str, Exception]] = []
+    producer = HttpUsageProducer(url, on_error=lambda i, e: errors.append((i, e)))
+    producer.record("acme", "api_calls", 1, event_id="evt-ok")
+    producer.record("acme", "api_calls", 1, event_id="evt-blocked")
+    producer.record("acme", "api_calls", 1, event_id="evt-rejected")
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_ids == ["evt-blocked", "evt-rejected"]
+    blocked, rejected = (exc for _, exc in caught.value.failures)
+    assert isinstance(blocked, RejectedEvent) and blocked.status == "blocked" and blocked.code == "quota_exceeded"
+    assert isinstance(rejected, RejectedEvent) and rejected.status == "rejected" and rejected.code == "invalid_metric"
+    assert [event_id for event_id, _ in errors] == ["evt-blocked", "evt-rejected"]
+    assert len(fake.batches) == 1  # blocked is final: not retried
+    producer.close()
+
+
+def test_http_gives_up_after_max_retries(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script.extend(["503"] * 10)
+    producer = HttpUsageProducer(url, max_retries=2, backoff_seconds=0.01)
+    event_id = producer.record("acme", "api_calls", 1)
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_ids == [event_id]
+    assert isinstance(caught.value.first_exception, HttpStatusError)
+    assert caught.value.first_exception.status == 503
+    assert len(fake.batches) == 3
+    producer.close()
+
+
+def test_http_client_errors_are_not_retried(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    fake.script.extend([401])
+    producer = HttpUsageProducer(url, backoff_seconds=0.01)
+    event_id = producer.record("acme", "api_calls", 1)
+    with pytest.raises(DeliveryError) as caught:
+        producer.close()
+    assert caught.value.event_ids == [event_id]
+    assert len(fake.batches) == 1
+
+
+def test_http_context_manager_flushes_and_sends_api_key(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    with HttpUsageProducer(url + "/", linger_seconds=60, api_key="secret-key") as producer:
+        event_id = producer.record("acme", "api_calls", 1)
+        assert fake.batches == []
+    assert fake.event_ids(0) == [event_id]
+    assert fake.headers[0]["Authorization"] == "Bearer secret-key"
+    assert fake.headers[0]["Content-Type"] == "application/json"
+    with pytest.raises(RuntimeError):
+        producer.record("acme", "api_calls", 1)
+
+
+def test_http_keeps_the_connection_alive(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url)
+    producer.record("acme", "api_calls", 1)
+    producer.flush()
+    connection = producer._connection
+    producer.record("acme", "api_calls", 1)
+    producer.flush()
+    assert connection is not None and producer._connection is connection
+    producer.close()
+
+
+def test_http_validation_raises_at_record(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url)
+    with pytest.raises(ValidationError):
+        producer.record("acme", "api_calls", Decimal("-1"))
+    producer.close()
+    assert fake.batches == []
+
+
+def test_http_close_timeout_reports_unsent_events() -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    errors: list[str] = []
+    producer = HttpUsageProducer(f"http://127.0.0.1:{port}", max_retries=1000, backoff_seconds=0.05,
+                                 on_error=lambda i, e: errors.append(i))
+    event_id = producer.record("acme", "api_calls", 1)
+    with pytest.raises(DeliveryError) as caught:
+        producer.close(timeout=0.3)
+    assert caught.value.event_ids == [event_id]
+    assert errors == [event_id]
+
+
+def test_http_flush_timeout_raises_timeout_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    producer = HttpUsageProducer(f"http://127.0.0.1:{port}", max_retries=1000, backoff_seconds=0.05)
+    producer.record("acme", "api_calls", 1)
+    with pytest.raises(TimeoutError):
+        producer.flush(timeout=0.2)
+    with pytest.raises(DeliveryError):
+        producer.close(timeout=0.1)
+
+
+def test_http_record_from_many_threads(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url, batch_size=50, linger_seconds=0.01)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = [producer.record("acme", "api_calls", 1) for _ in range(100)]
+        with lock:
+            ids.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    producer.close()
+    sent = [e["event_id"] for batch in fake.batches for e in batch]
+    assert sorted(sent) == sorted(ids) and len(set(ids)) == 800
+    assert all(len(batch) <= 50 for batch in fake.batches)
+
+
+def test_http_retries_when_a_kept_alive_connection_was_closed(service: tuple[FakeService, str]) -> None:
+    fake, url = service
+    producer = HttpUsageProducer(url, max_retries=0)  # the stale-connection retry is extra
+    producer.record("acme", "api_calls", 1)
+    producer.flush()
+    fake.script.extend(["drop"])  # the server closed the idle connection
+    event_id = producer.record("acme", "api_calls", 1)
+    producer.flush()
+    assert fake.event_ids(1) == fake.event_ids(2) == [event_id]
+    producer.close()
