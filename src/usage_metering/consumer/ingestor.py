@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence, TypeVar
 
 import duckdb
 
-from usage_metering.schemas import Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
+from usage_metering.schemas import AggregateState, Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
@@ -67,6 +67,34 @@ class _Request:
 
 class IngestorStopped(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class _MeteringRule:
+    """What the catalog says about one tenant's metric, looked up once per batch."""
+
+    aggregation: Aggregation
+    anchor_day: int
+    block_limit: Decimal | None  # set only for a `block` policy with a finite quota
+
+    @classmethod
+    def of(cls, catalog: Catalog, tenant_id: str, metric: str) -> _MeteringRule:
+        plan = catalog.plan_for(tenant_id)
+        plan_metric = plan.metric(metric) if plan else None
+        blocks = plan_metric is not None and plan_metric.policy is OveragePolicy.BLOCK
+        return cls(
+            catalog.aggregation(metric),
+            catalog.anchor_day(tenant_id),
+            plan_metric.included if blocks and plan_metric is not None else None,
+        )
+
+
+def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateState, period: Period) -> QuotaExceeded | None:
+    assert rule.block_limit is not None
+    user_id = event.user_id if rule.aggregation is Aggregation.UNIQUE_COUNT else None
+    if state.value_after(rule.aggregation, event.quantity, event.timestamp, user_id) <= rule.block_limit:
+        return None
+    return QuotaExceeded(event.metric, rule.block_limit, state.value(rule.aggregation), period)
 
 
 def _utc_now() -> datetime:
@@ -274,44 +302,28 @@ class Ingestor:
     ) -> dict[tuple[str, str], IngestOutcome]:
         """Per unique event, in arrival order: duplicate, blocked by quota, or recorded."""
         decisions: dict[tuple[str, str], IngestOutcome] = {}
+        rules: dict[tuple[str, str], _MeteringRule] = {}
         for event in events:
             key = (event.tenant_id, event.event_id)
             if key not in inserted:
                 decisions[key] = IngestOutcome(event.event_id, DUPLICATE)
                 continue
-            anchor = catalog.anchor_day(event.tenant_id)
-            period = self.counters.period_for(event.tenant_id, anchor, event.timestamp)
+            rule = rules.get((event.tenant_id, event.metric))
+            if rule is None:
+                rule = rules[(event.tenant_id, event.metric)] = _MeteringRule.of(catalog, event.tenant_id, event.metric)
+            period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
             if not self.counters.is_tracked(event.tenant_id, period):
                 decisions[key] = IngestOutcome(event.event_id, RECORDED)
                 continue
-            aggregation = catalog.aggregation(event.metric)
             counter_key = (event.tenant_id, event.metric, period.start)
-            exceeded = self._quota_exceeded(event, catalog, staged, counter_key, aggregation, period)
-            if exceeded is not None:
-                decisions[key] = IngestOutcome(event.event_id, BLOCKED, exceeded)
-                continue
-            staged.add(counter_key, event, aggregation)
+            if rule.block_limit is not None:
+                exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
+                if exceeded is not None:
+                    decisions[key] = IngestOutcome(event.event_id, BLOCKED, exceeded)
+                    continue
+            staged.add(counter_key, event, rule.aggregation)
             decisions[key] = IngestOutcome(event.event_id, RECORDED)
         return decisions
-
-    @staticmethod
-    def _quota_exceeded(
-        event: UsageEvent,
-        catalog: Catalog,
-        staged: StagedCounters,
-        counter_key: tuple[str, str, datetime],
-        aggregation: Aggregation,
-        period: Period,
-    ) -> QuotaExceeded | None:
-        plan = catalog.plan_for(event.tenant_id)
-        plan_metric = plan.metric(event.metric) if plan else None
-        if plan_metric is None or plan_metric.policy is not OveragePolicy.BLOCK or plan_metric.included is None:
-            return None
-        state = staged.state(counter_key)
-        user_id = event.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
-        if state.value_after(aggregation, event.quantity, event.timestamp, user_id) <= plan_metric.included:
-            return None
-        return QuotaExceeded(event.metric, plan_metric.included, state.value(aggregation), period)
 
     @staticmethod
     def _outcomes(

@@ -37,7 +37,7 @@ def events_to_arrow(events: Sequence[UsageEvent], received_at: datetime) -> pa.T
         [e.metric for e in events],
         [e.quantity for e in events],
         [e.user_id for e in events],
-        [to_naive_utc(e.timestamp) for e in events],
+        [e.timestamp.replace(tzinfo=None) for e in events],  # parse_event gives UTC
         [None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
         [received] * len(events),
     ]
