@@ -75,8 +75,8 @@ class EventResult:
 def quota_error_body(quota: QuotaExceeded) -> dict[str, Any]:
     return {
         "code": "quota_exceeded",
-        "message": f"quota for {quota.metric} exhausted: {format_decimal(quota.used)} of "
-        f"{format_decimal(quota.limit)} used this period",
+        "message": f"this event would take {quota.metric} past its quota: {format_decimal(quota.used)} "
+        f"of {format_decimal(quota.limit)} already used this period",
         "field": "quantity",
         "metric": quota.metric,
         "limit": format_decimal(quota.limit),
@@ -173,13 +173,15 @@ class Metering:
             raise NotFoundError("tenant", tenant_id)
         return tenant
 
-    def _period(
+    def resolve_period(
         self,
-        tenant: Tenant,
+        tenant_id: str,
         period: str | None = None,
         start: date | None = None,
         end: date | None = None,
     ) -> Period:
+        """The window a report covers: dates [start, end], period YYYY-MM, or the current period."""
+        tenant = self.tenant(tenant_id)
         if start is not None or end is not None:
             if start is None or end is None:
                 raise ValidationError("from" if start is None else "to", "both from and to are needed", "invalid_range")
@@ -201,17 +203,15 @@ class Metering:
         daily: bool = False,
     ) -> UsageSummary:
         """A metric's usage in the current period, period `YYYY-MM`, or dates [start, end]."""
-        tenant = self.tenant(tenant_id)
         check_id("metric", metric)
-        window = self._period(tenant, period, start, end)
+        window = self.resolve_period(tenant_id, period, start, end)
         aggregation = self.ingestor.catalog.aggregation(metric)
         return summarize_metric(self.database.cursor(), tenant_id, metric, aggregation, window, daily=daily)
 
     def usage_all(
         self, tenant_id: str, *, period: str | None = None, start: date | None = None, end: date | None = None
     ) -> list[UsageSummary]:
-        tenant = self.tenant(tenant_id)
-        window = self._period(tenant, period, start, end)
+        window = self.resolve_period(tenant_id, period, start, end)
         catalog = self.ingestor.catalog
         aggregation_of = {name: m.aggregation for name, m in catalog.metrics.items()}
         return summarize_tenant(self.database.cursor(), tenant_id, aggregation_of, window)
@@ -227,11 +227,10 @@ class Metering:
         return quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
 
     def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> list[TopUser]:
-        tenant = self.tenant(tenant_id)
         check_id("metric", metric)
         if not 1 <= limit <= 1000:
             raise ValidationError("limit", "must be between 1 and 1000", "invalid_limit")
-        window = self._period(tenant, period)
+        window = self.resolve_period(tenant_id, period)
         aggregation = self.ingestor.catalog.aggregation(metric)
         return top_users(self.database.cursor(), tenant_id, metric, aggregation, window, limit)
 

@@ -88,8 +88,12 @@ async def get_tenant_usage(request: Request) -> Response:
         start=query_date(request, "from"),
         end=query_date(request, "to"),
     )
-    period = summaries[0].period.to_json_dict() if summaries else None
-    return JSONResponse({"tenant_id": tenant_id, "period": period, "metrics": [s.to_json_dict() for s in summaries]})
+    period = _metering(request).resolve_period(
+        tenant_id, request.query_params.get("period"), query_date(request, "from"), query_date(request, "to")
+    )
+    return JSONResponse(
+        {"tenant_id": tenant_id, "period": period.to_json_dict(), "metrics": [s.to_json_dict() for s in summaries]}
+    )
 
 
 async def get_usage(request: Request) -> Response:
@@ -115,8 +119,9 @@ async def get_top_users(request: Request) -> Response:
     period = request.query_params.get("period")
     limit = query_int(request, "limit", 10, 1, 1000)
     users = await _in_thread(_metering(request).top_users, tenant_id, metric, limit=limit, period=period)
+    window = _metering(request).resolve_period(tenant_id, period)
     return JSONResponse(
-        {"tenant_id": tenant_id, "metric": metric, "period": period, "users": [u.to_json_dict() for u in users]}
+        {"tenant_id": tenant_id, "metric": metric, "period": window.to_json_dict(), "users": [u.to_json_dict() for u in users]}
     )
 
 

@@ -51,7 +51,7 @@ def query_date(request: Request, name: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ApiError(422, "invalid_date", f"{name} must be a date YYYY-MM-DD", name) from None
+        raise ApiError(422, "invalid_date", "must be a date YYYY-MM-DD", name) from None
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -59,7 +59,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     if value is None:
         return default
     if not value.isdigit() or not low <= int(value) <= high:
-        raise ApiError(422, "invalid_parameter", f"{name} must be an integer {low}-{high}", name)
+        raise ApiError(422, "invalid_parameter", f"must be an integer {low}-{high}", name)
     return int(value)
 
 

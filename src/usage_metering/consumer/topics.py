@@ -1,0 +1,59 @@
+"""Creating the Kafka topics the pipeline uses (idempotent: existing topics are fine)."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "usage-events"
+DEFAULT_DEAD_LETTER_TOPIC = "usage-events-dead-letters"
+DEFAULT_PARTITIONS = 12
+
+
+def create_topics(
+    bootstrap_servers: str | list[str],
+    topic: str = DEFAULT_TOPIC,
+    partitions: int = DEFAULT_PARTITIONS,
+    dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+    *,
+    replication_factor: int = 1,
+    timeout_ms: int = 30_000,
+) -> list[str]:
+    """Create the events topic (and the dead-letter topic) unless they exist.
+
+    Returns the names that were newly created. An existing topic is left as it
+    is, even if its partition count differs (partitions are the unit of scale
+    and of stored offsets; changing them is a deliberate admin action).
+    The dead-letter topic gets as many partitions as the events topic.
+    """
+    wanted = [topic] + ([dead_letter_topic] if dead_letter_topic else [])
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="usage-metering-admin",
+                             request_timeout_ms=timeout_ms)
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        created: list[str] = []
+        if missing:
+            spec = {name: {"num_partitions": partitions, "replication_factor": replication_factor}
+                    for name in missing}
+            result = admin.create_topics(spec, timeout_ms=timeout_ms, raise_errors=False)
+            for entry in result.get("topics", []):
+                code = entry.get("error_code", 0)
+                if code == 0:
+                    created.append(entry["name"])
+                elif code != TopicAlreadyExistsError.errno:  # lost a race with another creator: fine
+                    raise RuntimeError(
+                        f"could not create topic {entry['name']!r}: error {code} "
+                        f"{entry.get('error_message') or ''}".rstrip()
+                    )
+        # Visible with a leader on every partition before anyone produces to it.
+        admin.wait_for_topics(wanted, timeout_ms=timeout_ms)
+        for name in created:
+            log.info("created topic %s (%d partitions)", name, partitions)
+        return created
+    finally:
+        admin.close()

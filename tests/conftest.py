@@ -1,0 +1,45 @@
+"""Shared pytest fixtures. Keep each group self-contained."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+_TESTS_DIR = Path(__file__).resolve().parent
+if str(_TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(_TESTS_DIR))
+
+
+# -- HTTP end-to-end: a real metering server process on a real DuckDB file -------------
+
+from http_client import ServerProcess  # noqa: E402
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh server (demo data on) on its own DuckDB file; killed at teardown if still up."""
+    process = ServerProcess(tmp_path / "metering.duckdb", demo=True)
+    try:
+        process.start()
+        yield process
+    finally:
+        process.close()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server (demo data on) for a whole test module; tests use unique tenant ids.
+
+    Stopped with SIGTERM at the end, which must exit cleanly (code 0).
+    """
+    directory = tmp_path_factory.mktemp("shared-server")
+    process = ServerProcess(directory / "metering.duckdb", demo=True)
+    try:
+        process.start()
+        yield process
+        process.stop()
+    finally:
+        process.close()
