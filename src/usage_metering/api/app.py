@@ -155,12 +155,6 @@ async def post_billing_report(request: Request) -> Response:
 
 # -- configuration ---------------------------------------------------------------------
 
-def _path_id_matches(body: dict[str, Any], field: str, path_value: str) -> dict[str, Any]:
-    if body.get(field, path_value) != path_value:
-        raise ApiError(422, "id_mismatch", f"{field} in the body differs from the URL", field)
-    return {**body, field: path_value}
-
-
 async def list_plans(request: Request) -> Response:
     return JSONResponse({"plans": [p.to_json_dict() for p in _metering(request).plans()]})
 
@@ -175,17 +169,26 @@ async def get_plan(request: Request) -> Response:
     return JSONResponse(plan.to_json_dict())
 
 
-async def put_plan(request: Request) -> Response:
+async def _save_from_body(
+    request: Request, save: Callable[[dict[str, Any]], Any], id_field: str | None, status_code: int
+) -> Response:
+    """Create-or-update from a JSON body; with `id_field`, the URL's id wins over a missing one in the body."""
     body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    data = _path_id_matches(body, "plan_id", request.path_params["plan_id"])
-    plan = await _in_thread(_metering(request).save_plan, data)
-    return JSONResponse(plan.to_json_dict())
+    if id_field is not None:
+        path_value = request.path_params[id_field]
+        if body.get(id_field, path_value) != path_value:
+            raise ApiError(422, "id_mismatch", f"{id_field} in the body differs from the URL", id_field)
+        body = {**body, id_field: path_value}
+    saved = await _in_thread(save, body)
+    return JSONResponse(saved.to_json_dict(), status_code=status_code)
+
+
+async def put_plan(request: Request) -> Response:
+    return await _save_from_body(request, _metering(request).save_plan, "plan_id", 200)
 
 
 async def post_plan(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    plan = await _in_thread(_metering(request).save_plan, body)
-    return JSONResponse(plan.to_json_dict(), status_code=201)
+    return await _save_from_body(request, _metering(request).save_plan, None, 201)
 
 
 async def list_tenants(request: Request) -> Response:
@@ -197,16 +200,11 @@ async def get_tenant(request: Request) -> Response:
 
 
 async def put_tenant(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    data = _path_id_matches(body, "tenant_id", request.path_params["tenant_id"])
-    tenant = await _in_thread(_metering(request).save_tenant, data)
-    return JSONResponse(tenant.to_json_dict())
+    return await _save_from_body(request, _metering(request).save_tenant, "tenant_id", 200)
 
 
 async def post_tenant(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    tenant = await _in_thread(_metering(request).save_tenant, body)
-    return JSONResponse(tenant.to_json_dict(), status_code=201)
+    return await _save_from_body(request, _metering(request).save_tenant, None, 201)
 
 
 async def list_metrics(request: Request) -> Response:
@@ -214,16 +212,11 @@ async def list_metrics(request: Request) -> Response:
 
 
 async def put_metric(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    data = _path_id_matches(body, "name", request.path_params["name"])
-    metric = await _in_thread(_metering(request).define_metric, data)
-    return JSONResponse(metric.to_json_dict())
+    return await _save_from_body(request, _metering(request).define_metric, "name", 200)
 
 
 async def post_metric(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    metric = await _in_thread(_metering(request).define_metric, body)
-    return JSONResponse(metric.to_json_dict(), status_code=201)
+    return await _save_from_body(request, _metering(request).define_metric, None, 201)
 
 
 async def list_dead_letters(request: Request) -> Response:
