@@ -1,0 +1,74 @@
+"""`/metrics`, `/readyz` and request ids for an app: `install_observability(app, metering)`.
+
+Kafka mode plugs in later through the two hooks on `Observability`:
+`set_lag_source(consumer.lag)` and `add_readiness_check("kafka_partitions", ...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from usage_metering.metering import Metering
+
+from .metrics import LagSource, PrometheusMetrics
+from .request_context import RequestIdMiddleware
+
+ReadinessCheck = Callable[[], bool]
+
+
+class Observability:
+    """One app's metrics and readiness checks (`app.state.observability`)."""
+
+    def __init__(self, metering: Metering) -> None:
+        self.metrics = PrometheusMetrics(metering.database.path)
+        # Counters are rebuilt in the Ingestor's constructor; a running writer means they are loaded.
+        self._checks: dict[str, ReadinessCheck] = {"ingestor": lambda: metering.ingestor.running}
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """/readyz answers 503 while `check()` is false (or raises), naming `name` as what it waits for."""
+        self._checks[name] = check
+
+    def set_lag_source(self, source: LagSource | None) -> None:
+        self.metrics.set_lag_source(source)
+
+    def waiting_for(self) -> list[str]:
+        """Names of the checks that do not pass yet (empty: ready)."""
+        return [name for name, check in self._checks.items() if not _passes(check)]
+
+
+def _passes(check: ReadinessCheck) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False
+
+
+def _observability(request: Request) -> Observability:
+    return request.app.state.observability
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    body, content_type = _observability(request).metrics.render()
+    return Response(body, headers={"Content-Type": content_type})
+
+
+async def readyz(request: Request) -> Response:
+    waiting = _observability(request).waiting_for()
+    if waiting:
+        return JSONResponse({"status": "waiting", "waiting_for": waiting}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def install_observability(app: Starlette, metering: Metering) -> Observability:
+    """Routes, request-id middleware and a metrics observer on `metering`; call once per app, before it starts."""
+    observability = Observability(metering)
+    metering.observe(observability.metrics)
+    app.state.observability = observability
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_route("/readyz", readyz, methods=["GET"])
+    app.add_middleware(RequestIdMiddleware)
+    return observability
