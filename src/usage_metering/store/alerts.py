@@ -1,0 +1,166 @@
+"""Quota alerts: an outbox of crossed thresholds, one row per (tenant, metric, period start, threshold).
+
+The ingestor inserts rows in the same transaction as the batch that crossed
+the threshold (ON CONFLICT DO NOTHING: once per period, whatever the replays);
+the webhook dispatcher reads the pending ones and records each attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Sequence
+
+import duckdb
+
+from usage_metering.schemas import format_decimal, format_timestamp
+
+from .timeutil import from_naive_utc, to_naive_utc
+
+PENDING = "pending"
+DELIVERED = "delivered"
+ALERT_STATUSES = (PENDING, DELIVERED)
+
+
+@dataclass(frozen=True)
+class Alert:
+    tenant_id: str
+    metric: str
+    period_start: datetime  # UTC
+    period_end: datetime
+    threshold: Decimal  # percent of `included`
+    included: Decimal
+    used: Decimal
+    created_at: datetime
+    status: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+    @property
+    def alert_id(self) -> str:
+        """Stable across retries and restarts: receivers deduplicate on it (delivery is at-least-once)."""
+        return f"{self.tenant_id}:{self.metric}:{format_timestamp(self.period_start)}:{format_decimal(self.threshold)}"
+
+    def payload(self) -> dict[str, Any]:
+        """The webhook body: what was crossed, for whom, in which period."""
+        return {
+            "type": "quota.threshold_crossed",
+            "alert_id": self.alert_id,
+            "tenant_id": self.tenant_id,
+            "metric": self.metric,
+            "threshold_percent": format_decimal(self.threshold),
+            "included": format_decimal(self.included),
+            "used": format_decimal(self.used),
+            "period": {"start": format_timestamp(self.period_start), "end": format_timestamp(self.period_end)},
+            "created_at": format_timestamp(self.created_at),
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            **self.payload(),
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "delivered_at": None if self.delivered_at is None else format_timestamp(self.delivered_at),
+            "next_attempt_at": None if self.next_attempt_at is None else format_timestamp(self.next_attempt_at),
+        }
+
+
+def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> None:
+    """Record new crossings; an alert already stored for the same key is left as it is."""
+    if not alerts:
+        return
+    # One multi-row statement: DuckDB's executemany costs milliseconds per row, inside the ingest transaction.
+    row = "(?, ?, ?, ?, ?, ?, ?, 'pending', 0, NULL, ?, ?, NULL)"
+    parameters = [
+        value
+        for a in alerts
+        for value in (
+            a.tenant_id, a.metric, to_naive_utc(a.period_start), a.threshold, to_naive_utc(a.period_end),
+            a.included, a.used, to_naive_utc(a.created_at), to_naive_utc(a.created_at),
+        )
+    ]
+    cursor.execute(f"INSERT INTO alerts VALUES {', '.join([row] * len(alerts))} ON CONFLICT DO NOTHING", parameters)
+
+
+_COLUMNS = (
+    "a.tenant_id, a.metric, a.period_start, a.period_end, a.threshold, a.included, a.used, a.created_at, "
+    "a.status, a.attempts, a.last_error, a.delivered_at, a.next_attempt_at"
+)
+
+
+def _naive_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else from_naive_utc(moment)
+
+
+def _alert(row: Sequence[Any]) -> Alert:
+    return Alert(
+        tenant_id=row[0],
+        metric=row[1],
+        period_start=from_naive_utc(row[2]),
+        period_end=from_naive_utc(row[3]),
+        threshold=Decimal(row[4]),
+        included=Decimal(row[5]),
+        used=Decimal(row[6]),
+        created_at=from_naive_utc(row[7]),
+        status=row[8],
+        attempts=int(row[9]),
+        last_error=row[10],
+        delivered_at=_naive_or_none(row[11]),
+        next_attempt_at=_naive_or_none(row[12]) if row[8] == PENDING else None,
+    )
+
+
+def list_alerts(
+    cursor: duckdb.DuckDBPyConnection, tenant_id: str | None = None, status: str | None = None, limit: int = 1000
+) -> list[Alert]:
+    """Newest first, optionally for one tenant and/or one status."""
+    rows = cursor.execute(
+        f"SELECT {_COLUMNS} FROM alerts a "
+        "WHERE (? IS NULL OR a.tenant_id = ?) AND (? IS NULL OR a.status = ?) "
+        "ORDER BY a.created_at DESC, a.tenant_id, a.metric, a.threshold DESC LIMIT ?",
+        [tenant_id, tenant_id, status, status, limit],
+    ).fetchall()
+    return [_alert(row) for row in rows]
+
+
+def due_alerts(
+    cursor: duckdb.DuckDBPyConnection, now: datetime, default_url: str | None, limit: int = 100
+) -> list[tuple[Alert, str]]:
+    """Pending alerts whose next attempt is due, with the URL to POST to (the tenant's, else `default_url`).
+
+    Alerts with no URL at all stay pending, untouched, until one is configured.
+    """
+    rows = cursor.execute(
+        f"SELECT {_COLUMNS}, coalesce(t.webhook_url, ?) AS url FROM alerts a "
+        "LEFT JOIN tenants t ON t.tenant_id = a.tenant_id "
+        "WHERE a.status = 'pending' AND a.next_attempt_at <= ? AND coalesce(t.webhook_url, ?) IS NOT NULL "
+        "ORDER BY a.next_attempt_at, a.created_at LIMIT ?",
+        [default_url, to_naive_utc(now), default_url, limit],
+    ).fetchall()
+    return [(_alert(row[:-1]), row[-1]) for row in rows]
+
+
+def _key(alert: Alert) -> list[Any]:
+    return [alert.tenant_id, alert.metric, to_naive_utc(alert.period_start), alert.threshold]
+
+
+_WHERE_KEY = "WHERE tenant_id = ? AND metric = ? AND period_start = ? AND threshold = ?"
+
+
+def mark_delivered(cursor: duckdb.DuckDBPyConnection, alert: Alert, at: datetime) -> None:
+    cursor.execute(
+        "UPDATE alerts SET status = 'delivered', attempts = attempts + 1, last_error = NULL, delivered_at = ? "
+        + _WHERE_KEY,
+        [to_naive_utc(at), *_key(alert)],
+    )
+
+
+def mark_failed(cursor: duckdb.DuckDBPyConnection, alert: Alert, error: str, next_attempt_at: datetime) -> None:
+    cursor.execute(
+        "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? " + _WHERE_KEY,
+        [error[:1000], to_naive_utc(next_attempt_at), *_key(alert)],
+    )
