@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install demo test test-fast bench bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install browser demo test test-fast bench bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Debian's chromium + chromedriver for tests/test_dashboard.py (Selenium, headless); skipped when present.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 demo: install  ## the demo server on port 8005 with demo tenants, plans and events
 	$(BIN)/python src/main.py --init-demo --port $(PORT)
 
-test: install  ## the whole suite, Kafka tests included (starts a local broker)
+test: install browser  ## the whole suite, Kafka tests included (starts a local broker)
 	$(BIN)/python -m pytest
 
-test-fast: install  ## everything but the Kafka tests
+test-fast: install browser  ## everything but the Kafka tests
 	$(BIN)/python -m pytest --ignore=tests/kafka
 
 bench: install

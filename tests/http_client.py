@@ -86,12 +86,19 @@ def request(
 
 
 class ServerProcess:
-    """`run_server(db_path, port=port, demo=demo)` in a subprocess, ready when /healthz answers."""
+    """`run_server(db_path, port=port, demo=demo, **options)` in a subprocess, ready when /healthz answers.
 
-    def __init__(self, db_path: str | Path, port: int | None = None, demo: bool = True) -> None:
+    `options` are more keyword arguments for `run_server` (literals: they are
+    written into the child's command line with repr), e.g. `{"log_format": "json"}`.
+    """
+
+    def __init__(
+        self, db_path: str | Path, port: int | None = None, demo: bool = True, options: dict[str, Any] | None = None
+    ) -> None:
         self.db_path = Path(db_path)
         self.port = port if port is not None else free_port()
         self.demo = demo
+        self.options = dict(options or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="metering-server-", suffix=".log", delete=False)
@@ -101,7 +108,9 @@ class ServerProcess:
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> ServerProcess:
         code = (
             "from usage_metering.api.server import run_server; "
-            f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r})"
+            f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r}"
+            + "".join(f", {name}={value!r}" for name, value in self.options.items())
+            + ")"
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
@@ -165,6 +174,11 @@ class ServerProcess:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """The file holding the child's stdout and stderr (all of it; `output()` gives the tail)."""
+        return Path(self._log.name)
 
     def output(self) -> str:
         self._log.flush()

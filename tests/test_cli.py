@@ -243,10 +243,12 @@ def test_tenants_set_changes_only_given_fields(metered: Path, tmp_path: Path) ->
     plan_file.write_text(json.dumps({**PLAN, "plan_id": "other", "name": "Other"}))
     run(metered, "plans", "set", str(plan_file))
     tenant = run_json(metered, "tenants", "set", "t1", "--plan", "other", "--anchor-day", "15")
-    assert tenant == {"tenant_id": "t1", "name": "Tenant One", "plan_id": "other", "billing_anchor_day": 15}
+    assert tenant == {"tenant_id": "t1", "name": "Tenant One", "plan_id": "other", "billing_anchor_day": 15,
+                      "webhook_url": None}
     assert run_json(metered, "tenants", "show", "t1") == tenant
     created = run_json(metered, "tenants", "set", "t_new", "--name", "New")
-    assert created == {"tenant_id": "t_new", "name": "New", "plan_id": None, "billing_anchor_day": 1}
+    assert created == {"tenant_id": "t_new", "name": "New", "plan_id": None, "billing_anchor_day": 1,
+                       "webhook_url": None}
     unknown_plan = run(metered, "tenants", "set", "t1", "--plan", "nope")
     assert unknown_plan.exit_code == 1 and "unknown plan 'nope'" in unknown_plan.stderr
     bad_day = run(metered, "tenants", "set", "t1", "--anchor-day", "40")

@@ -158,6 +158,19 @@ class LocalBackend:
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return self.metering.dead_letters(limit)
 
+    def alerts(self, tenant_id: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return [alert.to_json_dict() for alert in self.metering.alerts(tenant_id, status, limit)]
+
+    def create_key(self, name: str, scope: str, tenant_id: str | None) -> dict[str, Any]:
+        key, token = self.metering.create_api_key(name, scope, tenant_id)
+        return {**key.to_json_dict(), "token": token}
+
+    def keys(self) -> list[dict[str, Any]]:
+        return [key.to_json_dict() for key in self.metering.list_api_keys()]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self.metering.revoke_api_key(key_id).to_json_dict()
+
 
 class HttpClient:
     """JSON over HTTP to a running node; error bodies become the CLI's errors."""
@@ -322,6 +335,19 @@ class HttpBackend:
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return self._get("/api/dead-letters", limit=limit)["dead_letters"]
 
+    def alerts(self, tenant_id: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._get("/api/alerts", tenant_id=tenant_id, status=status, limit=limit)["alerts"]
+
+    def create_key(self, name: str, scope: str, tenant_id: str | None) -> dict[str, Any]:
+        body = {"name": name, "scope": scope, **({"tenant_id": tenant_id} if tenant_id is not None else {})}
+        return self.client.request("POST", "/api/keys", body=body)[1]
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._get("/api/keys")["keys"]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self.client.request("DELETE", f"/api/keys/{_quoted(key_id)}")[1]
+
 
 def _required_id(data: Any, field: str) -> str:
     """The id that goes in the URL; the same checks the library applies to the body."""
@@ -434,7 +460,12 @@ PLAN_COLUMNS = ("plan_id", "version", "name", "currency", "base_fee", "metrics")
 PLAN_METRIC_COLUMNS = ("plan_id", "version", "metric", "included", "policy", "unit_price", "tiers")
 TENANT_COLUMNS = ("tenant_id", "name", "plan_id", "billing_anchor_day")
 METRIC_COLUMNS = ("name", "aggregation", "unit", "description")
+KEY_COLUMNS = ("key_id", "name", "scope", "tenant_id", "created_at", "revoked_at")
 DEAD_LETTER_COLUMNS = ("id", "received_at", "source", "topic", "partition", "offset", "reason", "raw")
+ALERT_COLUMNS = (
+    "tenant_id", "metric", "threshold_percent", "used", "included", "period_start", "status", "attempts",
+    "last_error", "created_at", "delivered_at",
+)
 RECORD_COLUMNS = ("event_id", "status")
 SUMMARY_COLUMNS = ("recorded", "duplicates", "blocked", "rejected")
 
@@ -526,13 +557,33 @@ def _file_mode_only(ctx: click.Context, command: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8005, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--init-demo", is_flag=True, help="Load the demo metrics, plans, tenants and events first.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per line, with a request_id and an access line per request.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True, help="Least severe level logged.")
+@click.option("--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
+@click.option("--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
+              help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
+@click.option("--snapshot-interval", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
+              help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.")
+@click.option("--snapshot-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Snapshot file (default: <db stem>.snapshot.duckdb next to --db).")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, init_demo: bool) -> None:
-    """Run the metering node: this process owns --db and serves the HTTP API."""
+def serve(
+    ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
+    webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
+) -> None:
+    """Run the metering node: this process owns --db and serves the HTTP API.
+
+    Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
+    and POSTs quota alerts to webhooks.
+    """
     _file_mode_only(ctx, "serve")
     from .api.server import run_server
 
-    run_server(ctx.find_root().obj["db"], host, port, init_demo)
+    run_server(ctx.find_root().obj["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
+               webhook_url=webhook_url, webhook_secret=webhook_secret,
+               snapshot_interval=snapshot_interval, snapshot_path=snapshot_path)
 
 
 @cli.command("init-demo")
@@ -566,16 +617,22 @@ def _quantity(text: str | None) -> Decimal | str | None:
     return text
 
 
-def _read_events(stream: IO[str], on_bytes: Callable[[int], None]) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON or a ValidationError) for each non-blank line."""
+def _read_lines(stream: IO[str], on_bytes: Callable[[int], None]) -> Iterator[tuple[int, str, Any]]:
+    """(line number, the line, parsed JSON or a ValidationError) for each non-blank line."""
     for number, line in enumerate(stream, start=1):
         on_bytes(len(line.encode("utf-8", "replace")))
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line, parse_float=Decimal)
+            yield number, line, json.loads(line, parse_float=Decimal)
         except ValueError as exc:
-            yield number, ValidationError(None, f"not valid JSON: {exc}", "malformed_json")
+            yield number, line, ValidationError(None, f"not valid JSON: {exc}", "malformed_json")
+
+
+def _read_events(stream: IO[str], on_bytes: Callable[[int], None]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON or a ValidationError) for each non-blank line."""
+    for number, _line, item in _read_lines(stream, on_bytes):
+        yield number, item
 
 
 def record_stream(backend: Any, stream: IO[str], on_bytes: Callable[[int], None]) -> dict[str, Any]:
@@ -807,6 +864,18 @@ def dead_letters(ctx: click.Context, limit: int) -> None:
     emit(letters, letters, DEAD_LETTER_COLUMNS)
 
 
+@cli.command()
+@click.option("--tenant", "tenant_id", metavar="TENANT", help="One tenant (default: all tenants).")
+@click.option("--status", type=click.Choice(["pending", "delivered"]), help="Only alerts with this delivery status.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="How many, newest first.")
+@click.pass_context
+def alerts(ctx: click.Context, tenant_id: str | None, status: str | None, limit: int) -> None:
+    """Quota alerts: thresholds crossed per period, and whether their webhook was delivered."""
+    with open_backend(ctx) as backend:
+        items = backend.alerts(tenant_id, status, limit)
+    emit(items, [_flat_period(a) for a in items], ALERT_COLUMNS)
+
+
 # -- configuration -------------------------------------------------------------------------
 
 
@@ -876,12 +945,14 @@ def tenants_show(ctx: click.Context, tenant_id: str) -> None:
 @click.option("--name", help="Display name.")
 @click.option("--plan", "plan_id", metavar="PLAN_ID", help="The plan the tenant is billed on.")
 @click.option("--anchor-day", type=int, help="Day of month (1-31) billing periods start.")
+@click.option("--webhook-url", metavar="URL", help="Where this tenant's quota alerts are POSTed ('' = none).")
 @click.pass_context
 def tenants_set(
-    ctx: click.Context, tenant_id: str, name: str | None, plan_id: str | None, anchor_day: int | None
+    ctx: click.Context, tenant_id: str, name: str | None, plan_id: str | None, anchor_day: int | None,
+    webhook_url: str | None = None,
 ) -> None:
     """Create a tenant, or change the given fields of an existing one."""
-    changes = {"name": name, "plan_id": plan_id, "billing_anchor_day": anchor_day}
+    changes = {"name": name, "plan_id": plan_id, "billing_anchor_day": anchor_day, "webhook_url": webhook_url}
     with open_backend(ctx) as backend:
         try:
             current = backend.tenant(tenant_id)
@@ -924,6 +995,49 @@ def metrics_define(
         current = next((m for m in backend.metrics() if m["name"] == name), {"name": name})
         metric = backend.define_metric({**current, **{k: v for k, v in changes.items() if v is not None}})
     emit(metric, [metric], METRIC_COLUMNS)
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: once one exists, the HTTP API needs 'Authorization: Bearer <key>'."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["admin", "tenant"]), required=True, help="admin: everything; tenant: one tenant's events and reports.")
+@click.option("--tenant", "tenant_id", metavar="TENANT", help="The tenant of a --scope tenant key.")
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, scope: str, tenant_id: str | None) -> None:
+    """Create a key and print its token: the only time it is shown (only a hash is stored)."""
+    with open_backend(ctx) as backend:
+        key = backend.create_key(name, scope, tenant_id)
+    emit(key, [key], (*KEY_COLUMNS, "token"))
+    click.echo("Store this token now: it is shown only once and cannot be recovered.", err=True)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """Every key, revoked ones included (never the tokens)."""
+    with open_backend(ctx) as backend:
+        items = backend.keys()
+    emit(items, items, KEY_COLUMNS)
+
+
+@keys.command("revoke")
+@click.argument("key_id", metavar="KEY_ID")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key: requests with it fail from now on."""
+    with open_backend(ctx) as backend:
+        key = backend.revoke_key(key_id)
+    emit(key, [key], KEY_COLUMNS)
+
+
+from .cli_analyst import export_command, import_command  # noqa: E402  (built on the helpers above)
+
+cli.add_command(export_command)
+cli.add_command(import_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .access import KeyRing, Principal
 from .consumer import BLOCKED, IngestOutcome, Ingestor, QuotaExceeded
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
@@ -39,7 +40,12 @@ from .schemas import (
 )
 from .store import DEFAULT_DB_PATH, Database
 from .store import catalog as catalog_store
-from .store.dead_letters import list_dead_letters
+from .store.dead_letters import DeadLetter, list_dead_letters
+from .store.export import EventFilter, export_events as export_event_rows
+from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
+from .store.alerts import ALERT_STATUSES, Alert, list_alerts
+from .observer import MeteringObserver
+from .store.keys import ApiKey
 
 REJECTED = "rejected"
 
@@ -101,11 +107,21 @@ class Metering:
         self.database = database
         self.late_window = late_window
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.ingestor = Ingestor(database, clock=self.clock).start()
+        self.ingestor = Ingestor(database, clock=self.clock)
+        if not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
+            self.ingestor.start()
+        self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
+        self.observer: MeteringObserver | None = None
+
+    def observe(self, observer: MeteringObserver | None) -> None:
+        """Report ingest batches, rejections and quota checks to `observer` (None stops it)."""
+        self.observer = observer
+        self.ingestor.observer = observer
 
     @classmethod
-    def open(cls, path: str | Path = DEFAULT_DB_PATH, **options: Any) -> Metering:
-        return cls(Database(path), **options)
+    def open(cls, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False, **options: Any) -> Metering:
+        """Open the file; read_only (a snapshot, or the main file of a stopped node) runs no migrations and no writer."""
+        return cls(Database(path, read_only=read_only), **options)
 
     def close(self) -> None:
         self.ingestor.stop()
@@ -122,11 +138,20 @@ class Metering:
     def validate(self, data: Mapping[str, Any]) -> UsageEvent:
         return parse_event(data, now=self.clock(), late_window=self.late_window)
 
-    def submit_events(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> Future[list[EventResult]]:
+    def submit_events(
+        self,
+        items: Sequence[Mapping[str, Any] | UsageEvent],
+        *,
+        dead_letter_for: Callable[[int, ValidationError], DeadLetter] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Future[list[EventResult]]:
         """Validate each item, queue the valid ones; the future resolves after the commit.
 
         Invalid items are `rejected` with their error; they never hold back valid ones.
+        With `dead_letter_for(index, error)`, each rejected item is also stored as the
+        dead letter it returns; those and `dead_letters` commit with the events.
         """
+        letters = list(dead_letters)
         results: list[EventResult | None] = [None] * len(items)
         events: list[UsageEvent] = []
         positions: list[int] = []
@@ -135,11 +160,15 @@ class Metering:
                 event = item if isinstance(item, UsageEvent) else self.validate(item)
             except ValidationError as error:
                 results[index] = EventResult(index, None, REJECTED, error=error)
+                if dead_letter_for is not None:
+                    letters.append(dead_letter_for(index, error))
+                if self.observer is not None:
+                    self.observer.on_rejected(error.code)
                 continue
             events.append(event)
             positions.append(index)
         outer: Future[list[EventResult]] = Future()
-        if not events:
+        if not events and not letters:
             outer.set_result([r for r in results if r is not None])
             return outer
 
@@ -152,11 +181,17 @@ class Metering:
                 results[position] = _result_from_outcome(position, outcome)
             outer.set_result([r for r in results if r is not None])
 
-        self.ingestor.submit(events).add_done_callback(finish)
+        self.ingestor.submit(events, dead_letters=letters).add_done_callback(finish)
         return outer
 
-    def record_events(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[EventResult]:
-        return self.submit_events(items).result()
+    def record_events(
+        self,
+        items: Sequence[Mapping[str, Any] | UsageEvent],
+        *,
+        dead_letter_for: Callable[[int, ValidationError], DeadLetter] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> list[EventResult]:
+        return self.submit_events(items, dead_letter_for=dead_letter_for, dead_letters=dead_letters).result()
 
     def record(self, item: Mapping[str, Any] | UsageEvent) -> EventResult:
         """Record one event; raises ValidationError if it is invalid."""
@@ -224,7 +259,10 @@ class Metering:
         period, totals = self.ingestor.current_usage(tenant_id, metric, now)
         catalog = self.ingestor.catalog
         used = totals.value(catalog.aggregation(metric))
-        return quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
+        status = quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
+        if self.observer is not None:
+            self.observer.on_quota_check(status.allowed)
+        return status
 
     def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> list[TopUser]:
         check_id("metric", metric)
@@ -244,6 +282,44 @@ class Metering:
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return list_dead_letters(self.database.cursor(), limit)
+
+    # -- analysts: snapshot and export (SQL in store/snapshot.py and store/export.py) --------
+
+    def snapshot_path(self) -> Path:
+        """Where snapshots go by default: `<db stem>.snapshot.duckdb` next to the database."""
+        return default_snapshot_path(self.database.path)
+
+    def snapshot(self, path: str | Path | None = None) -> SnapshotInfo:
+        """Publish a consistent read-only copy of the database, atomically replacing `path`.
+
+        One transaction reads every table as of the same commit; ingestion goes on meanwhile.
+        """
+        return write_snapshot(self.database.cursor(), path if path is not None else self.snapshot_path())
+
+    def export_events(
+        self,
+        path: str | Path,
+        fmt: str,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+        tenant_id: str | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> int:
+        """Write events with UTC day in [start, end] (and of one tenant) as parquet, csv or jsonl; returns rows."""
+        if start is not None and end is not None and end < start:
+            raise ValidationError("to", "must not be before from", "invalid_range")
+        if tenant_id is not None:
+            check_id("tenant_id", tenant_id)
+        selection = EventFilter(start, end, tenant_id)
+        return export_event_rows(self.database.cursor(), path, fmt, selection, on_progress)
+
+    def alerts(self, tenant_id: str | None = None, status: str | None = None, limit: int = 1000) -> list[Alert]:
+        """Quota alerts (crossed thresholds), newest first; `status` is pending or delivered."""
+        check_id("tenant_id", tenant_id, required=False)
+        if status is not None and status not in ALERT_STATUSES:
+            raise ValidationError("status", f"must be one of {', '.join(ALERT_STATUSES)}", "invalid_status")
+        return list_alerts(self.database.cursor(), tenant_id, status, limit)
 
     # -- configuration -----------------------------------------------------------
 
@@ -279,6 +355,24 @@ class Metering:
 
     def metrics(self) -> list[MetricDefinition]:
         return list(self.ingestor.catalog.metrics.values())
+
+    # -- access control (API keys; the logic is in access.py) ------------------------
+
+    def create_api_key(self, name: str, scope: str, tenant_id: str | None = None) -> tuple[ApiKey, str]:
+        """A new key and its token; the token is shown only now (only its hash is stored)."""
+        return self.access.create(name, scope, tenant_id)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return self.access.all_keys()
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        revoked = self.access.revoke(key_id)
+        if revoked is None:
+            raise NotFoundError("key", key_id)
+        return revoked
+
+    def authenticate(self, token: str) -> Principal | None:
+        return self.access.authenticate(token)
 
 
 def record_all(metering: Metering, items: Iterable[Mapping[str, Any]], chunk: int = 5000) -> dict[str, int]:

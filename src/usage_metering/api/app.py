@@ -18,7 +18,11 @@ from usage_metering.consumer import BLOCKED
 from usage_metering.metering import REJECTED, EventResult, Metering
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 
+from .auth import AuthMiddleware, check_event_tenants, report_tenant
+from .dashboard import DASHBOARD_ROUTES
 from .errors import EXCEPTION_HANDLERS, ApiError, error_response
+from .observability import install_observability
+from .keys import KEY_ROUTES
 from .openapi import openapi_document
 from .requests import (
     MAX_ADMIN_BODY_BYTES,
@@ -46,6 +50,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) ->
 
 async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_BODY_BYTES), "an event")
+    check_event_tenants(request, [data])
     result: EventResult = (await asyncio.wrap_future(_metering(request).submit_events([data])))[0]
     if result.status == REJECTED:
         assert result.error is not None
@@ -62,6 +67,7 @@ async def post_event_batch(request: Request) -> Response:
         raise ApiError(422, "invalid_type", "events must be a list of event objects", "events")
     if len(events) > MAX_BATCH_EVENTS:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
+    check_event_tenants(request, events)  # one foreign event refuses the whole batch
     results = await asyncio.wrap_future(_metering(request).submit_events(events))
     counts = {status: 0 for status in ("recorded", "duplicate", "blocked", "rejected")}
     for result in results:
@@ -147,6 +153,7 @@ async def post_billing_report(request: Request) -> Response:
     for name, value in (("tenant_id", tenant_id), ("period", period)):
         if value is not None and not isinstance(value, str):
             raise ApiError(422, "invalid_type", f"{name} must be a string", name)
+    tenant_id = report_tenant(request, tenant_id)  # a tenant key: its own tenant only
     invoices = await _in_thread(_metering(request).billing_report, tenant_id, period)
     if output == "csv":
         return Response(_csv_text(invoice_csv_rows(invoices)), media_type="text/csv")
@@ -225,6 +232,14 @@ async def list_dead_letters(request: Request) -> Response:
     return JSONResponse({"dead_letters": letters})
 
 
+async def list_alerts(request: Request) -> Response:
+    """Quota alerts, newest first; `?tenant_id=&status=pending|delivered&limit=`."""
+    params = request.query_params
+    limit = query_int(request, "limit", 1000, 1, 10_000)
+    alerts = await _in_thread(_metering(request).alerts, params.get("tenant_id"), params.get("status"), limit)
+    return JSONResponse({"alerts": [alert.to_json_dict() for alert in alerts]})
+
+
 async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -253,8 +268,11 @@ ROUTES = [
     Route("/api/metrics", post_metric, methods=["POST"]),
     Route("/api/metrics/{name}", put_metric, methods=["PUT"]),
     Route("/api/dead-letters", list_dead_letters, methods=["GET"]),
+    Route("/api/alerts", list_alerts, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *KEY_ROUTES,  # GET/POST /api/keys, DELETE /api/keys/{key_id} (admin)
+    *DASHBOARD_ROUTES,  # GET /dashboard and its static assets
 ]
 
 
@@ -267,4 +285,6 @@ def create_app(metering: Metering, *, close_on_shutdown: bool = True) -> Starlet
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.metering = metering
+    app.add_middleware(AuthMiddleware, metering=metering)  # API keys; see auth.py
+    install_observability(app, metering)  # GET /metrics, GET /readyz, X-Request-ID
     return app

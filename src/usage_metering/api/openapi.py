@@ -19,6 +19,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _ERRORS = {
     "400": _json(_ref("Error"), "Malformed JSON"),
     "404": _json(_ref("Error"), "Unknown tenant, plan or metric"),
+    "401": _json(_ref("Error"), "Missing, malformed, unknown or revoked API key (with `WWW-Authenticate: Bearer`)"),
+    "403": _json(_ref("Error"), "The key's scope does not cover this route or tenant"),
     "413": _json(_ref("Error"), "Body or batch too large"),
     "422": _json(_ref("Error"), "A field is invalid; `error.field` names it"),
 }
@@ -210,6 +212,33 @@ _PATHS: dict[str, Any] = {
     "/api/dead-letters": {
         "get": _op("Input that could not become events", {"200": _json(_object("dead letters"), "Dead letters")}, params=[_query("limit", {"type": "integer"}, "How many")])
     },
+    "/api/alerts": {  # quota notifications, see webhooks.py
+        "get": _op(
+            "Quota alerts (crossed thresholds) with their webhook delivery status, newest first",
+            {"200": _json(_object("alerts"), "Alerts")},
+            params=[
+                _query("tenant_id", {"type": "string"}, "One tenant"),
+                _query("status", {"enum": ["pending", "delivered"]}, "Only this status"),
+                _query("limit", {"type": "integer"}, "How many"),
+            ],
+        )
+    },
+    "/api/keys": {  # admin-only, see api/auth.py
+        "get": _op("List API keys (never their tokens)", {"200": _json(_object("keys"), "Keys")}),
+        "post": _op(
+            "Create an API key; the response holds its token, shown only this once",
+            {"201": _json(_object("the key with its token"), "Created")},
+            body={
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "scope": {"enum": ["admin", "tenant"]}, "tenant_id": {"type": "string"}},
+                "required": ["name", "scope"],
+                "additionalProperties": False,
+            },
+        ),
+    },
+    "/api/keys/{key_id}": {
+        "delete": _op("Revoke an API key (takes effect at once)", {"200": _json(_object("the revoked key"), "Revoked")}, params=[_path_param("key_id", "Key")]),
+    },
 }
 
 
@@ -218,5 +247,6 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Usage Metering", "version": __version__},
         "paths": _PATHS,
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearerAuth": []}],  # none needed while no key exists; /healthz and /readyz stay open
     }

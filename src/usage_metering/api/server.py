@@ -13,8 +13,12 @@ import uvicorn
 
 from usage_metering.demo import init_demo
 from usage_metering.metering import Metering
+from usage_metering.snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
+from usage_metering.webhooks import WebhookDispatcher, webhook_settings
 
 from .app import create_app
+from .auth import serving_host
+from .logs import configure_logging
 
 log = logging.getLogger("usage_metering")
 
@@ -45,23 +49,49 @@ def run_server(
     port: int = 8005,
     demo: bool = False,
     log_level: str = "info",
+    log_format: str = "text",
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    webhook_retry_base_seconds: float = 1.0,
+    webhook_retry_max_seconds: float = 300.0,
+    snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
+    snapshot_path: str | Path | None = None,
 ) -> None:
-    """Open the database (this process becomes its one writer) and serve until stopped."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Open the database (this process becomes its one writer) and serve until stopped.
+
+    Quota alerts go to each tenant's webhook_url, else `webhook_url`, signed with
+    `webhook_secret` (see usage_metering.webhooks.resolve_secret when None).
+
+    `log_format="json"` logs one JSON object per line, with an access line per request.
+
+    Every `snapshot_interval` seconds (0 = never) and at shutdown, an analyst snapshot
+    is published at `snapshot_path` (default `<db stem>.snapshot.duckdb`).
+    """
+    configure_logging(log_format, log_level)
+    webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
     metering = Metering.open(db_path)
     if demo:
         counts = init_demo(metering)
         log.info("demo data ready: %s", counts)
+    host = serving_host(host, metering)  # loopback only while no API key exists
     log.info("serving %s on http://%s:%d", db_path, host, port)
+    dispatcher = WebhookDispatcher(metering, webhooks).start()
+    snapshots = SnapshotScheduler(metering, snapshot_interval, snapshot_path).start()
     config = uvicorn.Config(
-        create_app(metering),
+        create_app(metering, close_on_shutdown=False),  # closed below, after the dispatcher stops
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,  # None: ours, in JSON
         http="auto",
         loop="auto",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
-    NodeServer(config).run()
+    try:
+        NodeServer(config).run()
+    finally:
+        dispatcher.stop()
+        snapshots.stop()  # the last snapshot, after the HTTP server has drained
+        metering.close()  # commits whatever the ingestor still holds

@@ -40,7 +40,11 @@ class QuotaCounters:
         return tracked_from is None or period.start >= tracked_from
 
     def totals(self, tenant_id: str, metric: str, period: Period) -> UsageTotals:
-        state = self._states.get((tenant_id, metric, period.start))
+        return self.published_totals((tenant_id, metric, period.start))
+
+    def published_totals(self, key: CounterKey) -> UsageTotals:
+        """Committed usage for one counter (what a batch's staged copy started from)."""
+        state = self._states.get(key)
         return state.totals() if state else UsageTotals()
 
     def stage(self) -> StagedCounters:

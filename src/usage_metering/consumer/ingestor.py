@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,13 +25,16 @@ import duckdb
 
 from usage_metering.schemas import AggregateState, Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
+from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
 from usage_metering.store.events import add_to_rollups, delete_events, events_to_arrow, insert_new_events, select_rows
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.usage import aggregate_states_for_windows
 
+from .alerts import detect_alerts
 from .counters import QuotaCounters, StagedCounters, seed_windows
+from .observer import IngestObserver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,8 +113,10 @@ class Ingestor:
         max_batch_events: int = 20_000,
         max_wait_seconds: float = 0.001,
         clock: Callable[[], datetime] = _utc_now,
+        observer: IngestObserver | None = None,
     ) -> None:
         self.database = database
+        self.observer = observer  # told about every committed group; may be set later
         self.max_batch_events = max_batch_events
         self.max_wait_seconds = max_wait_seconds
         self.clock = clock
@@ -129,6 +135,11 @@ class Ingestor:
             self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
             self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        """True while the writer thread runs: counters are loaded and submits are accepted."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
@@ -197,6 +208,16 @@ class Ingestor:
         (which registers new tenants) and the counters from seeing half a change.
         """
         with self._write_lock:
+            result = self.write(change)
+            self.reload()
+            return result
+
+    def write(self, change: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a small write transaction between batches, without a reload (e.g. alert delivery status).
+
+        Serialised with the ingest transaction, so the two never conflict on a row.
+        """
+        with self._write_lock:
             cursor = self.database.cursor()
             cursor.execute("BEGIN TRANSACTION")
             try:
@@ -205,7 +226,6 @@ class Ingestor:
             except Exception:
                 cursor.execute("ROLLBACK")
                 raise
-            self.reload()
             return result
 
     def current_usage(self, tenant_id: str, metric: str, at: datetime | None = None) -> tuple[Period, UsageTotals]:
@@ -245,14 +265,30 @@ class Ingestor:
         try:
             with self._write_lock, localcontext() as context:
                 context.prec = 60  # running totals grow past the default 28 digits
+                started = time.perf_counter()
                 outcomes = self._commit_group(requests)
+                seconds = time.perf_counter() - started
         except Exception as exc:  # a failed commit fails every caller in the group; nothing is half-done
             log.exception("ingest batch failed; rolled back")
             for request in requests:
                 request.future.set_exception(exc)
             return
+        if self.observer is not None:
+            self._report(requests, outcomes, seconds)
         for request, request_outcomes in zip(requests, outcomes):
             request.future.set_result(request_outcomes)
+
+    def _report(self, requests: list[_Request], outcomes: list[list[IngestOutcome]], seconds: float) -> None:
+        """Tell the observer before the callers hear back, so a scrape after a 2xx sees the events."""
+        assert self.observer is not None
+        try:
+            statuses = Counter(outcome.status for request_outcomes in outcomes for outcome in request_outcomes)
+            self.observer.on_batch(sum(len(r.events) for r in requests), seconds, statuses)
+            dead_letters = sum(len(r.dead_letters) for r in requests)
+            if dead_letters:
+                self.observer.on_dead_letters(dead_letters)
+        except Exception:  # observing must never fail a commit that already happened
+            log.exception("ingest observer failed")
 
     def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
         events = [event for request in requests for event in request.events]
@@ -274,6 +310,7 @@ class Ingestor:
             delete_events(cursor, blocked)
             accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == RECORDED for e in unique]
             add_to_rollups(cursor, select_rows(table, accepted_mask))
+            add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             for request in requests:
                 save_offsets(cursor, request.offsets)
                 add_dead_letters(cursor, request.dead_letters)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from .errors import ValidationError
 from .event import format_decimal
@@ -14,6 +15,9 @@ from .ids import check_id
 from .money import parse_amount
 
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+DEFAULT_ALERT_THRESHOLDS = (Decimal(80), Decimal(100))  # percent of `included`
+MAX_ALERT_THRESHOLDS = 10
+MAX_WEBHOOK_URL_LENGTH = 2000
 
 
 class OveragePolicy(str, Enum):
@@ -46,6 +50,7 @@ class PlanMetric:
     policy: OveragePolicy = OveragePolicy.CHARGE
     unit_price: Decimal = Decimal(0)  # per unit of overage when no tiers are given
     tiers: tuple[PriceTier, ...] = ()
+    alert_thresholds: tuple[Decimal, ...] = DEFAULT_ALERT_THRESHOLDS  # percent of included; unused without it
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +59,7 @@ class PlanMetric:
             "policy": self.policy.value,
             "unit_price": format_decimal(self.unit_price),
             "tiers": [tier.to_json_dict() for tier in self.tiers],
+            "alert_thresholds": [format_decimal(t) for t in self.alert_thresholds],
         }
 
 
@@ -89,6 +95,7 @@ class Tenant:
     name: str = ""
     plan_id: str | None = None
     billing_anchor_day: int = 1  # day of month periods start (clamped to short months)
+    webhook_url: str | None = None  # quota alerts go here (else to the node's global URL)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +103,7 @@ class Tenant:
             "name": self.name,
             "plan_id": self.plan_id,
             "billing_anchor_day": self.billing_anchor_day,
+            "webhook_url": self.webhook_url,
         }
 
 
@@ -144,15 +152,37 @@ def _parse_policy(field: str, value: Any) -> OveragePolicy:
         raise ValidationError(field, "must be one of block, charge, notify", "invalid_policy")
 
 
+def _parse_alert_thresholds(field: str, value: Any, included: Decimal | None) -> tuple[Decimal, ...]:
+    """Percentages of `included` (0 < t <= 1000), sorted; default 80 and 100; none without a quota."""
+    if value is None:
+        return DEFAULT_ALERT_THRESHOLDS if included is not None else ()
+    if not isinstance(value, list) or len(value) > MAX_ALERT_THRESHOLDS:
+        raise ValidationError(field, f"must be a list of at most {MAX_ALERT_THRESHOLDS} percentages", "invalid_type")
+    if value and included is None:
+        raise ValidationError(field, "needs an included quantity to be a percentage of", "invalid_thresholds")
+    thresholds: list[Decimal] = []
+    for index, raw in enumerate(value):
+        threshold = parse_amount(f"{field}[{index}]", raw)
+        assert threshold is not None
+        if not 0 < threshold <= 1000:
+            raise ValidationError(f"{field}[{index}]", "must be a percentage above 0 and at most 1000", "invalid_thresholds")
+        if threshold in thresholds:
+            raise ValidationError(f"{field}[{index}]", "each threshold may appear once", "invalid_thresholds")
+        thresholds.append(threshold)
+    return tuple(sorted(thresholds))
+
+
 def parse_plan_metric(field: str, data: Any) -> PlanMetric:
     data = _require_object(field, data)
-    _reject_unknown(data, {"metric", "included", "policy", "unit_price", "tiers"}, f"{field}.")
+    _reject_unknown(data, {"metric", "included", "policy", "unit_price", "tiers", "alert_thresholds"}, f"{field}.")
+    included = parse_amount(f"{field}.included", data.get("included"), required=False)
     return PlanMetric(
         metric=check_id(f"{field}.metric", data.get("metric")) or "",
-        included=parse_amount(f"{field}.included", data.get("included"), required=False),
+        included=included,
         policy=_parse_policy(f"{field}.policy", data.get("policy")),
         unit_price=parse_amount(f"{field}.unit_price", data.get("unit_price", 0)) or Decimal(0),
         tiers=_parse_tiers(f"{field}.tiers", data.get("tiers")),
+        alert_thresholds=_parse_alert_thresholds(f"{field}.alert_thresholds", data.get("alert_thresholds"), included),
     )
 
 
@@ -191,10 +221,22 @@ def parse_anchor_day(field: str, value: Any) -> int:
     return value
 
 
+def parse_webhook_url(field: str, value: Any) -> str | None:
+    """An absolute http(s) URL, or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_WEBHOOK_URL_LENGTH:
+        raise ValidationError(field, f"must be a URL of at most {MAX_WEBHOOK_URL_LENGTH} characters", "invalid_type")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(field, "must be an absolute http:// or https:// URL", "invalid_url")
+    return value
+
+
 def parse_tenant(data: Any) -> Tenant:
-    """Validate tenant JSON: {tenant_id, name, plan_id, billing_anchor_day}."""
+    """Validate tenant JSON: {tenant_id, name, plan_id, billing_anchor_day, webhook_url}."""
     data = _require_object(None, data)
-    _reject_unknown(data, {"tenant_id", "name", "plan_id", "billing_anchor_day"})
+    _reject_unknown(data, {"tenant_id", "name", "plan_id", "billing_anchor_day", "webhook_url"})
     name = data.get("name") or ""
     if not isinstance(name, str) or len(name) > 200:
         raise ValidationError("name", "must be a string of at most 200 characters", "invalid_type")
@@ -203,4 +245,5 @@ def parse_tenant(data: Any) -> Tenant:
         name=name,
         plan_id=check_id("plan_id", data.get("plan_id"), required=False),
         billing_anchor_day=parse_anchor_day("billing_anchor_day", data.get("billing_anchor_day")),
+        webhook_url=parse_webhook_url("webhook_url", data.get("webhook_url")),
     )

@@ -126,11 +126,12 @@ def plan_versions(cursor: duckdb.DuckDBPyConnection, plan_id: str) -> list[tuple
 def save_tenant(cursor: duckdb.DuckDBPyConnection, tenant: Tenant) -> None:
     cursor.execute(
         """
-        INSERT INTO tenants VALUES (?, ?, ?, ?, ?)
+        INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at, webhook_url)
+        VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT DO UPDATE SET name = excluded.name, plan_id = excluded.plan_id,
-            billing_anchor_day = excluded.billing_anchor_day
+            billing_anchor_day = excluded.billing_anchor_day, webhook_url = excluded.webhook_url
         """,
-        [tenant.tenant_id, tenant.name, tenant.plan_id, tenant.billing_anchor_day, utc_now_naive()],
+        [tenant.tenant_id, tenant.name, tenant.plan_id, tenant.billing_anchor_day, utc_now_naive(), tenant.webhook_url],
     )
 
 
@@ -140,14 +141,15 @@ def register_tenants(cursor: duckdb.DuckDBPyConnection, tenant_ids: list[str]) -
         return
     now = utc_now_naive()
     cursor.executemany(
-        "INSERT INTO tenants VALUES (?, '', NULL, 1, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at) "
+        "VALUES (?, '', NULL, 1, ?) ON CONFLICT DO NOTHING",
         [[tenant_id, now] for tenant_id in tenant_ids],
     )
 
 
 def load_tenants(cursor: duckdb.DuckDBPyConnection) -> dict[str, Tenant]:
     rows = cursor.execute(
-        "SELECT tenant_id, name, plan_id, billing_anchor_day FROM tenants ORDER BY tenant_id"
+        "SELECT tenant_id, name, plan_id, billing_anchor_day, webhook_url FROM tenants ORDER BY tenant_id"
     ).fetchall()
     return {row[0]: Tenant(*row) for row in rows}
 

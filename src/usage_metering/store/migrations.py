@@ -95,6 +95,45 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             FROM usage_hourly GROUP BY ALL;
         """,
     ),
+    (
+        2,
+        """
+        -- API keys (store/keys.py): only the SHA-256 of a token is kept, never the token.
+        CREATE TABLE api_keys (
+            key_id     VARCHAR PRIMARY KEY,
+            name       VARCHAR,
+            scope      VARCHAR NOT NULL CHECK (scope IN ('admin', 'tenant')),
+            tenant_id  VARCHAR,               -- set for scope 'tenant' only
+            key_hash   VARCHAR NOT NULL,
+            created_at TIMESTAMP,
+            revoked_at TIMESTAMP              -- NULL while the key is valid
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        -- Quota notifications (store/alerts.py): one row per crossed threshold per period,
+        -- inserted in the ingest transaction, delivered to a webhook afterwards (outbox).
+        ALTER TABLE tenants ADD COLUMN webhook_url VARCHAR;
+        CREATE TABLE alerts (
+            tenant_id       VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            period_start    TIMESTAMP NOT NULL,
+            threshold       DECIMAL(38, 9) NOT NULL,  -- percent of `included`
+            period_end      TIMESTAMP NOT NULL,
+            included        DECIMAL(38, 9) NOT NULL,  -- the quota when it was crossed
+            used            DECIMAL(38, 9) NOT NULL,  -- usage after the batch that crossed it
+            status          VARCHAR NOT NULL CHECK (status IN ('pending', 'delivered')),
+            attempts        INTEGER NOT NULL,
+            last_error      VARCHAR,
+            next_attempt_at TIMESTAMP NOT NULL,
+            created_at      TIMESTAMP NOT NULL,
+            delivered_at    TIMESTAMP,
+            PRIMARY KEY (tenant_id, metric, period_start, threshold)
+        );
+        """,
+    ),
 )
 
 
