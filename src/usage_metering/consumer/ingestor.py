@@ -328,7 +328,7 @@ class Ingestor:
         if not new_ids:
             return self.catalog
         register_tenants(cursor, new_ids)
-        return load_catalog(cursor)
+        return self.catalog.with_new_tenants(new_ids)
 
     def _decide(
         self,

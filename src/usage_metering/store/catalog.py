@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
+import pyarrow as pa
 
 from usage_metering.schemas import (
     Aggregation,
@@ -36,6 +37,13 @@ class Catalog:
         if tenant is None or tenant.plan_id is None:
             return None
         return self.plans.get(tenant.plan_id)
+
+    def with_new_tenants(self, tenant_ids: list[str]) -> Catalog:
+        """This catalog plus tenants first seen in events (no plan, anchor day 1)."""
+        tenants = dict(self.tenants)
+        for tenant_id in tenant_ids:
+            tenants.setdefault(tenant_id, Tenant(tenant_id))
+        return Catalog(self.metrics, self.plans, tenants)
 
     def anchor_day(self, tenant_id: str) -> int:
         tenant = self.tenants.get(tenant_id)
@@ -139,12 +147,16 @@ def register_tenants(cursor: duckdb.DuckDBPyConnection, tenant_ids: list[str]) -
     """Add tenants first seen in events (no plan, anchor day 1); existing ones are untouched."""
     if not tenant_ids:
         return
-    now = utc_now_naive()
-    cursor.executemany(
-        "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at) "
-        "VALUES (?, '', NULL, 1, ?) ON CONFLICT DO NOTHING",
-        [[tenant_id, now] for tenant_id in tenant_ids],
-    )
+    # One columnar insert: executemany costs about a millisecond per row here.
+    cursor.register("new_tenants", pa.table({"tenant_id": pa.array(tenant_ids, pa.string())}))
+    try:
+        cursor.execute(
+            "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at) "
+            "SELECT tenant_id, '', NULL, 1, ? FROM new_tenants ON CONFLICT DO NOTHING",
+            [utc_now_naive()],
+        )
+    finally:
+        cursor.unregister("new_tenants")
 
 
 def load_tenants(cursor: duckdb.DuckDBPyConnection) -> dict[str, Tenant]:
