@@ -61,11 +61,17 @@ class IngestOutcome:
     quota: QuotaExceeded | None = None
 
 
+# Turns the blocked event at this index of a request into a dead letter (Kafka mode: a
+# blocked message must not vanish, and must be recorded in the commit that moves its offset).
+BlockedLetter = Callable[[int, IngestOutcome], DeadLetter]
+
+
 @dataclass
 class _Request:
     events: Sequence[UsageEvent]
     offsets: Mapping[PartitionKey, int]
     dead_letters: Sequence[DeadLetter]
+    dead_letter_blocked: BlockedLetter | None = None
     future: Future[list[IngestOutcome]] = field(default_factory=Future)
 
 
@@ -91,6 +97,12 @@ class _MeteringRule:
             catalog.anchor_day(tenant_id),
             plan_metric.included if blocks and plan_metric is not None else None,
         )
+
+
+def _blocked_letters(request: _Request, outcomes: Sequence[IngestOutcome]) -> list[DeadLetter]:
+    if request.dead_letter_blocked is None:
+        return []
+    return [request.dead_letter_blocked(i, o) for i, o in enumerate(outcomes) if o.status == BLOCKED]
 
 
 def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateState, period: Period) -> QuotaExceeded | None:
@@ -162,9 +174,10 @@ class Ingestor:
         *,
         offsets: Mapping[PartitionKey, int] | None = None,
         dead_letters: Sequence[DeadLetter] = (),
+        dead_letter_blocked: BlockedLetter | None = None,
     ) -> Future[list[IngestOutcome]]:
         """Queue events for the next group commit; the future gives one outcome per event."""
-        request = _Request(events, offsets or {}, dead_letters)
+        request = _Request(events, offsets or {}, dead_letters, dead_letter_blocked)
         if self._thread is None:
             request.future.set_exception(IngestorStopped("the ingestor is not running"))
         else:
@@ -177,13 +190,16 @@ class Ingestor:
         *,
         offsets: Mapping[PartitionKey, int] | None = None,
         dead_letters: Sequence[DeadLetter] = (),
+        dead_letter_blocked: BlockedLetter | None = None,
     ) -> list[IngestOutcome]:
         """Like `submit`, waiting for the commit. Works without the writer thread too."""
         if self._thread is None:
-            request = _Request(events, offsets or {}, dead_letters)
+            request = _Request(events, offsets or {}, dead_letters, dead_letter_blocked)
             self._process([request])
             return request.future.result()
-        return self.submit(events, offsets=offsets, dead_letters=dead_letters).result()
+        return self.submit(
+            events, offsets=offsets, dead_letters=dead_letters, dead_letter_blocked=dead_letter_blocked
+        ).result()
 
     def reload(self) -> None:
         """Re-read metrics, plans and tenants, and rebuild the counters from the rollups."""
@@ -311,8 +327,10 @@ class Ingestor:
             accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == RECORDED for e in unique]
             add_to_rollups(cursor, select_rows(table, accepted_mask))
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
-            for request in requests:
+            outcomes = self._outcomes(requests, decisions, first_index, events)
+            for request, request_outcomes in zip(requests, outcomes):
                 save_offsets(cursor, request.offsets)
+                request.dead_letters = [*request.dead_letters, *_blocked_letters(request, request_outcomes)]
                 add_dead_letters(cursor, request.dead_letters)
             cursor.execute("COMMIT")
         except Exception:
@@ -321,7 +339,7 @@ class Ingestor:
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
-        return self._outcomes(requests, decisions, first_index, events)
+        return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
         new_ids = sorted({e.tenant_id for e in events} - self.catalog.tenants.keys())

@@ -1,0 +1,553 @@
+"""The Kafka consumer group loop: poll, validate, ingest, commit — exactly once.
+
+Exactly-once comes from DuckDB, not Kafka: each batch's events, rollups,
+next offsets per (topic, partition) and dead letters are committed in ONE
+DuckDB transaction by the `Ingestor`, and on every partition assignment the
+consumer seeks to the offsets stored there (or to the beginning). A crash at
+any point therefore replays exactly the records whose transaction did not
+commit. Kafka's own committed offsets are written afterwards, for lag tools
+only; they are never read back.
+
+Pipelining: the main thread polls and validates batch N+1 while one worker
+thread commits batch N. The worker runs batches strictly in order and stops at
+the first failure, so a later batch can never commit offsets past a batch that
+was rolled back.
+
+Events the ingestor blocks (a `block` quota policy) become dead letters
+(`quota_exceeded: ...`) in the same transaction that advances the offsets past
+them (the ingestor's `dead_letter_blocked` hook).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError, parse_event
+from usage_metering.store import Database, DeadLetter
+from usage_metering.store.offsets import PartitionKey, load_offsets
+
+from .ingestor import BLOCKED, DUPLICATE, RECORDED, IngestOutcome, Ingestor
+from .topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_TOPIC
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP_ID = "usage-metering"
+LAG_REFRESH_SECONDS = 1.0
+_MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _record_time(timestamp_ms: int | None) -> datetime:
+    if timestamp_ms is None or timestamp_ms < 0:
+        return datetime.now(timezone.utc)
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
+
+
+def decode_event(value: bytes | None, produced_at: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW) -> UsageEvent:
+    """One Kafka message value into a validated event, or raise ValidationError.
+
+    Validation is relative to `produced_at` (the record's Kafka timestamp), so a
+    replay after downtime accepts what was valid when it was sent.
+    """
+    if value is None:
+        raise ValidationError(None, "empty message (no value)", "invalid_json")
+    try:
+        data = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValidationError(None, f"not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise ValidationError(None, "an event must be a JSON object", "invalid_type")
+    return parse_event(data, now=produced_at, late_window=late_window)
+
+
+def dead_letter_reason(error: ValidationError) -> str:
+    return f"{error.code}: {error.field or '-'}: {error.message}"
+
+
+def _blocked_letter(record: Any, outcome: IngestOutcome) -> DeadLetter:
+    return DeadLetter("kafka", record.value or b"", _quota_reason(outcome), record.topic, record.partition, record.offset)
+
+
+def _quota_reason(outcome: IngestOutcome) -> str:
+    quota = outcome.quota
+    if quota is None:
+        return "quota_exceeded: -: blocked by a quota"
+    return (
+        f"quota_exceeded: {quota.metric}: usage {quota.used} of {quota.limit} included "
+        f"in period {quota.period.label()} (policy block)"
+    )
+
+
+# -- batches -------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    events: list[UsageEvent] = field(default_factory=list)
+    sources: list[Any] = field(default_factory=list)  # the ConsumerRecord of each event (parallel)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letter_keys: list[bytes | None] = field(default_factory=list)  # parallel to dead_letters
+    offsets: dict[PartitionKey, int] = field(default_factory=dict)  # next offset per partition
+    records: int = 0
+
+
+@dataclass
+class _Committed:
+    offsets: dict[PartitionKey, int]
+    dead_letters: list[DeadLetter]
+    dead_letter_keys: list[bytes | None]
+    records: int
+    recorded: int
+    duplicates: int
+    blocked: int
+
+
+@dataclass
+class ConsumerStats:
+    """Counts since this consumer started (committed batches only)."""
+
+    records: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    blocked: int = 0
+    dead_letters: int = 0  # including blocked events
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Seek to the DuckDB offsets on assignment; finish in-flight commits first."""
+
+    def __init__(self, owner: KafkaIngestConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.owner._wait_in_flight()
+        self.owner._forget_partitions(revoked)
+
+    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
+        self.on_partitions_revoked(lost)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.owner._wait_in_flight()
+        self.owner._seek_to_stored(assigned)
+
+
+class KafkaIngestConsumer:
+    """Reads `topic` as part of `group_id` and commits it to DuckDB exactly once.
+
+    The caller opens (and closes) the `Database`; opening it is what fails at
+    once, with StoreLockedError, when another process holds the file. Call
+    `run()` (blocking) and `stop()` from another thread or a signal handler;
+    `close()` afterwards, or use the consumer as a context manager.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str],
+        database: Database,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        group_id: str = DEFAULT_GROUP_ID,
+        dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+        max_poll_records: int = 5000,
+        late_window: timedelta = DEFAULT_LATE_WINDOW,
+        group_instance_id: str | None = None,
+        ingestor: Ingestor | None = None,
+        poll_timeout_ms: int = 200,
+        **kafka_options: Any,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.database = database
+        self.topic = topic
+        self.group_id = group_id
+        self.dead_letter_topic = dead_letter_topic
+        self.max_poll_records = max_poll_records
+        self.late_window = late_window
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = ConsumerStats()
+        self.last_commit_at: datetime | None = None
+
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _stored, _end_offsets
+        # Next offset committed in DuckDB per owned partition (None: nothing stored yet).
+        self._stored: dict[PartitionKey, int | None] = {}
+        self._end_offsets: dict[PartitionKey, int] = {}
+        self._lag_refreshed_at = 0.0
+        self._in_flight: deque[Future[_Committed]] = deque()
+        self._writer_failed: BaseException | None = None
+        self._dead_letter_producer: KafkaProducer | None = None
+        self._closed = False
+
+        self.ingestor = ingestor or Ingestor(database)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-ingest-writer")
+        options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "group_instance_id": group_instance_id,
+            "client_id": f"usage-metering-consumer-{group_id}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": max_poll_records,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        }
+        options.update(kafka_options)
+        try:
+            self._consumer = KafkaConsumer(**options)
+        except Exception:
+            self._writer.shutdown(wait=False)
+            raise
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def __enter__(self) -> KafkaIngestConsumer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Ask `run()` to finish the current batch and return. Safe from any thread or signal handler."""
+        self._stop.set()
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Consume until `stop()` (or `stop_event` is set); every polled record is committed on return.
+
+        Raises if a DuckDB commit fails: the records of that batch (and any
+        after it) are not committed, and a restart replays them from the
+        stored offsets.
+        """
+        stop = stop_event or self._stop
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        try:
+            while not (stop.is_set() or self._stop.is_set()):
+                polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+                self._finish_committed(block=False)
+                if polled:
+                    self._submit(self._decode(polled))
+                self._maybe_refresh_lag()
+        finally:
+            # Finish what was handed to the writer (a rolled-back batch re-raises here).
+            self._finish_committed(block=True)
+        self._commit_kafka_offsets(self._stored_offsets(), sync=True)
+        if self._dead_letter_producer is not None:
+            self._dead_letter_producer.flush(timeout=30)
+
+    def close(self) -> None:
+        """Leave the group and release the Kafka clients and the writer. The database stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception:
+            log.exception("closing the Kafka consumer failed")
+        if self._dead_letter_producer is not None:
+            try:
+                self._dead_letter_producer.close(timeout=30)
+            except Exception:
+                log.exception("closing the dead-letter producer failed")
+        self._writer.shutdown(wait=True)
+        self.ingestor.stop()
+
+    # -- observability ---------------------------------------------------------------
+
+    def lag(self) -> dict[int, int]:
+        """Per owned partition of `topic`: end offset minus the next offset stored in DuckDB.
+
+        End offsets are refreshed by the consumer loop at most every ~1 s.
+        """
+        with self._lock:
+            return {
+                partition: max(0, self._end_offsets.get((topic, partition), stored or 0) - (stored or 0))
+                for (topic, partition), stored in self._stored.items()
+                if topic == self.topic
+            }
+
+    def stored_offsets(self) -> dict[int, int]:
+        """The next offset committed in DuckDB, per owned partition of `topic`."""
+        return {p: o for (t, p), o in self._stored_offsets().items() if t == self.topic}
+
+    def _stored_offsets(self) -> dict[PartitionKey, int]:
+        with self._lock:
+            return {key: offset for key, offset in self._stored.items() if offset is not None}
+
+    def _maybe_refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_refreshed_at < LAG_REFRESH_SECONDS:
+            return
+        self._lag_refreshed_at = now
+        partitions = list(self._consumer.assignment())
+        ends: dict[PartitionKey, int] = {}
+        unknown = []
+        for tp in partitions:
+            high = self._consumer.highwater(tp)  # from the last fetch response; no round trip
+            if high is None:
+                unknown.append(tp)
+            else:
+                ends[(tp.topic, tp.partition)] = high
+        if unknown:
+            try:
+                for tp, end in self._consumer.end_offsets(unknown, timeout_ms=2000).items():
+                    ends[(tp.topic, tp.partition)] = end
+            except Exception as exc:  # lag is best effort
+                log.debug("end_offsets failed: %r", exc)
+        with self._lock:
+            self._end_offsets.update(ends)
+
+    # -- rebalance -----------------------------------------------------------------
+
+    def _seek_to_stored(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
+        stored_by_topic = {topic: load_offsets(self.database.cursor(), topic) for topic in {tp.topic for tp in assigned}}
+        from_start = []
+        for tp in assigned:
+            offset = stored_by_topic[tp.topic].get(tp.partition)
+            if offset is None:
+                from_start.append(tp)
+            else:
+                self._consumer.seek(tp, offset)
+            with self._lock:
+                self._stored[(tp.topic, tp.partition)] = offset
+        if from_start:
+            self._consumer.seek_to_beginning(*from_start)
+        log.info(
+            "assigned %s; resuming from DuckDB offsets %s (from the beginning: %s)",
+            sorted(tp.partition for tp in assigned),
+            {tp.partition: stored_by_topic[tp.topic].get(tp.partition) for tp in assigned
+             if tp not in from_start},
+            sorted(tp.partition for tp in from_start),
+        )
+
+    def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            for tp in revoked:
+                self._stored.pop((tp.topic, tp.partition), None)
+                self._end_offsets.pop((tp.topic, tp.partition), None)
+
+    def _wait_in_flight(self) -> None:
+        """Block until every batch handed to the writer is committed or failed (not acknowledged)."""
+        for future in list(self._in_flight):
+            try:
+                future.result()
+            except BaseException:
+                pass  # reported by _finish_committed on the main thread
+
+    # -- the batch pipeline ------------------------------------------------------------
+
+    def _decode(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> _Batch:
+        batch = _Batch()
+        late_window = self.late_window
+        times: dict[int, datetime] = {}
+        for tp, records in polled.items():
+            if not records:
+                continue
+            for record in records:
+                value = record.value
+                produced_at = times.get(record.timestamp)
+                if produced_at is None:
+                    produced_at = times[record.timestamp] = _record_time(record.timestamp)
+                try:
+                    event = decode_event(value, produced_at, late_window)
+                except ValidationError as error:
+                    self._add_dead_letter(batch, record, dead_letter_reason(error))
+                    continue
+                except Exception as exc:  # a validator bug must not stop the partition
+                    log.exception("unexpected error validating %s/%d@%d", record.topic, record.partition, record.offset)
+                    self._add_dead_letter(batch, record, f"internal_error: -: {exc!r}")
+                    continue
+                batch.events.append(event)
+                batch.sources.append(record)
+            batch.records += len(records)
+            batch.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+        return batch
+
+    @staticmethod
+    def _add_dead_letter(batch: _Batch, record: Any, reason: str) -> None:
+        raw = record.value if record.value is not None else b""
+        batch.dead_letters.append(DeadLetter("kafka", raw, reason, record.topic, record.partition, record.offset))
+        batch.dead_letter_keys.append(record.key)
+
+    def _submit(self, batch: _Batch) -> None:
+        while len(self._in_flight) >= _MAX_IN_FLIGHT:
+            self._finish_one(self._in_flight[0])
+        self._in_flight.append(self._writer.submit(self._commit, batch))
+
+    def _finish_committed(self, *, block: bool) -> None:
+        while self._in_flight and (block or self._in_flight[0].done()):
+            self._finish_one(self._in_flight[0])
+
+    def _finish_one(self, future: Future[_Committed]) -> None:
+        committed = future.result()  # re-raises a failed DuckDB commit: run() stops
+        self._in_flight.popleft()
+        with self._lock:
+            for key, offset in committed.offsets.items():
+                if key in self._stored:  # still ours
+                    self._stored[key] = offset
+        stats = self.stats
+        stats.records += committed.records
+        stats.recorded += committed.recorded
+        stats.duplicates += committed.duplicates
+        stats.blocked += committed.blocked
+        stats.dead_letters += len(committed.dead_letters)
+        stats.batches += 1
+        self.last_commit_at = self.ingestor.last_commit_at
+        self._commit_kafka_offsets(committed.offsets, sync=False)
+        self._publish_dead_letters(committed.dead_letters, committed.dead_letter_keys)
+
+    # -- on the writer thread -----------------------------------------------------------
+
+    def _commit(self, batch: _Batch) -> _Committed:
+        if self._writer_failed is not None:
+            raise RuntimeError("an earlier batch failed to commit; not committing later ones") from self._writer_failed
+        try:
+            # One transaction: events, rollups, offsets, parse dead letters, and a dead
+            # letter for each event a `block` quota refused.
+            outcomes = self.ingestor.ingest(
+                batch.events,
+                offsets=batch.offsets,
+                dead_letters=batch.dead_letters,
+                dead_letter_blocked=lambda index, outcome: _blocked_letter(batch.sources[index], outcome),
+            )
+            blocked = [(source, o) for source, o in zip(batch.sources, outcomes) if o.status == BLOCKED]
+        except BaseException as exc:
+            self._writer_failed = exc
+            raise
+        statuses = [outcome.status for outcome in outcomes]
+        return _Committed(
+            offsets=dict(batch.offsets),
+            dead_letters=batch.dead_letters + [_blocked_letter(source, o) for source, o in blocked],
+            dead_letter_keys=batch.dead_letter_keys + [source.key for source, _o in blocked],
+            records=batch.records,
+            recorded=statuses.count(RECORDED),
+            duplicates=statuses.count(DUPLICATE),
+            blocked=statuses.count(BLOCKED),
+        )
+
+    # -- after the DuckDB commit ------------------------------------------------------------
+
+    def _commit_kafka_offsets(self, offsets: Mapping[PartitionKey, int], *, sync: bool) -> None:
+        """Mirror DuckDB's offsets into the group's Kafka offsets, for lag tools (never read back)."""
+        owned = set(self._consumer.assignment())
+        to_commit = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+            if TopicPartition(topic, partition) in owned
+        }
+        if not to_commit:
+            return
+        try:
+            if sync:
+                self._consumer.commit(to_commit)
+            else:
+                self._consumer.commit_async(to_commit, callback=_log_commit_failure)
+        except Exception as exc:  # e.g. a rebalance in progress: DuckDB already has them
+            log.warning("Kafka offset commit failed (DuckDB offsets are authoritative): %r", exc)
+
+    def _publish_dead_letters(self, letters: Sequence[DeadLetter], keys: Sequence[bytes | None]) -> None:
+        if not letters or not self.dead_letter_topic:
+            return
+        try:
+            if self._dead_letter_producer is None:
+                self._dead_letter_producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers, acks="all",
+                    client_id=f"usage-metering-dead-letters-{self.group_id}",
+                )
+            producer = self._dead_letter_producer
+            for letter, key in zip(letters, keys):
+                headers = [
+                    ("reason", letter.reason.encode("utf-8")),
+                    ("source-topic", (letter.topic or "").encode("utf-8")),
+                    ("source-partition", str(letter.partition).encode("ascii")),
+                    ("source-offset", str(letter.offset).encode("ascii")),
+                ]
+                future = producer.send(self.dead_letter_topic, value=letter.raw, key=key, headers=headers)
+                future.add_errback(_log_dead_letter_failure, letter)
+        except Exception:  # the DuckDB dead_letters table is the record
+            log.exception("could not publish %d dead letters to %s", len(letters), self.dead_letter_topic)
+
+
+def _log_commit_failure(offsets: Any, result: Any) -> None:
+    if isinstance(result, BaseException):
+        log.warning("Kafka offset commit failed (DuckDB offsets are authoritative): %r", result)
+
+
+def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
+    log.error("dead letter %s/%s@%s not published: %r", letter.topic, letter.partition, letter.offset, error)
+
+
+# -- the process entry point ---------------------------------------------------------
+
+
+def run_consumer_process(
+    bootstrap_servers: str | list[str],
+    db_path: str | Path,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    group_id: str = DEFAULT_GROUP_ID,
+    dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+    max_poll_records: int = 5000,
+    late_window: timedelta = DEFAULT_LATE_WINDOW,
+    group_instance_id: str | None = None,
+    stop_event: threading.Event | None = None,
+    **kafka_options: Any,
+) -> int:
+    """Run a consumer until SIGTERM/SIGINT (or `stop_event`); returns 0 after a clean stop.
+
+    Opens the database first: if another process holds the file this raises
+    StoreLockedError before anything connects to Kafka. On a signal the
+    current batch is finished and committed, then the consumer and the
+    ingestor are closed. A failed DuckDB commit propagates (nothing after it
+    is acknowledged; a restart resumes from the stored offsets).
+    """
+    database = Database(db_path)
+    stop = stop_event or threading.Event()
+    previous: dict[int, Any] = {}
+    try:
+        consumer = KafkaIngestConsumer(
+            bootstrap_servers, database, topic=topic, group_id=group_id,
+            dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
+            late_window=late_window, group_instance_id=group_instance_id, **kafka_options,
+        )
+        try:
+            if threading.current_thread() is threading.main_thread():
+                def handle(signum: int, _frame: Any) -> None:
+                    log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+                    stop.set()
+                    consumer.stop()
+
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    previous[signum] = signal.signal(signum, handle)
+            log.info("consuming %s as group %s into %s", topic, group_id, database.path)
+            consumer.run(stop)
+        finally:
+            consumer.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        log.info("stopped cleanly: %s", json.dumps(consumer.stats.as_dict()))
+        return 0
+    finally:
+        database.close()
