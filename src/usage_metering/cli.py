@@ -568,10 +568,14 @@ def _file_mode_only(ctx: click.Context, command: str) -> None:
               help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.")
 @click.option("--snapshot-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Snapshot file (default: <db stem>.snapshot.duckdb next to --db).")
+@click.option("--kafka-bootstrap-servers", metavar="HOST:PORT[,...]", envvar="USAGE_METERING_KAFKA", show_envvar=True,
+              help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.")
+@click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
 @click.pass_context
 def serve(
     ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
     webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
+    kafka_bootstrap_servers: str | None, kafka_topic: str,
 ) -> None:
     """Run the metering node: this process owns --db and serves the HTTP API.
 
@@ -583,7 +587,8 @@ def serve(
 
     run_server(ctx.find_root().obj["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
                webhook_url=webhook_url, webhook_secret=webhook_secret,
-               snapshot_interval=snapshot_interval, snapshot_path=snapshot_path)
+               snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
+               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic)
 
 
 @cli.command("init-demo")
@@ -1038,6 +1043,11 @@ from .cli_analyst import export_command, import_command  # noqa: E402  (built on
 
 cli.add_command(export_command)
 cli.add_command(import_command)
+
+from .cli_kafka import consume_command, kafka_group  # noqa: E402
+
+cli.add_command(kafka_group)
+cli.add_command(consume_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

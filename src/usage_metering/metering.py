@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from .access import KeyRing, Principal
 from .consumer import BLOCKED, IngestOutcome, Ingestor, QuotaExceeded
@@ -48,6 +48,15 @@ from .observer import MeteringObserver
 from .store.keys import ApiKey
 
 REJECTED = "rejected"
+ACCEPTED = "accepted"  # Kafka mode: acknowledged by the broker (acks=all), not yet ingested
+
+
+class EventPublisher(Protocol):
+    """Where a front end sends validated events instead of ingesting them (Kafka mode)."""
+
+    def publish(self, events: Sequence[UsageEvent]) -> Future[None]:
+        """Resolves once every event is durably accepted, or fails."""
+        ...
 
 
 class NotFoundError(LookupError):
@@ -108,6 +117,7 @@ class Metering:
         self.late_window = late_window
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.ingestor = Ingestor(database, clock=self.clock)
+        self.publisher: EventPublisher | None = None  # set in Kafka mode
         if not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
@@ -167,6 +177,8 @@ class Metering:
                 continue
             events.append(event)
             positions.append(index)
+        if self.publisher is not None:
+            return self._publish(events, positions, results, letters)
         outer: Future[list[EventResult]] = Future()
         if not events and not letters:
             outer.set_result([r for r in results if r is not None])
@@ -182,6 +194,42 @@ class Metering:
             outer.set_result([r for r in results if r is not None])
 
         self.ingestor.submit(events, dead_letters=letters).add_done_callback(finish)
+        return outer
+
+    def _publish(
+        self,
+        events: list[UsageEvent],
+        positions: list[int],
+        results: list[EventResult | None],
+        letters: list[DeadLetter],
+    ) -> Future[list[EventResult]]:
+        """Kafka mode: answer 429 early from committed usage, publish the rest.
+
+        The consumer's ingest still makes the exact quota decision (a blocked
+        event then becomes a dead letter); this check only spares the broker.
+        """
+        assert self.publisher is not None
+        if letters:
+            self.ingestor.submit([], dead_letters=letters)
+        to_send: list[tuple[int, UsageEvent]] = []
+        for position, event in zip(positions, events):
+            exceeded = self.ingestor.check_quota(event)
+            if exceeded is not None:
+                results[position] = EventResult(position, event.event_id, BLOCKED, quota=exceeded)
+            else:
+                to_send.append((position, event))
+        outer: Future[list[EventResult]] = Future()
+
+        def finish(published: Future[None]) -> None:
+            error = published.exception()
+            if error is not None:
+                outer.set_exception(error)
+                return
+            for position, event in to_send:
+                results[position] = EventResult(position, event.event_id, ACCEPTED)
+            outer.set_result([r for r in results if r is not None])
+
+        self.publisher.publish([event for _position, event in to_send]).add_done_callback(finish)
         return outer
 
     def record_events(

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from usage_metering.consumer import BLOCKED
-from usage_metering.metering import REJECTED, EventResult, Metering
+from usage_metering.metering import ACCEPTED, REJECTED, EventResult, Metering
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
@@ -57,7 +57,8 @@ async def post_event(request: Request) -> Response:
         return error_response(422, result.error.as_dict())
     if result.status == BLOCKED:
         return error_response(429, result.to_json_dict()["error"], event_id=result.event_id)
-    return JSONResponse({"event_id": result.event_id, "status": result.status})
+    status_code = 202 if result.status == ACCEPTED else 200  # Kafka mode: on the broker, not yet counted
+    return JSONResponse({"event_id": result.event_id, "status": result.status}, status_code=status_code)
 
 
 async def post_event_batch(request: Request) -> Response:
@@ -69,7 +70,7 @@ async def post_event_batch(request: Request) -> Response:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
     check_event_tenants(request, events)  # one foreign event refuses the whole batch
     results = await asyncio.wrap_future(_metering(request).submit_events(events))
-    counts = {status: 0 for status in ("recorded", "duplicate", "blocked", "rejected")}
+    counts = {status: 0 for status in ("recorded", "duplicate", "blocked", "rejected", ACCEPTED)}
     for result in results:
         counts[result.status] += 1
     return JSONResponse(
@@ -79,6 +80,7 @@ async def post_event_batch(request: Request) -> Response:
             "duplicates": counts["duplicate"],
             "blocked": counts["blocked"],
             "rejected": counts["rejected"],
+            "accepted": counts[ACCEPTED],
         }
     )
 
@@ -112,12 +114,18 @@ async def get_usage(request: Request) -> Response:
         end=query_date(request, "to"),
         daily=query_flag(request, "daily"),
     )
-    return JSONResponse(summary.to_json_dict())
+    return JSONResponse(_with_freshness(request, summary.to_json_dict()))
+
+
+def _with_freshness(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Kafka mode adds how fresh the answer is: `as_of` (last commit) and `consumer_lag`."""
+    freshness = getattr(request.app.state, "freshness", None)
+    return {**body, **freshness()} if freshness is not None else body
 
 
 async def get_quota(request: Request) -> Response:
     status = _metering(request).quota(request.path_params["tenant_id"], request.path_params["metric"])
-    return JSONResponse(status.to_json_dict())
+    return JSONResponse(_with_freshness(request, status.to_json_dict()))
 
 
 async def get_top_users(request: Request) -> Response:

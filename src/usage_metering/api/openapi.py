@@ -72,7 +72,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "EventAccepted": {
         "type": "object",
-        "properties": {"event_id": {"type": "string"}, "status": {"enum": ["recorded", "duplicate"]}},
+        "properties": {"event_id": {"type": "string"}, "status": {"enum": ["recorded", "duplicate", "accepted"]}},
         "required": ["event_id", "status"],
     },
     "BatchResult": {
@@ -83,8 +83,9 @@ _SCHEMAS: dict[str, Any] = {
             "duplicates": {"type": "integer"},
             "blocked": {"type": "integer"},
             "rejected": {"type": "integer"},
+            "accepted": {"type": "integer", "description": "Kafka mode: acknowledged by the broker, counted once consumed"},
         },
-        "required": ["results", "recorded", "duplicates", "blocked", "rejected"],
+        "required": ["results", "recorded", "duplicates", "blocked", "rejected", "accepted"],
     },
     "Usage": {
         "type": "object",
@@ -139,6 +140,7 @@ _PATHS: dict[str, Any] = {
             "Record one usage event (2xx = committed)",
             {
                 "200": _json(_ref("EventAccepted"), "Recorded, or a duplicate of an event already recorded"),
+                "202": _json(_ref("EventAccepted"), "Kafka mode: acknowledged by the broker (acks=all)"),
                 "429": _json(_ref("Error"), "Blocked: the tenant's quota for this metric is used up"),
             },
             body=_ref("Event"),

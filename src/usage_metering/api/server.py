@@ -17,6 +17,7 @@ from usage_metering.snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotSchedule
 from usage_metering.webhooks import WebhookDispatcher, webhook_settings
 
 from .app import create_app
+from .kafka_mode import KafkaMode
 from .auth import serving_host
 from .logs import configure_logging
 
@@ -56,6 +57,8 @@ def run_server(
     webhook_retry_max_seconds: float = 300.0,
     snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
     snapshot_path: str | Path | None = None,
+    kafka_bootstrap_servers: str | None = None,
+    kafka_topic: str = "usage-events",
 ) -> None:
     """Open the database (this process becomes its one writer) and serve until stopped.
 
@@ -66,6 +69,9 @@ def run_server(
 
     Every `snapshot_interval` seconds (0 = never) and at shutdown, an analyst snapshot
     is published at `snapshot_path` (default `<db stem>.snapshot.duckdb`).
+
+    With `kafka_bootstrap_servers`, events posted over HTTP are produced to
+    `kafka_topic` and a consumer in this process ingests the topic (Kafka mode).
     """
     configure_logging(log_format, log_level)
     webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
@@ -77,8 +83,10 @@ def run_server(
     log.info("serving %s on http://%s:%d", db_path, host, port)
     dispatcher = WebhookDispatcher(metering, webhooks).start()
     snapshots = SnapshotScheduler(metering, snapshot_interval, snapshot_path).start()
+    app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
+    kafka = KafkaMode(metering, kafka_bootstrap_servers, kafka_topic).start(app) if kafka_bootstrap_servers else None
     config = uvicorn.Config(
-        create_app(metering, close_on_shutdown=False),  # closed below, after the dispatcher stops
+        app,
         host=host,
         port=port,
         log_level=log_level,
@@ -92,6 +100,8 @@ def run_server(
     try:
         NodeServer(config).run()
     finally:
+        if kafka is not None:
+            kafka.stop()
         dispatcher.stop()
         snapshots.stop()  # the last snapshot, after the HTTP server has drained
         metering.close()  # commits whatever the ingestor still holds

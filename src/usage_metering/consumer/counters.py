@@ -47,6 +47,10 @@ class QuotaCounters:
         state = self._states.get(key)
         return state.totals() if state else UsageTotals()
 
+    def published_state(self, key: CounterKey) -> AggregateState:
+        """The committed running aggregate for one counter; treat it as read-only."""
+        return self._states.get(key) or AggregateState()
+
     def stage(self) -> StagedCounters:
         return StagedCounters(self)
 

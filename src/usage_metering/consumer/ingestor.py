@@ -244,6 +244,19 @@ class Ingestor:
                 raise
             return result
 
+    def check_quota(self, event: UsageEvent) -> QuotaExceeded | None:
+        """Would a `block` quota refuse this event, judged on committed usage? (No side effects.)
+
+        A front end that does not write (Kafka mode) uses this to answer 429 before
+        producing; the consumer's ingest makes the exact decision.
+        """
+        rule = _MeteringRule.of(self.catalog, event.tenant_id, event.metric)
+        if rule.block_limit is None:
+            return None
+        period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
+        state = self.counters.published_state((event.tenant_id, event.metric, period.start))
+        return _quota_exceeded(event, rule, state, period)
+
     def current_usage(self, tenant_id: str, metric: str, at: datetime | None = None) -> tuple[Period, UsageTotals]:
         """Committed usage in the period holding `at` (default now), from memory."""
         at = at or self.clock()

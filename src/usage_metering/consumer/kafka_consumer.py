@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError, parse_event
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP_ID = "usage-metering"
 LAG_REFRESH_SECONDS = 1.0
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
+_RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -244,7 +246,7 @@ class KafkaIngestConsumer:
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:
             while not (stop.is_set() or self._stop.is_set()):
-                polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+                polled = self._poll(stop)
                 self._finish_committed(block=False)
                 if polled:
                     self._submit(self._decode(polled))
@@ -255,6 +257,20 @@ class KafkaIngestConsumer:
         self._commit_kafka_offsets(self._stored_offsets(), sync=True)
         if self._dead_letter_producer is not None:
             self._dead_letter_producer.flush(timeout=30)
+
+    def _poll(self, stop: threading.Event) -> Mapping[TopicPartition, Sequence[Any]]:
+        """One poll; a broker that is down or moving (retriable errors) means wait and poll again.
+
+        Nothing is lost by retrying: positions only move past records we were given.
+        """
+        try:
+            return self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("Kafka unavailable (%s); retrying", exc)
+            stop.wait(_RETRY_BACKOFF_SECONDS)
+            return {}
 
     def close(self) -> None:
         """Leave the group and release the Kafka clients and the writer. The database stays open."""
@@ -286,6 +302,11 @@ class KafkaIngestConsumer:
                 for (topic, partition), stored in self._stored.items()
                 if topic == self.topic
             }
+
+    def assigned_partitions(self) -> list[int]:
+        """The partitions this member owns now (empty until the group assigned some)."""
+        with self._lock:
+            return sorted(partition for _topic, partition in self._stored)
 
     def stored_offsets(self) -> dict[int, int]:
         """The next offset committed in DuckDB, per owned partition of `topic`."""

@@ -11,7 +11,8 @@ restart) carry the same event id and the consumer drops them.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
@@ -62,23 +63,59 @@ class UsageProducer(BaseUsageProducer):
         self._producer = KafkaProducer(**options)
 
     def _send(self, event: UsageEvent) -> None:
-        if self._closed:
-            raise RuntimeError("UsageProducer is closed")
-        value = encode_event(event)
         token = self._tracker.start(event.event_id)
         try:
-            future = self._producer.send(
-                self.topic,
-                value=value,
-                key=event.tenant_id.encode("utf-8"),
-                headers=list(HEADERS),
-            )
+            future = self._send_record(event)
         except Exception:
             # Not queued: the caller gets the exception now, so don't report it twice.
             self._tracker.discard(token)
             raise
         future.add_callback(lambda _metadata: self._tracker.succeeded(token))
         future.add_errback(lambda error: self._tracker.failed(token, error))
+
+    def publish(self, events: Sequence[UsageEvent]) -> Future[None]:
+        """Send validated events; the future resolves once Kafka acknowledged all (acks=all).
+
+        For a front end that answers its caller only after the broker has the
+        events (the HTTP node in Kafka mode). Fails with the first send error.
+        """
+        done: Future[None] = Future()
+        if not events:
+            done.set_result(None)
+            return done
+        remaining = [len(events)]
+        lock = threading.Lock()
+
+        def acknowledged(_metadata: object) -> None:
+            with lock:
+                remaining[0] -= 1
+                finished = remaining[0] == 0
+            if finished and not done.done():
+                done.set_result(None)
+
+        def failed(error: BaseException) -> None:
+            with lock:
+                if not done.done():
+                    done.set_exception(error)
+
+        try:
+            for event in events:
+                future = self._send_record(event)
+                future.add_callback(acknowledged)
+                future.add_errback(failed)
+        except Exception as exc:
+            failed(exc)
+        return done
+
+    def _send_record(self, event: UsageEvent) -> Any:
+        if self._closed:
+            raise RuntimeError("UsageProducer is closed")
+        return self._producer.send(
+            self.topic,
+            value=encode_event(event),
+            key=event.tenant_id.encode("utf-8"),
+            headers=list(HEADERS),
+        )
 
     def flush(self, timeout: float | None = None) -> None:
         # Failures are settled by the errbacks before kafka-python's flush returns.

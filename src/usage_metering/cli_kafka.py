@@ -1,0 +1,55 @@
+"""Kafka commands of the CLI: `kafka init` (topics) and `consume` (one consumer-group member)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer_process
+from .consumer.topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC, create_topics
+from .store import StoreLockedError
+
+_BOOTSTRAP = click.option(
+    "--bootstrap-servers", required=True, envvar="KAFKA_BOOTSTRAP_SERVERS", show_envvar=True,
+    metavar="HOST:PORT[,...]", help="Kafka brokers to start from.",
+)
+_TOPIC = click.option("--topic", default=DEFAULT_TOPIC, show_default=True, help="Usage events topic.")
+
+
+@click.group("kafka")
+def kafka_group() -> None:
+    """Kafka topics for the usage-events pipeline."""
+
+
+@kafka_group.command("init")
+@_BOOTSTRAP
+@_TOPIC
+@click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=click.IntRange(1, 10_000),
+              help="Partitions of the events topic (the unit of scale-out; events are keyed by tenant).")
+@click.option("--dead-letter-topic", default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True)
+def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str) -> None:
+    """Create the events topic and its dead-letter topic (existing ones are left as they are)."""
+    created = create_topics(bootstrap_servers, topic, partitions, dead_letter_topic)
+    for name in (topic, dead_letter_topic):
+        click.echo(f"{name}: {'created' if name in created else 'exists'}")
+
+
+@click.command("consume")
+@_BOOTSTRAP
+@_TOPIC
+@click.option("--group-id", default=DEFAULT_GROUP_ID, show_default=True, help="Consumer group.")
+@click.option("--instance-id", default=None, help="Static membership: a restart takes its partitions back at once.")
+@click.pass_context
+def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None) -> None:
+    """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT.
+
+    This process becomes the database file's one writer; a file held by another
+    process fails at once.
+    """
+    db_path: Path = ctx.find_root().obj["db"]
+    try:
+        code = run_consumer_process(bootstrap_servers, db_path, topic, group_id=group_id, group_instance_id=instance_id)
+    except StoreLockedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.exit(code)

@@ -1,0 +1,70 @@
+"""The HTTP node in Kafka mode, end to end through a real broker and a real server process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from http_client import ServerProcess
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def test_quick_start_flow_through_the_broker(tmp_path: Path, kafka_bootstrap: str, topic: str) -> None:
+    options = {"kafka_bootstrap_servers": kafka_bootstrap, "kafka_topic": topic, "snapshot_interval": 0}
+    with ServerProcess(tmp_path / "node.duckdb", demo=True, options=options) as server:
+        wait_for(lambda: server.request("GET", "/readyz")[0] == 200)
+        status, _, before = server.request("GET", "/api/usage/tenant_acme/api_calls")
+        assert status == 200
+        start_value = Decimal(before["value"])
+
+        event_id = f"kafka-{uuid.uuid4().hex}"
+        posted = [("0.5", event_id), ("2.25", None), ("0.5", event_id)]  # the third repeats the first
+        for quantity, given_id in posted:
+            body = {"tenant_id": "tenant_acme", "metric": "api_calls", "quantity": quantity, "user_id": "u1"}
+            if given_id:
+                body["event_id"] = given_id
+            status, _, answer = server.request("POST", "/api/events", json_body=body)
+            assert status == 202, answer
+            assert answer["status"] == "accepted" and answer["event_id"]
+
+        expected = start_value + Decimal("2.75")  # the repeated event id counts once
+        usage = wait_for(lambda: (lambda u: u if Decimal(u["value"]) == expected else None)(
+            server.request("GET", "/api/usage/tenant_acme/api_calls")[2]))
+        assert usage["consumer_lag"] == 0 and usage["as_of"].endswith("Z")
+
+        status, _, quota = server.request("GET", "/api/quota/tenant_acme/api_calls")
+        assert status == 200 and Decimal(quota["used"]) == expected
+        assert quota["consumer_lag"] == 0 and quota["as_of"]
+
+        status, _, report = server.request("POST", "/api/billing-report", json_body={"tenant_id": "tenant_acme"})
+        api_line = next(item for item in report["invoices"][0]["line_items"] if item["metric"] == "api_calls")
+        assert Decimal(api_line["used"]) == expected
+
+        # tenant_globex is on the free plan: api_calls blocks past 1,000 per period
+        status, _, blocked = server.request(
+            "POST", "/api/events", json_body={"tenant_id": "tenant_globex", "metric": "api_calls", "quantity": 5000}
+        )
+        assert status == 429 and blocked["error"]["code"] == "quota_exceeded"
+
+        status, _, batch = server.request("POST", "/api/events/batch", json_body={"events": [
+            {"tenant_id": "tenant_acme", "metric": "storage_gb", "quantity": "1"},
+            {"tenant_id": "tenant_acme", "metric": "storage_gb", "quantity": "-1"},
+        ]})
+        assert status == 200 and batch["accepted"] == 1 and batch["rejected"] == 1
+
+        status, _, metrics = server.request("GET", "/metrics")
+        assert status == 200 and "usage_metering_consumer_lag" in metrics
+        assert server.stop() == 0
