@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from .access import KeyRing, Principal
 from .consumer import BLOCKED, IngestOutcome, Ingestor, QuotaExceeded
+from .observer import MeteringObserver
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
@@ -40,12 +41,12 @@ from .schemas import (
 )
 from .store import DEFAULT_DB_PATH, Database
 from .store import catalog as catalog_store
-from .store.dead_letters import DeadLetter, list_dead_letters
-from .store.export import EventFilter, export_events as export_event_rows
-from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 from .store.alerts import ALERT_STATUSES, Alert, list_alerts
-from .observer import MeteringObserver
+from .store.dead_letters import DeadLetter, list_dead_letters
+from .store.export import EventFilter
+from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
+from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 
 REJECTED = "rejected"
 ACCEPTED = "accepted"  # Kafka mode: acknowledged by the broker (acks=all), not yet ingested
