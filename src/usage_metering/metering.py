@@ -423,21 +423,3 @@ class Metering:
     def authenticate(self, token: str) -> Principal | None:
         return self.access.authenticate(token)
 
-
-def record_all(metering: Metering, items: Iterable[Mapping[str, Any]], chunk: int = 5000) -> dict[str, int]:
-    """Record an iterable of events in chunks; returns counts per status."""
-    counts: dict[str, int] = {}
-    buffer: list[Mapping[str, Any]] = []
-
-    def flush() -> None:
-        for result in metering.record_events(buffer):
-            counts[result.status] = counts.get(result.status, 0) + 1
-        buffer.clear()
-
-    for item in items:
-        buffer.append(item)
-        if len(buffer) >= chunk:
-            flush()
-    if buffer:
-        flush()
-    return counts

@@ -107,10 +107,6 @@ class DeliveryTracker:
         for token, _ in pending:
             self.failed(token, error)
 
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
     def raise_failures(self) -> None:
         """Raise DeliveryError for the failures since the last call, if any."""

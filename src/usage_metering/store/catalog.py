@@ -59,10 +59,6 @@ def upsert_metric(cursor: duckdb.DuckDBPyConnection, metric: MetricDefinition) -
     )
 
 
-def delete_metric(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = cursor.execute("DELETE FROM metrics WHERE name = ? RETURNING name", [name]).fetchall()
-    return bool(rows)
-
 
 def load_metrics(cursor: duckdb.DuckDBPyConnection) -> dict[str, MetricDefinition]:
     rows = cursor.execute(
@@ -120,13 +116,6 @@ def load_current_plans(cursor: duckdb.DuckDBPyConnection) -> dict[str, Plan]:
     rows = cursor.execute("SELECT plan_id, definition, version FROM current_plans ORDER BY plan_id").fetchall()
     return {plan_id: _plan_from_row(definition, version) for plan_id, definition, version in rows}
 
-
-def plan_versions(cursor: duckdb.DuckDBPyConnection, plan_id: str) -> list[tuple[int, str]]:
-    """(version, created_at RFC 3339) for each stored version of a plan, oldest first."""
-    rows = cursor.execute(
-        "SELECT version, created_at FROM plans WHERE plan_id = ? ORDER BY version", [plan_id]
-    ).fetchall()
-    return [(v, from_naive_utc(at).isoformat()) for v, at in rows]
 
 
 # -- tenants -----------------------------------------------------------------

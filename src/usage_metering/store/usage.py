@@ -177,8 +177,3 @@ def aggregate_states_for_windows(
             users=set(users or ()),
         )
     return states
-
-
-def tenants_with_usage(cursor: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = cursor.execute("SELECT DISTINCT tenant_id FROM usage_hourly ORDER BY tenant_id").fetchall()
-    return [row[0] for row in rows]
