@@ -25,7 +25,7 @@ from http_client import ServerProcess, free_port
 from usage_metering.cli import cli
 from usage_metering.consumer.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering
-from usage_metering.schemas import Aggregation, ValidationError, parse_plan, parse_tenant
+from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 from usage_metering.webhooks import SECRET_ENV, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 SECRET = "test-secret-0123456789"

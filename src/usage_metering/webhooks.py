@@ -184,7 +184,8 @@ class WebhookDispatcher:
         except DeliveryError as error:
             delay = self.settings.retry_delay(alert.attempts + 1)
             retry_at = self.metering.clock() + timedelta(seconds=delay)
-            self.metering.ingestor.write(lambda cursor: mark_failed(cursor, alert, str(error), retry_at))
+            reason = str(error)
+            self.metering.ingestor.write(lambda cursor: mark_failed(cursor, alert, reason, retry_at))
             log.warning("alert %s to %s failed (%s); attempt %d, next in %.1fs",
                         alert.alert_id, url, error, alert.attempts + 1, delay)
             return 0

@@ -17,7 +17,7 @@ from usage_metering.schemas import (
     parse_plan,
 )
 
-from .timeutil import from_naive_utc, to_naive_utc, utc_now_naive
+from .timeutil import to_naive_utc, utc_now_naive
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ def upsert_metric(cursor: duckdb.DuckDBPyConnection, metric: MetricDefinition) -
         "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
         [metric.name, metric.aggregation.value, metric.unit, metric.description, utc_now_naive()],
     )
-
 
 
 def load_metrics(cursor: duckdb.DuckDBPyConnection) -> dict[str, MetricDefinition]:
@@ -115,7 +114,6 @@ def load_plan(cursor: duckdb.DuckDBPyConnection, plan_id: str, version: int | No
 def load_current_plans(cursor: duckdb.DuckDBPyConnection) -> dict[str, Plan]:
     rows = cursor.execute("SELECT plan_id, definition, version FROM current_plans ORDER BY plan_id").fetchall()
     return {plan_id: _plan_from_row(definition, version) for plan_id, definition, version in rows}
-
 
 
 # -- tenants -----------------------------------------------------------------
