@@ -158,12 +158,20 @@ def _parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[st
     return copied
 
 
+def _parse_required_id(name: str, value: Any, _ctx: ValidationContext) -> str | None:
+    return check_id(name, value, required=True)
+
+
+def _parse_optional_id(name: str, value: Any, _ctx: ValidationContext) -> str | None:
+    return None if value is None else check_id(name, value, required=False)
+
+
 def _id_field(name: str, required: bool, description: str) -> FieldSpec:
     return FieldSpec(
         name,
         required,
         {"type": "string", "pattern": ID_PATTERN, "maxLength": ID_MAX_LENGTH, "description": description},
-        lambda n, v, _c: check_id(n, v, required=required),
+        _parse_required_id if required else _parse_optional_id,
     )
 
 
@@ -203,6 +211,7 @@ EVENT_FIELDS: tuple[FieldSpec, ...] = (
     ),
 )
 _FIELD_NAMES = frozenset(spec.name for spec in EVENT_FIELDS)
+_PARSERS = tuple((spec.name, spec.parse) for spec in EVENT_FIELDS)  # looked up once, not per event
 
 
 def parse_event(
@@ -214,11 +223,12 @@ def parse_event(
     """Validate raw event JSON (as a dict) into a `UsageEvent`, or raise ValidationError."""
     if not isinstance(data, Mapping):
         raise ValidationError(None, "an event must be a JSON object", "invalid_type")
-    for key in data:
-        if key not in _FIELD_NAMES:
-            raise ValidationError(str(key), "is not a known event field", "unknown_field")
+    if not _FIELD_NAMES.issuperset(data):
+        unknown = next(key for key in data if key not in _FIELD_NAMES)
+        raise ValidationError(str(unknown), "is not a known event field", "unknown_field")
     ctx = ValidationContext(now=now or datetime.now(timezone.utc), late_window=late_window)
-    values = {spec.name: spec.parse(spec.name, data.get(spec.name), ctx) for spec in EVENT_FIELDS}
+    get = data.get
+    values = {name: parse(name, get(name), ctx) for name, parse in _PARSERS}
     if values["event_id"] is None:
         values["event_id"] = uuid7()
     return UsageEvent(**values)
