@@ -271,6 +271,8 @@ class Metering:
                 raise ValidationError("from" if start is None else "to", "both from and to are needed", "invalid_range")
             if end < start:
                 raise ValidationError("to", "must not be before from", "invalid_range")
+            if end == date.max:  # the range ends (exclusive) the next day, which is no date
+                raise ValidationError("to", "must be before 9999-12-31", "invalid_range")
             return date_range_period(start, end)
         if period is not None:
             return parse_period_label("period", period, tenant.billing_anchor_day)

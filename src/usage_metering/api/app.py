@@ -176,7 +176,7 @@ async def list_plans(request: Request) -> Response:
 
 async def get_plan(request: Request) -> Response:
     version = request.query_params.get("version")
-    if version is not None and not version.isdigit():
+    if version is not None and not (version.isascii() and version.isdigit()):  # isdigit alone takes "²"
         raise ApiError(422, "invalid_parameter", "version must be a positive integer", "version")
     plan = await _in_thread(
         _metering(request).plan, request.path_params["plan_id"], int(version) if version else None

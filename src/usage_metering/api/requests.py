@@ -33,9 +33,15 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     if not body:
         raise ApiError(400, "empty_body", "request body must be JSON")
     try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
+    if b"\\" in body:  # only a \uXXXX escape can make an unpaired surrogate, which is not text (no UTF-8)
+        try:
+            json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "malformed_json", "request body holds an unpaired surrogate escape (\\ud800-\\udfff)") from None
+    return data
 
 
 def require_object(data: Any, what: str = "request body") -> dict[str, Any]:
@@ -58,7 +64,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     value = request.query_params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:  # isdigit alone takes "²"
         raise ApiError(422, "invalid_parameter", f"must be an integer {low}-{high}", name)
     return int(value)
 

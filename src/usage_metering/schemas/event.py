@@ -99,6 +99,8 @@ def parse_timestamp_value(name: str, value: Any) -> datetime:
     if isinstance(value, (int, float, Decimal)):
         try:
             seconds = Decimal(repr(value) if isinstance(value, float) else value)
+            if seconds.adjusted() > 12:  # past year 9999 anyway; int() of 1e999999999 would take minutes
+                raise OverflowError
             whole = int(seconds)
             micros = int((seconds - whole) * 1_000_000)
             return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
@@ -137,7 +139,8 @@ def _parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> dat
 def _json_number(value: Any) -> float | int:
     """Numbers in properties parsed as Decimal (exact JSON parsing) are stored as JSON numbers."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        # int() of 1e999999999 would take minutes; past 4300 digits json.dumps refuses ints anyway (-> float, inf)
+        return int(value) if value == value.to_integral_value() and value.adjusted() < 4300 else float(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
@@ -149,9 +152,9 @@ def _parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[st
         raise ValidationError(name, "must be an object", "invalid_type")
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_number)
+        size = len(text.encode())  # a lone surrogate ("\ud800") is not UTF-8: refused here
     except (TypeError, ValueError) as exc:
         raise ValidationError(name, f"must hold only JSON values: {exc}", "invalid_properties") from None
-    size = len(text.encode())
     if size > PROPERTIES_MAX_BYTES:
         raise ValidationError(name, f"is {size} bytes; at most 8 KiB", "properties_too_large")
     copied: dict[str, Any] = json.loads(text)

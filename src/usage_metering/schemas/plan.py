@@ -227,7 +227,10 @@ def parse_webhook_url(field: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_WEBHOOK_URL_LENGTH:
         raise ValidationError(field, f"must be a URL of at most {MAX_WEBHOOK_URL_LENGTH} characters", "invalid_type")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, "http://[::1"
+        raise ValidationError(field, "must be an absolute http:// or https:// URL", "invalid_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(field, "must be an absolute http:// or https:// URL", "invalid_url")
     return value
