@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install browser demo test test-fast bench bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install browser demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test-fast: install browser  ## everything but the Kafka tests
 
 bench: install
 	PYTHONPATH=src $(BIN)/python -m bench
+
+bench-kafka: install  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
+	PYTHONPATH=src $(BIN)/python -m bench.kafka_pipeline --events 200000 --runs 3
 
 bench-quick: install
 	PYTHONPATH=src $(BIN)/python -m bench --quick
