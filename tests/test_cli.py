@@ -151,7 +151,7 @@ def test_usage_quota_report_top_users_json(metered: Path) -> None:
     invoices = run_json(metered, "report", "--tenant", "t1")
     assert len(invoices) == 1
     invoice = invoices[0]
-    assert (invoice["plan_id"], invoice["plan_version"], invoice["base_fee"]) == ("metered", 1, "5")
+    assert (invoice["plan_id"], invoice["plan_version"], invoice["base_fee"]) == ("metered", 1, "5.00")
     [line] = invoice["line_items"]
     assert (line["used"], line["overage_quantity"], line["amount"]) == ("15.5", "5.5", "2.75")
     assert invoice["total"] == "7.75"

@@ -253,7 +253,7 @@ def test_build_invoice_without_plan_is_empty_usd() -> None:
     assert invoice == Invoice("acme", None, None, PERIOD, "USD", D(0), (), D(0))
     data = invoice.to_json_dict()
     assert data["plan_id"] is None and data["plan_version"] is None
-    assert data["total"] == "0" and data["line_items"] == []
+    assert data["total"] == "0.00" and data["line_items"] == []
 
 
 def test_invoice_json() -> None:
@@ -264,7 +264,7 @@ def test_invoice_json() -> None:
         "end": "2024-04-01T00:00:00Z",
         "label": "2024-03",
     }
-    assert data["base_fee"] == "50"
+    assert data["base_fee"] == "50.00"  # money keeps its minor units
     assert data["total"] == "50.01"
     assert data["line_items"][0]["amount"] == "0.01"
     assert set(data) == {

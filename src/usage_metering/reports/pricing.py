@@ -77,6 +77,11 @@ def currency_minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency.upper(), _DEFAULT_MINOR_UNITS)
 
 
+def format_money(amount: Decimal) -> str:
+    """A billed amount as text with its minor units kept ("49.00"); amounts come from round_money."""
+    return format(amount, "f")
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """`amount` rounded half-up (away from zero on a tie) to the currency's minor unit."""
     exponent = Decimal(1).scaleb(-currency_minor_units(currency))
@@ -135,7 +140,7 @@ class LineItem:
             "included": None if self.included is None else format_decimal(self.included),
             "overage_quantity": format_decimal(self.overage_quantity),
             "unit_price": format_decimal(self.unit_price),
-            "amount": format_decimal(self.amount),
+            "amount": format_money(self.amount),
             "tiers": [tier.to_json_dict() for tier in self.tiers],
         }
 
@@ -160,9 +165,9 @@ class Invoice:
             "plan_version": self.plan_version,
             "period": {**self.period.to_json_dict(), "label": self.period.label()},
             "currency": self.currency,
-            "base_fee": format_decimal(self.base_fee),
+            "base_fee": format_money(self.base_fee),
             "line_items": [item.to_json_dict() for item in self.line_items],
-            "total": format_decimal(self.total),
+            "total": format_money(self.total),
         }
 
 
@@ -253,7 +258,8 @@ def build_invoice(
     invoice is empty: USD, no base fee, no line items, total 0.
     """
     if plan is None:
-        return Invoice(tenant_id, None, None, period, DEFAULT_CURRENCY, _ZERO, (), _ZERO)
+        nothing = round_money(_ZERO, DEFAULT_CURRENCY)
+        return Invoice(tenant_id, None, None, period, DEFAULT_CURRENCY, nothing, (), nothing)
     currency = plan.currency
     line_items = tuple(
         price_line_item(plan_metric, usage.get(plan_metric.metric, _ZERO), currency)
@@ -314,7 +320,7 @@ def _invoice_columns(invoice: Invoice) -> dict[str, str]:
 
 def _summary_row(head: dict[str, str], row_type: str, amount: Decimal) -> dict[str, str]:
     empty = dict.fromkeys(("metric", "policy", "used", "included", "overage_quantity", "unit_price"), "")
-    return {**head, "row_type": row_type, **empty, "amount": format_decimal(amount)}
+    return {**head, "row_type": row_type, **empty, "amount": format_money(amount)}
 
 
 def _line_item_row(head: dict[str, str], item: LineItem) -> dict[str, str]:
@@ -327,7 +333,7 @@ def _line_item_row(head: dict[str, str], item: LineItem) -> dict[str, str]:
         "included": "" if item.included is None else format_decimal(item.included),
         "overage_quantity": format_decimal(item.overage_quantity),
         "unit_price": format_decimal(item.unit_price),
-        "amount": format_decimal(item.amount),
+        "amount": format_money(item.amount),
     }
 
 
