@@ -30,6 +30,7 @@ from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
 from usage_metering.store.events import add_to_rollups, delete_events, events_to_arrow, insert_new_events, select_rows
 from usage_metering.store.offsets import PartitionKey, save_offsets
+from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import aggregate_states_for_windows
 
 from .alerts import detect_alerts
@@ -233,16 +234,8 @@ class Ingestor:
 
         Serialised with the ingest transaction, so the two never conflict on a row.
         """
-        with self._write_lock:
-            cursor = self.database.cursor()
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                result = change(cursor)
-                cursor.execute("COMMIT")
-            except Exception:
-                cursor.execute("ROLLBACK")
-                raise
-            return result
+        with self._write_lock, transaction(self.database.cursor()) as cursor:
+            return change(cursor)
 
     def check_quota(self, event: UsageEvent) -> QuotaExceeded | None:
         """Would a `block` quota refuse this event, judged on committed usage? (No side effects.)
@@ -328,9 +321,7 @@ class Ingestor:
         now = self.clock()
         table = events_to_arrow(unique, now)
 
-        cursor = self.database.cursor()
-        cursor.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(self.database.cursor()) as cursor:
             inserted = insert_new_events(cursor, table)
             catalog = self._register_new_tenants(cursor, unique)
             staged = self.counters.stage()
@@ -345,10 +336,6 @@ class Ingestor:
                 save_offsets(cursor, request.offsets)
                 request.dead_letters = [*request.dead_letters, *_blocked_letters(request, request_outcomes)]
                 add_dead_letters(cursor, request.dead_letters)
-            cursor.execute("COMMIT")
-        except Exception:
-            cursor.execute("ROLLBACK")
-            raise
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now

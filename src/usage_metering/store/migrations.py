@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from .timeutil import utc_now_naive
+from .transaction import transaction
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -147,13 +148,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> int:
     for version, sql in MIGRATIONS:
         if version <= current:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(sql)
             con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, utc_now_naive()])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         current = version
     return current

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import duckdb
 
+from .transaction import transaction
+
 SNAPSHOT_SUFFIX = ".snapshot.duckdb"
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
@@ -62,17 +64,12 @@ def _remove(path: Path) -> None:
 
 def _copy_into(cursor: duckdb.DuckDBPyConnection, temp: Path, alias: str) -> int:
     """COPY FROM DATABASE in one transaction into a freshly attached file; returns the event count."""
-    source = str(cursor.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+    source = str(cursor.execute("SELECT current_database()").fetchall()[0][0])
     cursor.execute(f"ATTACH {_sql_string(str(temp))} AS {_identifier(alias)}")
     try:
-        cursor.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(cursor):
             cursor.execute(f"COPY FROM DATABASE {_identifier(source)} TO {_identifier(alias)}")
-            cursor.execute("COMMIT")
-        except Exception:
-            cursor.execute("ROLLBACK")
-            raise
-        events = int(cursor.execute(f"SELECT count(*) FROM {_identifier(alias)}.events").fetchone()[0])  # type: ignore[index]
+        events = int(cursor.execute(f"SELECT count(*) FROM {_identifier(alias)}.events").fetchall()[0][0])
         cursor.execute(f"CHECKPOINT {_identifier(alias)}")  # everything in the file, no .wal left
         return events
     finally:
