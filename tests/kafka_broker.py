@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ KAFKA_TEST_IMAGE = os.environ.get("KAFKA_TEST_IMAGE", "confluentinc/cp-kafka:7.6
 
 # A cold `start` fetches ~45 jars with mvn before the broker boots; leave room for that.
 _START_TIMEOUT_S = 600.0
+DEFAULT_LOCAL_PORT = 19092  # scripts/kafka-local.sh default (KAFKA_LOCAL_PORT)
 _STOP_TIMEOUT_S = 120.0
 
 _lock = threading.Lock()
@@ -122,7 +124,27 @@ def _start_container() -> str:
     return str(container.get_bootstrap_server())
 
 
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P + 1 free (the broker and its controller listener)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65535 and not _port_busy(port + 1):
+            return port
+    raise RuntimeError("no free pair of ports for the local Kafka broker")
+
+
 def _start_local() -> str:
+    # Another program (or another checkout's broker) on the default port: use free ports
+    # instead; restart/stop read the same setting from the environment.
+    if "KAFKA_LOCAL_PORT" not in os.environ and _port_busy(DEFAULT_LOCAL_PORT) and not _local_broker_running():
+        os.environ["KAFKA_LOCAL_PORT"] = str(_free_port_pair())
     proc = _run_script("start", _START_TIMEOUT_S)
     return _bootstrap_from_output(proc, "start")
 
