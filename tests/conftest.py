@@ -15,7 +15,7 @@ if str(_TESTS_DIR) not in sys.path:
 
 # -- HTTP end-to-end: a real metering server process on a real DuckDB file -------------
 
-from http_client import ServerProcess  # noqa: E402
+from http_client import ServerProcess, serving  # noqa: E402
 
 
 @pytest.fixture
@@ -36,10 +36,4 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     Stopped with SIGTERM at the end, which must exit cleanly (code 0).
     """
     directory = tmp_path_factory.mktemp("shared-server")
-    process = ServerProcess(directory / "metering.duckdb", demo=True)
-    try:
-        process.start()
-        yield process
-        process.stop()
-    finally:
-        process.close()
+    yield from serving(ServerProcess(directory / "metering.duckdb", demo=True))

@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
 START_TIMEOUT_SECONDS = 30.0
@@ -204,3 +204,13 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def serving(process: ServerProcess) -> Iterator[ServerProcess]:
+    """For fixtures (`yield from serving(...)`): start, hand over, stop with SIGTERM asserting exit 0."""
+    try:
+        process.start()
+        yield process
+        process.stop()
+    finally:
+        process.close()

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from http_client import ServerProcess, free_port, request
+from http_client import ServerProcess, free_port, request, serving
 from usage_metering.api.app import create_app
 from usage_metering.api.metrics import PrometheusMetrics
 from usage_metering.consumer import RECORDED
@@ -65,13 +65,7 @@ def event(event_id: str, quantity: Any, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("observability")
-    process = ServerProcess(directory / "metering.duckdb", demo=False, options={"log_format": "json"})
-    try:
-        process.start()
-        yield process
-        process.stop()
-    finally:
-        process.close()
+    yield from serving(ServerProcess(directory / "metering.duckdb", demo=False, options={"log_format": "json"}))
 
 
 def test_metrics_count_exactly_what_happened(json_server: ServerProcess) -> None:

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from http_client import ServerProcess
+from http_client import ServerProcess, serving
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation, in the fuzzing phase (schemathesis adds its examples and coverage cases).
@@ -65,13 +65,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="module")
 def keys_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A node of its own for `POST /api/keys`: the first key created turns authentication on."""
-    process = ServerProcess(tmp_path_factory.mktemp("keys-server") / "metering.duckdb", demo=True)
-    try:
-        process.start()
-        yield process
-        process.stop()
-    finally:
-        process.close()
+    yield from serving(ServerProcess(tmp_path_factory.mktemp("keys-server") / "metering.duckdb", demo=True))
 
 
 @pytest.fixture(scope="module")
