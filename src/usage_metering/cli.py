@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import click
 
@@ -660,21 +660,34 @@ def record_stream(backend: Any, stream: IO[str], on_bytes: Callable[[int], None]
                 note(line, {"event_id": None, "status": "rejected", "error": event.as_dict()})
             else:
                 note(line, next(results))
-        chunk.clear()
 
-    chunk: list[tuple[int, Any]] = []
-    for line, item in _read_events(stream, on_bytes):
-        chunk.append((line, item))
-        if len(chunk) >= RECORD_CHUNK:
-            flush(chunk)
-    if chunk:
+    for chunk in chunked(_read_events(stream, on_bytes), RECORD_CHUNK):
         flush(chunk)
+    return {**status_summary(counts), "problems": problems}
+
+
+T = TypeVar("T")
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of at most `size` items (the last may be shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def status_summary(counts: Mapping[str, int]) -> dict[str, int]:
+    """Per-status counts as the record/import summaries print them."""
     return {
         "recorded": counts["recorded"],
         "duplicates": counts["duplicate"],
         "blocked": counts["blocked"],
         "rejected": counts["rejected"],
-        "problems": problems,
     }
 
 

@@ -27,8 +27,10 @@ from .cli import (
     CliError,
     LocalBackend,
     _read_lines,
+    chunked,
     emit,
     open_backend,
+    status_summary,
 )
 from .schemas import ValidationError
 from .store import DeadLetter, StoreLockedError
@@ -204,22 +206,10 @@ def import_rows(backend: Any, rows: Iterator[Row], source: str) -> dict[str, Any
                 group["count"] += 1
                 if len(group["lines"]) < SHOWN_LINES:
                     group["lines"].append(line)
-        chunk.clear()
 
-    chunk: list[Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= RECORD_CHUNK:
-            flush(chunk)
-    if chunk:
+    for chunk in chunked(rows, RECORD_CHUNK):
         flush(chunk)
-    return {
-        "recorded": counts["recorded"],
-        "duplicates": counts["duplicate"],
-        "blocked": counts["blocked"],
-        "rejected": counts["rejected"],
-        "reasons": reasons,
-    }
+    return {**status_summary(counts), "reasons": reasons}
 
 
 def _reader(fmt: str) -> Callable[[IO[str], Callable[[int], None]], Iterator[Row]]:
