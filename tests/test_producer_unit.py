@@ -270,21 +270,27 @@ def test_context_manager_raises_delivery_error(fake_kafka: None) -> None:
             fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
 
 
-def test_record_from_many_threads(fake_kafka: None) -> None:
-    producer = UsageProducer()
+def record_from_threads(producer: Any, threads: int, per_thread: int) -> list[str]:
+    """Record from several threads at once; every returned event id, in no particular order."""
     ids: list[str] = []
     lock = threading.Lock()
 
     def work() -> None:
-        mine = [producer.record("acme", "api_calls", 1) for _ in range(200)]
+        mine = [producer.record("acme", "api_calls", 1) for _ in range(per_thread)]
         with lock:
             ids.extend(mine)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return ids
+
+
+def test_record_from_many_threads(fake_kafka: None) -> None:
+    producer = UsageProducer()
+    ids = record_from_threads(producer, threads=8, per_thread=200)
     producer.close()
     assert len(set(ids)) == 1600
     assert len(fake_of(producer).sent) == 1600
@@ -544,19 +550,7 @@ def test_http_flush_timeout_raises_timeout_error() -> None:
 def test_http_record_from_many_threads(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url, batch_size=50, linger_seconds=0.01)
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        mine = [producer.record("acme", "api_calls", 1) for _ in range(100)]
-        with lock:
-            ids.extend(mine)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    ids = record_from_threads(producer, threads=8, per_thread=100)
     producer.close()
     sent = [e["event_id"] for batch in fake.batches for e in batch]
     assert sorted(sent) == sorted(ids) and len(set(ids)) == 800

@@ -447,21 +447,29 @@ class KafkaIngestConsumer:
         try:
             # One transaction: events, rollups, offsets, parse dead letters, and a dead
             # letter for each event a `block` quota refused.
+            blocked_letters: list[DeadLetter] = []
+            blocked_keys: list[bytes | None] = []
+
+            def letter_for_blocked(index: int, outcome: IngestOutcome) -> DeadLetter:
+                source = batch.sources[index]
+                blocked_letters.append(_blocked_letter(source, outcome))
+                blocked_keys.append(source.key)  # for the copy on the dead-letter topic
+                return blocked_letters[-1]
+
             outcomes = self.ingestor.ingest(
                 batch.events,
                 offsets=batch.offsets,
                 dead_letters=batch.dead_letters,
-                dead_letter_blocked=lambda index, outcome: _blocked_letter(batch.sources[index], outcome),
+                dead_letter_blocked=letter_for_blocked,
             )
-            blocked = [(source, o) for source, o in zip(batch.sources, outcomes) if o.status == BLOCKED]
         except BaseException as exc:
             self._writer_failed = exc
             raise
         statuses = [outcome.status for outcome in outcomes]
         return _Committed(
             offsets=dict(batch.offsets),
-            dead_letters=batch.dead_letters + [_blocked_letter(source, o) for source, o in blocked],
-            dead_letter_keys=batch.dead_letter_keys + [source.key for source, _o in blocked],
+            dead_letters=batch.dead_letters + blocked_letters,
+            dead_letter_keys=batch.dead_letter_keys + blocked_keys,
             records=batch.records,
             recorded=statuses.count(RECORDED),
             duplicates=statuses.count(DUPLICATE),
