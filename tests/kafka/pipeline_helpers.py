@@ -116,13 +116,27 @@ def produce_events(
 # -- offsets ---------------------------------------------------------------------------
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(tps, timeout_ms=30_000).items()}
     finally:
         consumer.close()
+
+
+def wait_for_partition_count(bootstrap: str, topic: str, count: int, timeout: float = 30) -> None:
+    """Wait until fresh metadata shows `count` partitions (so new producers spread over all of them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        try:
+            if len(consumer.partitions_for_topic(topic) or ()) == count:
+                return
+        finally:
+            consumer.close()
+        assert time.monotonic() < deadline, f"{topic} did not reach {count} partitions"
+        time.sleep(0.2)
 
 
 def group_offsets(bootstrap: str, group_id: str, timeout: float = 30) -> dict[int, int]:

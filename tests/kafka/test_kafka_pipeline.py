@@ -11,13 +11,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewPartitions
 
 from pipeline_helpers import (
+    PARTITIONS,
     REPO_ROOT,
     ThreadedConsumer,
     dead_letter_topic_of,
@@ -30,7 +33,9 @@ from pipeline_helpers import (
     assert_exact,
     terminate,
     wait_for_group_offsets,
+    wait_for_partition_count,
 )
+from usage_metering.consumer.topics import create_topics
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store
@@ -146,6 +151,40 @@ def test_broker_restart_during_production(kafka_bootstrap: str, topic: str, tmp_
     consumer.stop()
     consumer.close_database()
     assert_exact(tmp_path / "metering.duckdb", expected)
+
+
+def test_partitions_added_while_consuming_are_picked_up(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """An operator adds partitions to a topic created moments ago; the running consumer takes them all.
+
+    Both changes make the group leader rejoin because the topic metadata
+    changed. Very short polls make kafka-python 3.0.12 time out in the middle
+    of those rejoins, which (without KafkaIngestConsumer's workaround) leaves
+    the member owning nothing while the broker counts the partitions as its own.
+    """
+    topic = f"usage-events-grow-{uuid.uuid4().hex[:10]}"
+    create_topics(kafka_bootstrap, topic, 2, dead_letter_topic=dead_letter_topic_of(topic))
+    expected = produce_events(kafka_bootstrap, topic, 2_000, duplicate_fraction=0.05, seed=11)
+    consumer = ThreadedConsumer(kafka_bootstrap, tmp_path / "metering.duckdb", topic,
+                                poll_timeout_ms=5, metadata_max_age_ms=300)
+    consumer.wait_until_caught_up(end_offsets(kafka_bootstrap, topic, partitions=2), timeout=60)
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_partitions({topic: NewPartitions(total_count=PARTITIONS)})
+    finally:
+        admin.close()
+    wait_for_partition_count(kafka_bootstrap, topic, PARTITIONS)
+    produce_events(kafka_bootstrap, topic, 6_000, duplicate_fraction=0.05, seed=12, id_prefix="grown-",
+                   expected=expected)
+    ends = end_offsets(kafka_bootstrap, topic)
+    assert all(ends[p] > 0 for p in range(2, PARTITIONS)), ends  # the new partitions hold events
+
+    consumer.wait_until_caught_up(ends, timeout=90)
+    assert consumer.consumer.assigned_partitions() == list(range(PARTITIONS))
+    consumer.stop()
+    consumer.close_database()
+    assert_exact(tmp_path / "metering.duckdb", expected)
+    assert stored_state(tmp_path / "metering.duckdb")[3] == ends
 
 
 def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:

@@ -264,13 +264,35 @@ class KafkaIngestConsumer:
         Nothing is lost by retrying: positions only move past records we were given.
         """
         try:
-            return self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+            polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
         except KafkaError as exc:
             if not exc.retriable:
                 raise
             log.warning("Kafka unavailable (%s); retrying", exc)
             stop.wait(_RETRY_BACKOFF_SECONDS)
             return {}
+        self._rejoin_if_assignment_was_dropped()
+        return polled
+
+    def _rejoin_if_assignment_was_dropped(self) -> None:
+        """Work around kafka-python 3.0.x leaving this member with no partitions, forever.
+
+        When the group leader rejoins because the topic's metadata changed (a
+        topic created moments ago, partitions added, a broker restart) and
+        poll() times out between its JoinGroup and SyncGroup, kafka-python
+        3.0.12 finishes the join but never applies the assignment: the broker
+        counts the partitions as ours while we fetch none. The finished join
+        is left behind as a done task while no rejoin is pending; asking for a
+        rejoin makes the next poll join again and apply its result. This reads
+        private attributes, hence the version pin in pyproject.toml and
+        tests/kafka/test_kafka_pipeline.py::test_partitions_added_while_consuming_are_picked_up.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        join_task = getattr(coordinator, "_join_task", None)
+        if coordinator is None or join_task is None or not join_task.is_done or coordinator.need_rejoin():
+            return
+        log.warning("group %s: a finished rebalance was not applied by kafka-python; rejoining", self.group_id)
+        coordinator.request_rejoin()
 
     def close(self) -> None:
         """Leave the group and release the Kafka clients and the writer. The database stays open."""
