@@ -234,6 +234,17 @@ def start_consumer_process(bootstrap: str, db_path: Path, topic: str, group_id: 
             log.close()
 
 
+def wait_for_log(log_path: Path, text: str, *, start: int = 0, timeout: float = 60,
+                 process: subprocess.Popen | None = None) -> None:
+    """Wait until `text` appears in the log after byte `start` (what one run of a shared log wrote)."""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in log_path.read_bytes()[start:]:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"consumer exited early with {process.returncode}")
+        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s"
+        time.sleep(0.1)
+
+
 def terminate(process: subprocess.Popen, timeout: float = 60) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=timeout)

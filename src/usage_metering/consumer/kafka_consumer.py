@@ -5,8 +5,9 @@ next offsets per (topic, partition) and dead letters are committed in ONE
 DuckDB transaction by the `Ingestor`, and on every partition assignment the
 consumer seeks to the offsets stored there (or to the beginning). A crash at
 any point therefore replays exactly the records whose transaction did not
-commit. Kafka's own committed offsets are written afterwards, for lag tools
-only; they are never read back.
+commit. Kafka's own committed offsets mirror DuckDB's (after each batch, and
+retried every second until acknowledged), for lag tools only; they are never
+read back.
 
 Pipelining: the main thread polls and validates batch N+1 while one worker
 thread commits batch N. The worker runs batches strictly in order and stops at
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "usage-metering"
 LAG_REFRESH_SECONDS = 1.0
+KAFKA_OFFSETS_MIRROR_SECONDS = 1.0
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
 
@@ -194,11 +196,14 @@ class KafkaIngestConsumer:
         self.last_commit_at: datetime | None = None
 
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _stored, _end_offsets
+        self._lock = threading.Lock()  # guards _stored, _end_offsets, _kafka_acknowledged
         # Next offset committed in DuckDB per owned partition (None: nothing stored yet).
         self._stored: dict[PartitionKey, int | None] = {}
         self._end_offsets: dict[PartitionKey, int] = {}
         self._lag_refreshed_at = 0.0
+        # Offsets Kafka acknowledged for the group (its mirror of _stored).
+        self._kafka_acknowledged: dict[PartitionKey, int] = {}
+        self._kafka_mirrored_at = 0.0
         self._in_flight: deque[Future[_Committed]] = deque()
         self._writer_failed: BaseException | None = None
         self._dead_letter_producer: KafkaProducer | None = None
@@ -251,10 +256,11 @@ class KafkaIngestConsumer:
                 if polled:
                     self._submit(self._decode(polled))
                 self._maybe_refresh_lag()
+                self._maybe_mirror_offsets_to_kafka()
         finally:
             # Finish what was handed to the writer (a rolled-back batch re-raises here).
             self._finish_committed(block=True)
-        self._commit_kafka_offsets(self._stored_offsets(), sync=True)
+        self._mirror_offsets_to_kafka(sync=True)
         if self._dead_letter_producer is not None:
             self._dead_letter_producer.flush(timeout=30)
 
@@ -390,6 +396,7 @@ class KafkaIngestConsumer:
             for tp in revoked:
                 self._stored.pop((tp.topic, tp.partition), None)
                 self._end_offsets.pop((tp.topic, tp.partition), None)
+                self._kafka_acknowledged.pop((tp.topic, tp.partition), None)
 
     def _wait_in_flight(self) -> None:
         """Block until every batch handed to the writer is committed or failed (not acknowledged)."""
@@ -458,7 +465,7 @@ class KafkaIngestConsumer:
         stats.dead_letters += len(committed.dead_letters)
         stats.batches += 1
         self.last_commit_at = self.ingestor.last_commit_at
-        self._commit_kafka_offsets(committed.offsets, sync=False)
+        self._mirror_offsets_to_kafka(sync=False)
         self._publish_dead_letters(committed.dead_letters, committed.dead_letter_keys)
 
     # -- on the writer thread -----------------------------------------------------------
@@ -500,23 +507,48 @@ class KafkaIngestConsumer:
 
     # -- after the DuckDB commit ------------------------------------------------------------
 
-    def _commit_kafka_offsets(self, offsets: Mapping[PartitionKey, int], *, sync: bool) -> None:
-        """Mirror DuckDB's offsets into the group's Kafka offsets, for lag tools (never read back)."""
+    def _maybe_mirror_offsets_to_kafka(self) -> None:
+        now = time.monotonic()
+        if now - self._kafka_mirrored_at < KAFKA_OFFSETS_MIRROR_SECONDS:
+            return
+        self._kafka_mirrored_at = now
+        self._mirror_offsets_to_kafka(sync=False)
+
+    def _mirror_offsets_to_kafka(self, *, sync: bool) -> None:
+        """Commit DuckDB's offsets to the group's Kafka offsets where Kafka has not acknowledged them.
+
+        For lag tools only (never read back). Retrying whatever is not
+        acknowledged matters: after a crash between a DuckDB commit and its
+        Kafka commit, or a commit lost in a rebalance, Kafka would otherwise
+        show a stale lag for a partition until new records arrive on it.
+        """
         owned = set(self._consumer.assignment())
-        to_commit = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in offsets.items()
-            if TopicPartition(topic, partition) in owned
-        }
-        if not to_commit:
+        stored = self._stored_offsets()
+        with self._lock:
+            pending = {
+                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                for (topic, partition), offset in stored.items()
+                if self._kafka_acknowledged.get((topic, partition)) != offset
+                and TopicPartition(topic, partition) in owned
+            }
+        if not pending:
             return
         try:
             if sync:
-                self._consumer.commit(to_commit)
+                self._consumer.commit(pending)
+                self._on_kafka_commit(pending, None)
             else:
-                self._consumer.commit_async(to_commit, callback=_log_commit_failure)
+                self._consumer.commit_async(pending, callback=self._on_kafka_commit)
         except Exception as exc:  # e.g. a rebalance in progress: DuckDB already has them
             log.warning("Kafka offset commit failed (DuckDB offsets are authoritative): %r", exc)
+
+    def _on_kafka_commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        if isinstance(result, BaseException):
+            log.warning("Kafka offset commit failed (DuckDB offsets are authoritative; will retry): %r", result)
+            return
+        with self._lock:
+            for tp, meta in offsets.items():
+                self._kafka_acknowledged[(tp.topic, tp.partition)] = meta.offset
 
     def _publish_dead_letters(self, letters: Sequence[DeadLetter], keys: Sequence[bytes | None]) -> None:
         if not letters or not self.dead_letter_topic:
@@ -539,11 +571,6 @@ class KafkaIngestConsumer:
                 future.add_errback(_log_dead_letter_failure, letter)
         except Exception:  # the DuckDB dead_letters table is the record
             log.exception("could not publish %d dead letters to %s", len(letters), self.dead_letter_topic)
-
-
-def _log_commit_failure(offsets: Any, result: Any) -> None:
-    if isinstance(result, BaseException):
-        log.warning("Kafka offset commit failed (DuckDB offsets are authoritative): %r", result)
 
 
 def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
