@@ -53,6 +53,7 @@ LAG_REFRESH_SECONDS = 1.0
 KAFKA_OFFSETS_MIRROR_SECONDS = 1.0
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
+_TOPIC_WAIT_SECONDS = 1.0  # between checks for a topic that does not exist yet
 
 
 # -- decoding ------------------------------------------------------------------------
@@ -248,6 +249,8 @@ class KafkaIngestConsumer:
         stored offsets.
         """
         stop = stop_event or self._stop
+        if not self._wait_for_topic(stop):
+            return
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:
             while not (stop.is_set() or self._stop.is_set()):
@@ -263,6 +266,30 @@ class KafkaIngestConsumer:
         self._mirror_offsets_to_kafka(sync=True)
         if self._dead_letter_producer is not None:
             self._dead_letter_producer.flush(timeout=30)
+
+    def _wait_for_topic(self, stop: threading.Event) -> bool:
+        """Wait until the topic exists; False if stopped first.
+
+        Subscribing to a missing topic would make a broker with
+        auto.create.topics.enable create it with its default partition count
+        (often 1), which `kafka init` would then keep. kafka-python 3.0.12
+        ignores its own allow_auto_create_topics option, so we do not ask for
+        the topic by name until it is listed.
+        """
+        warned = False
+        while not (stop.is_set() or self._stop.is_set()):
+            try:
+                if self.topic in self._consumer.topics():
+                    return True
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+            if not warned:
+                log.warning("topic %s does not exist yet; waiting for it (create it with `usage-metering kafka init`)",
+                            self.topic)
+                warned = True
+            stop.wait(_TOPIC_WAIT_SECONDS)
+        return False
 
     def _poll(self, stop: threading.Event) -> Mapping[TopicPartition, Sequence[Any]]:
         """One poll; a broker that is down or moving (retriable errors) means wait and poll again.
