@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -235,6 +237,44 @@ def test_uuid7_timestamps_never_decrease() -> None:
     stamps = [uuid.UUID(uuid7()).int >> 80 for _ in range(200)]
     assert stamps == sorted(stamps)
     assert len({uuid7() for _ in range(1000)}) == 1000
+
+
+def _random_part(event_id: str) -> int:
+    """The 74 random bits of a UUIDv7: rand_a (12 bits) and rand_b (62 bits)."""
+    value = uuid.UUID(event_id).int
+    return ((value >> 64) & 0xFFF) << 62 | (value & ((1 << 62) - 1))
+
+
+def test_uuid7_random_bits_are_unique_across_pool_refills_and_threads() -> None:
+    results: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(uuid7() for _ in range(3_000))  # several 400-id pool refills
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [event_id for out in results for event_id in out]
+    assert len({_random_part(event_id) for event_id in ids}) == len(ids) == 12_000
+
+
+def test_uuid7_in_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    uuid7()  # the parent holds unused pooled random bytes now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report five ids and leave at once
+        os.close(read_end)
+        os.write(write_end, " ".join(uuid7() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent_ids = [uuid7() for _ in range(5)]
+    with os.fdopen(read_end, "rb") as pipe:
+        child_ids = pipe.read().decode().split()
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 5
+    assert not {_random_part(i) for i in child_ids} & {_random_part(i) for i in parent_ids}
 
 
 # --- plans, tenants, metric definitions ----------------------------------------------------
