@@ -35,17 +35,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .metering import NotFoundError
 from .reports.pricing import CSV_COLUMNS
-from .schemas import Aggregation, ValidationError
+from .schemas import DEFAULT_LATE_WINDOW, Aggregation, ValidationError
 from .store.database import DEFAULT_DB_PATH, StoreLockedError
 
 EXIT_FAILED = 1
@@ -363,11 +364,14 @@ def open_backend(ctx: click.Context) -> Iterator[Any]:
     """HTTP when --url is given, else the library on the --db file (closed afterwards)."""
     options = ctx.find_root().obj
     if options["url"]:
+        if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
+            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
+                           "own window applies (set it on its serve command)", EXIT_INVALID)
         yield HttpBackend(HttpClient(options["url"], options["api_key"]))
         return
     from .metering import Metering
 
-    with Metering.open(options["db"]) as metering:
+    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
         yield LocalBackend(metering)
 
 
@@ -535,9 +539,19 @@ class MeteringGroup(click.Group):
     show_default=True,
     help="Output: an aligned table, JSON (the API's shapes) or CSV with a header.",
 )
+@click.option(
+    "--late-window-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_LATE_WINDOW.total_seconds() / 86400,
+    show_default=True,
+    envvar="USAGE_METERING_LATE_WINDOW_DAYS",
+    show_envvar=True,
+    help="Accept event timestamps this many days old (serve, record, import on --db; raise it to backfill).",
+)
 @click.version_option(__version__, prog_name="usage-metering")
 @click.pass_context
-def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, output_format: str) -> None:
+def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, output_format: str,
+        late_window_days: float) -> None:
     """Usage metering: record usage events, check quotas, report usage and bills.
 
     Works on the DuckDB file (--db) when no node is running, or on a running
@@ -545,7 +559,8 @@ def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, outp
     rejected or blocked, database held by another process); 2 invalid input;
     3 server unreachable or failing.
     """
-    ctx.obj = {"db": db, "url": url, "api_key": api_key, "format": output_format.lower()}
+    ctx.obj = {"db": db, "url": url, "api_key": api_key, "format": output_format.lower(),
+               "late_window": timedelta(days=late_window_days)}
 
 
 def _file_mode_only(ctx: click.Context, command: str) -> None:
@@ -585,7 +600,9 @@ def serve(
     _file_mode_only(ctx, "serve")
     from .api.server import run_server
 
-    run_server(ctx.find_root().obj["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
+    options = ctx.find_root().obj
+    run_server(options["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
+               late_window=options["late_window"],
                webhook_url=webhook_url, webhook_secret=webhook_secret,
                snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
                kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic)

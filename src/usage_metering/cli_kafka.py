@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer_process
@@ -47,9 +45,10 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     This process becomes the database file's one writer; a file held by another
     process fails at once.
     """
-    db_path: Path = ctx.find_root().obj["db"]
+    options = ctx.find_root().obj
     try:
-        code = run_consumer_process(bootstrap_servers, db_path, topic, group_id=group_id, group_instance_id=instance_id)
+        code = run_consumer_process(bootstrap_servers, options["db"], topic, group_id=group_id,
+                                    group_instance_id=instance_id, late_window=options["late_window"])
     except StoreLockedError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(code)

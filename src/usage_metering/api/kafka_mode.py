@@ -29,7 +29,8 @@ class KafkaMode:
         create_topics(bootstrap_servers, topic)  # idempotent; a fresh cluster works at once
         self.metering = metering
         self.consumer = KafkaIngestConsumer(
-            bootstrap_servers, metering.database, topic=topic, ingestor=metering.ingestor
+            bootstrap_servers, metering.database, topic=topic, ingestor=metering.ingestor,
+            late_window=metering.late_window,
         )
         # A short linger: each HTTP request waits for its own acknowledgement.
         self.producer = UsageProducer(bootstrap_servers, topic, linger_ms=2)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +14,7 @@ import uvicorn
 
 from usage_metering.demo import init_demo
 from usage_metering.metering import Metering
+from usage_metering.schemas import DEFAULT_LATE_WINDOW
 from usage_metering.snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
 from usage_metering.webhooks import WebhookDispatcher, webhook_settings
 
@@ -59,8 +61,11 @@ def run_server(
     snapshot_path: str | Path | None = None,
     kafka_bootstrap_servers: str | None = None,
     kafka_topic: str = "usage-events",
+    late_window: timedelta = DEFAULT_LATE_WINDOW,
 ) -> None:
     """Open the database (this process becomes its one writer) and serve until stopped.
+
+    Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
 
     Quota alerts go to each tenant's webhook_url, else `webhook_url`, signed with
     `webhook_secret` (see usage_metering.webhooks.resolve_secret when None).
@@ -75,7 +80,7 @@ def run_server(
     """
     configure_logging(log_format, log_level)
     webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
-    metering = Metering.open(db_path)
+    metering = Metering.open(db_path, late_window=late_window)
     if demo:
         counts = init_demo(metering)
         log.info("demo data ready: %s", counts)
