@@ -563,7 +563,15 @@ def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, outp
                "late_window": timedelta(days=late_window_days)}
 
 
-def _file_mode_only(ctx: click.Context, command: str) -> None:
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: one JSON object per line (with a request_id and an access line per HTTP request).")
+log_level_option = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info", show_default=True, help="Least severe level logged.")
+
+
+def require_file_mode(ctx: click.Context, command: str) -> None:
     if ctx.find_root().obj["url"]:
         raise CliError(f"{command} works on the database file (--db), not with --url", EXIT_INVALID)
 
@@ -572,10 +580,8 @@ def _file_mode_only(ctx: click.Context, command: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8005, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--init-demo", is_flag=True, help="Load the demo metrics, plans, tenants and events first.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: one JSON object per line, with a request_id and an access line per request.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              default="info", show_default=True, help="Least severe level logged.")
+@log_format_option
+@log_level_option
 @click.option("--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
 @click.option("--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
               help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
@@ -597,7 +603,7 @@ def serve(
     Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
     and POSTs quota alerts to webhooks.
     """
-    _file_mode_only(ctx, "serve")
+    require_file_mode(ctx, "serve")
     from .api.server import run_server
 
     options = ctx.find_root().obj
@@ -612,7 +618,7 @@ def serve(
 @click.pass_context
 def init_demo_command(ctx: click.Context) -> None:
     """Create the demo metrics, plans and tenants and record sample events (safe to repeat)."""
-    _file_mode_only(ctx, "init-demo")
+    require_file_mode(ctx, "init-demo")
     with open_backend(ctx) as backend:
         counts = backend.init_demo()
     data = {status: counts.get(status, 0) for status in STATUSES}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
+from .api.logs import configure_logging
+from .cli import EXIT_FAILED, CliError, require_file_mode, log_format_option, log_level_option
 from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer_process
 from .consumer.topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC, create_topics
 from .store import StoreLockedError
@@ -38,17 +42,30 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @_TOPIC
 @click.option("--group-id", default=DEFAULT_GROUP_ID, show_default=True, help="Consumer group.")
 @click.option("--instance-id", default=None, help="Static membership: a restart takes its partitions back at once.")
+@click.option("--dead-letter-topic", default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True,
+              help="Where malformed and blocked messages are copied ('' = only the dead_letters table).")
+@click.option("--max-poll-records", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Most records per poll batch (one DuckDB transaction).")
+@log_format_option
+@log_level_option
 @click.pass_context
-def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None) -> None:
-    """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT.
+def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
+                    dead_letter_topic: str, max_poll_records: int, log_format: str, log_level: str) -> None:
+    """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer; a file held by another
     process fails at once.
     """
+    require_file_mode(ctx, "consume")
+    configure_logging(log_format, log_level.lower())
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # connection chatter
     options = ctx.find_root().obj
     try:
-        code = run_consumer_process(bootstrap_servers, options["db"], topic, group_id=group_id,
-                                    group_instance_id=instance_id, late_window=options["late_window"])
+        code = run_consumer_process(
+            bootstrap_servers, options["db"], topic, group_id=group_id, group_instance_id=instance_id,
+            dead_letter_topic=dead_letter_topic or None, max_poll_records=max_poll_records,
+            late_window=options["late_window"],
+        )
     except StoreLockedError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc), EXIT_FAILED) from exc
     ctx.exit(code)

@@ -222,8 +222,8 @@ def start_consumer_process(bootstrap: str, db_path: Path, topic: str, group_id: 
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     argv = [
-        sys.executable, "-m", "usage_metering.consumer",
-        "--bootstrap-servers", bootstrap, "--db", str(db_path), "--topic", topic,
+        sys.executable, "-m", "usage_metering", "--db", str(db_path), "consume",
+        "--bootstrap-servers", bootstrap, "--topic", topic,
         "--group-id", group_id, "--dead-letter-topic", dead_letter_topic_of(topic), *extra,
     ]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
