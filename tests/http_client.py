@@ -85,6 +85,19 @@ def request(
     return status, response_headers, text
 
 
+def wait_until_serving(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait until a server started as a CLI process answers /healthz (fail if it exits or takes too long)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if request("GET", f"{base_url}/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.2)
+
+
 class ServerProcess:
     """`run_server(db_path, port=port, demo=demo, **options)` in a subprocess, ready when /healthz answers.
 

@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from http_client import free_port, request
+from http_client import free_port, request, wait_until_serving
 from usage_metering.cli import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -74,15 +73,7 @@ def test_serve_with_a_wider_window_accepts_older_events_over_http(tmp_path: Path
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if request("GET", f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, process)
         status, _, body = request("POST", f"{base}/api/events", json_body=old_event("sixty", 60))
         assert status == 200 and body["status"] == "recorded"
         status, _, body = request("POST", f"{base}/api/events", json_body=old_event("hundred", 100))

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
-from http_client import free_port, request
+from http_client import free_port, request, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +24,7 @@ def test_main_py_init_demo_serves_the_compatibility_routes(tmp_path: Path) -> No
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if request("GET", f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, process)
         assert (tmp_path / "data" / "metering.duckdb").exists()  # the documented default file
 
         _, _, before = request("GET", f"{base}/api/usage/tenant_acme/api_calls")
