@@ -570,6 +570,12 @@ log_level_option = click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info", show_default=True, help="Least severe level logged.")
 
+webhook_url_option = click.option(
+    "--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
+webhook_secret_option = click.option(
+    "--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
+    help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
+
 
 def require_file_mode(ctx: click.Context, command: str) -> None:
     if ctx.find_root().obj["url"]:
@@ -582,9 +588,8 @@ def require_file_mode(ctx: click.Context, command: str) -> None:
 @click.option("--init-demo", is_flag=True, help="Load the demo metrics, plans, tenants and events first.")
 @log_format_option
 @log_level_option
-@click.option("--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
-@click.option("--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
-              help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
+@webhook_url_option
+@webhook_secret_option
 @click.option("--snapshot-interval", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
               help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.")
 @click.option("--snapshot-path", type=click.Path(dir_okay=False, path_type=Path), default=None,

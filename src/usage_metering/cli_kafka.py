@@ -7,10 +7,22 @@ import logging
 import click
 
 from .api.logs import configure_logging
-from .cli import EXIT_FAILED, CliError, require_file_mode, log_format_option, log_level_option
-from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer_process
+from .cli import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    CliError,
+    log_format_option,
+    log_level_option,
+    require_file_mode,
+    webhook_secret_option,
+    webhook_url_option,
+)
+from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer
 from .consumer.topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC, create_topics
+from .metering import Metering
+from .schemas import ValidationError
 from .store import StoreLockedError
+from .webhooks import WebhookDispatcher, webhook_settings
 
 _BOOTSTRAP = click.option(
     "--bootstrap-servers", required=True, envvar="KAFKA_BOOTSTRAP_SERVERS", show_envvar=True,
@@ -46,26 +58,39 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
               help="Where malformed and blocked messages are copied ('' = only the dead_letters table).")
 @click.option("--max-poll-records", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most records per poll batch (one DuckDB transaction).")
+@webhook_url_option
+@webhook_secret_option
 @log_format_option
 @log_level_option
 @click.pass_context
 def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
-                    dead_letter_topic: str, max_poll_records: int, log_format: str, log_level: str) -> None:
+                    dead_letter_topic: str, max_poll_records: int, webhook_url: str | None, webhook_secret: str | None,
+                    log_format: str, log_level: str) -> None:
     """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT (then exit 0).
 
-    This process becomes the database file's one writer; a file held by another
-    process fails at once.
+    This process becomes the database file's one writer (a file held by another
+    process fails at once), so it also delivers the quota alerts its batches
+    record, as `serve` does.
     """
     require_file_mode(ctx, "consume")
     configure_logging(log_format, log_level.lower())
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # connection chatter
     options = ctx.find_root().obj
     try:
-        code = run_consumer_process(
-            bootstrap_servers, options["db"], topic, group_id=group_id, group_instance_id=instance_id,
-            dead_letter_topic=dead_letter_topic or None, max_poll_records=max_poll_records,
-            late_window=options["late_window"],
-        )
-    except StoreLockedError as exc:
-        raise CliError(str(exc), EXIT_FAILED) from exc
+        webhooks = webhook_settings(options["db"], webhook_url, webhook_secret)
+        metering = Metering.open(options["db"], late_window=options["late_window"])
+    except ValidationError as error:
+        raise CliError(str(error), EXIT_INVALID) from None
+    except StoreLockedError as error:
+        raise CliError(str(error), EXIT_FAILED) from None
+    with metering:
+        dispatcher = WebhookDispatcher(metering, webhooks).start()
+        try:
+            code = run_consumer(
+                bootstrap_servers, metering.database, topic, ingestor=metering.ingestor, group_id=group_id,
+                group_instance_id=instance_id, dead_letter_topic=dead_letter_topic or None,
+                max_poll_records=max_poll_records, late_window=metering.late_window,
+            )
+        finally:
+            dispatcher.stop()
     ctx.exit(code)

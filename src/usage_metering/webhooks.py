@@ -96,7 +96,8 @@ class WebhookSettings:
 
 
 def webhook_settings(
-    db_path: str | Path, url: str | None, secret: str | None, retry_base_seconds: float, retry_max_seconds: float
+    db_path: str | Path, url: str | None, secret: str | None,
+    retry_base_seconds: float = 1.0, retry_max_seconds: float = 300.0,
 ) -> WebhookSettings:
     """The node's settings; the URL is checked before a secret is read or generated."""
     checked_url = parse_webhook_url("webhook_url", url)

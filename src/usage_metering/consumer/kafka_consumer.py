@@ -31,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -607,11 +606,12 @@ def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
 # -- the process entry point ---------------------------------------------------------
 
 
-def run_consumer_process(
+def run_consumer(
     bootstrap_servers: str | list[str],
-    db_path: str | Path,
+    database: Database,
     topic: str = DEFAULT_TOPIC,
     *,
+    ingestor: Ingestor | None = None,
     group_id: str = DEFAULT_GROUP_ID,
     dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
     max_poll_records: int = 5000,
@@ -622,37 +622,33 @@ def run_consumer_process(
 ) -> int:
     """Run a consumer until SIGTERM/SIGINT (or `stop_event`); returns 0 after a clean stop.
 
-    Opens the database first: if another process holds the file this raises
-    StoreLockedError before anything connects to Kafka. On a signal the
-    current batch is finished and committed, then the consumer and the
-    ingestor are closed. A failed DuckDB commit propagates (nothing after it
-    is acknowledged; a restart resumes from the stored offsets).
+    The caller opens `database` first (so a file held by another process fails
+    with StoreLockedError before anything connects to Kafka) and closes it
+    afterwards. On a signal the current batch is finished and committed, then
+    the consumer and the ingestor are closed. A failed DuckDB commit propagates
+    (nothing after it is acknowledged; a restart resumes from the stored offsets).
     """
-    database = Database(db_path)
     stop = stop_event or threading.Event()
     previous: dict[int, Any] = {}
+    consumer = KafkaIngestConsumer(
+        bootstrap_servers, database, topic=topic, group_id=group_id, ingestor=ingestor,
+        dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
+        late_window=late_window, group_instance_id=group_instance_id, **kafka_options,
+    )
     try:
-        consumer = KafkaIngestConsumer(
-            bootstrap_servers, database, topic=topic, group_id=group_id,
-            dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
-            late_window=late_window, group_instance_id=group_instance_id, **kafka_options,
-        )
-        try:
-            if threading.current_thread() is threading.main_thread():
-                def handle(signum: int, _frame: Any) -> None:
-                    log.info("received %s: finishing the current batch", signal.Signals(signum).name)
-                    stop.set()
-                    consumer.stop()
+        if threading.current_thread() is threading.main_thread():
+            def handle(signum: int, _frame: Any) -> None:
+                log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+                stop.set()
+                consumer.stop()
 
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    previous[signum] = signal.signal(signum, handle)
-            log.info("consuming %s as group %s into %s", topic, group_id, database.path)
-            consumer.run(stop)
-        finally:
-            consumer.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        log.info("stopped cleanly: %s", json.dumps(consumer.stats.as_dict()))
-        return 0
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, handle)
+        log.info("consuming %s as group %s into %s", topic, group_id, database.path)
+        consumer.run(stop)
     finally:
-        database.close()
+        consumer.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    log.info("stopped cleanly: %s", json.dumps(consumer.stats.as_dict()))
+    return 0
