@@ -62,6 +62,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every message: json.loads(bytes, ...) would build a decoder and
+# sniff the encoding per call (about 6% of the consumer's time). Values are UTF-8.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _record_time(timestamp_ms: int | None) -> datetime:
     if timestamp_ms is None or timestamp_ms < 0:
         return datetime.now(timezone.utc)
@@ -77,7 +82,7 @@ def decode_event(value: bytes | None, produced_at: datetime, late_window: timede
     if value is None:
         raise ValidationError(None, "empty message (no value)", "invalid_json")
     try:
-        data = json.loads(value, parse_float=Decimal, parse_constant=_reject_constant)
+        data = _DECODER.decode(value.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ValidationError(None, f"not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(data, dict):
