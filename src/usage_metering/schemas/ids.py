@@ -66,9 +66,13 @@ def _random_bits_80() -> int:
 
 
 def _forget_pool() -> None:
-    """A forked child must not reuse its parent's unused random bytes (same ids)."""
-    global _pool, _pool_at
+    """A forked child must not reuse its parent's unused random bytes (same ids).
+
+    The lock is replaced too: another thread of the parent may have held it at the fork.
+    """
+    global _pool, _pool_at, _pool_lock
     _pool, _pool_at = b"", 0
+    _pool_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool)
