@@ -37,7 +37,7 @@ from typing import Any, Callable
 from kafka import KafkaConsumer, TopicPartition
 
 from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
-from usage_metering.consumer.topics import create_topics
+from usage_metering.consumer.topics import create_topics, end_offsets
 from usage_metering.producer import UsageProducer
 from usage_metering.store import Database
 
@@ -97,15 +97,6 @@ def _produce_process(bootstrap: str, topic: str, count: int, resend_fraction: fl
         if started_at.value == 0.0:
             started_at.value = time.time()
     _produce(bootstrap, topic, count, resend_fraction, seed=seed)
-
-
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps, timeout_ms=30_000).items()}
-    finally:
-        consumer.close()
 
 
 def raw_consume(bootstrap: str, topic: str, total: int) -> float:
@@ -205,7 +196,7 @@ def end_to_end(bootstrap: str, count: int, resend_fraction: float, db_dir: Path,
             proc.join()
             if proc.exitcode != 0:
                 raise RuntimeError(f"producer process failed ({proc.exitcode})")
-        ends = _end_offsets(bootstrap, topic)
+        ends = end_offsets(bootstrap, topic)
         running.wait(lambda: running.caught_up(ends))
         elapsed = time.time() - started_at.value
         return elapsed, sum(ends.values())
@@ -235,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         run_topic = topic if run == 0 else _new_topic(bootstrap, "produce")
         produce_rates.append(n / _produce(bootstrap, run_topic, n, seed=run))
         print(f"  producer run {run + 1}: {_fmt(produce_rates[-1])} ev/s", file=sys.stderr)
-    ends = _end_offsets(bootstrap, topic)
+    ends = end_offsets(bootstrap, topic)
     total = sum(ends.values())
     for run in range(runs):
         raw_rates.append(total / raw_consume(bootstrap, topic, total))

@@ -546,7 +546,7 @@ class MeteringGroup(click.Group):
     show_default=True,
     envvar="USAGE_METERING_LATE_WINDOW_DAYS",
     show_envvar=True,
-    help="Accept event timestamps this many days old (serve, record, import on --db; raise it to backfill).",
+    help="Accept event timestamps this many days old (serve, consume, record, import on --db; raise it to backfill).",
 )
 @click.version_option(__version__, prog_name="usage-metering")
 @click.pass_context
@@ -962,6 +962,11 @@ def plans_set(ctx: click.Context, plan_file: IO[str]) -> None:
     emit_plan(plan)
 
 
+def with_changes(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` with the options the user gave (None = not given, keep the current value)."""
+    return {**current, **{key: value for key, value in changes.items() if value is not None}}
+
+
 @cli.group()
 def tenants() -> None:
     """Tenants: the customers, each on a plan with a billing anchor day."""
@@ -1004,7 +1009,7 @@ def tenants_set(
             current = backend.tenant(tenant_id)
         except NotFoundError:
             current = {"tenant_id": tenant_id}
-        tenant = backend.save_tenant({**current, **{k: v for k, v in changes.items() if v is not None}})
+        tenant = backend.save_tenant(with_changes(current, changes))
     emit(tenant, [tenant], TENANT_COLUMNS)
 
 
@@ -1039,7 +1044,7 @@ def metrics_define(
     changes = {"aggregation": aggregation.upper() if aggregation else None, "unit": unit, "description": description}
     with open_backend(ctx) as backend:
         current = next((m for m in backend.metrics() if m["name"] == name), {"name": name})
-        metric = backend.define_metric({**current, **{k: v for k, v in changes.items() if v is not None}})
+        metric = backend.define_metric(with_changes(current, changes))
     emit(metric, [metric], METRIC_COLUMNS)
 
 

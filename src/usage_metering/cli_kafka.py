@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from .api.logs import configure_logging
@@ -74,7 +72,6 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     """
     require_file_mode(ctx, "consume")
     configure_logging(log_format, log_level.lower())
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # connection chatter
     options = ctx.find_root().obj
     try:
         webhooks = webhook_settings(options["db"], webhook_url, webhook_secret)

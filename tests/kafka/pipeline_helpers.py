@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 
 from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
@@ -114,15 +114,6 @@ def produce_events(
 
 
 # -- offsets ---------------------------------------------------------------------------
-
-
-def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps, timeout_ms=30_000).items()}
-    finally:
-        consumer.close()
 
 
 def wait_for_partition_count(bootstrap: str, topic: str, count: int, timeout: float = 30) -> None:

@@ -24,7 +24,6 @@ from pipeline_helpers import (
     REPO_ROOT,
     ThreadedConsumer,
     dead_letter_topic_of,
-    end_offsets,
     group_offsets,
     kafka_broker,
     produce_events,
@@ -36,7 +35,7 @@ from pipeline_helpers import (
     wait_for_log,
     wait_for_partition_count,
 )
-from usage_metering.consumer.topics import create_topics
+from usage_metering.consumer.topics import create_topics, end_offsets
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store
@@ -171,7 +170,7 @@ def test_partitions_added_while_consuming_are_picked_up(kafka_bootstrap: str, tm
     expected = produce_events(kafka_bootstrap, topic, 2_000, duplicate_fraction=0.05, seed=11)
     consumer = ThreadedConsumer(kafka_bootstrap, tmp_path / "metering.duckdb", topic,
                                 poll_timeout_ms=5, metadata_max_age_ms=300)
-    consumer.wait_until_caught_up(end_offsets(kafka_bootstrap, topic, partitions=2), timeout=60)
+    consumer.wait_until_caught_up(end_offsets(kafka_bootstrap, topic), timeout=60)
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:

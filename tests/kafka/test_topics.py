@@ -20,10 +20,9 @@ from pipeline_helpers import (
     ThreadedConsumer,
     assert_exact,
     dead_letter_topic_of,
-    end_offsets,
     produce_events,
 )
-from usage_metering.consumer.topics import create_topics
+from usage_metering.consumer.topics import create_topics, end_offsets
 
 
 def _topic_exists(bootstrap: str, topic: str) -> bool:

@@ -62,6 +62,8 @@ def configure_logging(log_format: str = "text", log_level: str = "info") -> None
     handler = logging.StreamHandler()  # stderr
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # kafka-python logs every connection at INFO; its warnings and errors still show.
+    logging.getLogger("kafka").setLevel(max(level, logging.WARNING))
     # Access lines only in JSON mode (for log pipelines); a record's own logger level decides,
     # since propagation to the root handler ignores the root logger's level.
     access_log.setLevel(max(level, logging.INFO) if log_format == "json" else logging.WARNING)

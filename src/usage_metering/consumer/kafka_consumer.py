@@ -48,8 +48,7 @@ from .topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_TOPIC
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "usage-metering"
-LAG_REFRESH_SECONDS = 1.0
-KAFKA_OFFSETS_MIRROR_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 1.0  # how often end offsets (lag) are refreshed and Kafka offsets re-mirrored
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
 _TOPIC_WAIT_SECONDS = 1.0  # between checks for a topic that does not exist yet
@@ -205,10 +204,9 @@ class KafkaIngestConsumer:
         # Next offset committed in DuckDB per owned partition (None: nothing stored yet).
         self._stored: dict[PartitionKey, int | None] = {}
         self._end_offsets: dict[PartitionKey, int] = {}
-        self._lag_refreshed_at = 0.0
+        self._housekeeping_at = 0.0
         # Offsets Kafka acknowledged for the group (its mirror of _stored).
         self._kafka_acknowledged: dict[PartitionKey, int] = {}
-        self._kafka_mirrored_at = 0.0
         self._in_flight: deque[Future[_Committed]] = deque()
         self._writer_failed: BaseException | None = None
         self._dead_letter_producer: KafkaProducer | None = None
@@ -262,8 +260,7 @@ class KafkaIngestConsumer:
                 self._finish_committed(block=False)
                 if polled:
                     self._submit(self._decode(polled))
-                self._maybe_refresh_lag()
-                self._maybe_mirror_offsets_to_kafka()
+                self._maybe_housekeep()
         finally:
             # Finish what was handed to the writer (a rolled-back batch re-raises here).
             self._finish_committed(block=True)
@@ -375,11 +372,16 @@ class KafkaIngestConsumer:
         with self._lock:
             return {key: offset for key, offset in self._stored.items() if offset is not None}
 
-    def _maybe_refresh_lag(self) -> None:
+    def _maybe_housekeep(self) -> None:
+        """About once a second: refresh the end offsets behind lag(), re-mirror unacknowledged offsets."""
         now = time.monotonic()
-        if now - self._lag_refreshed_at < LAG_REFRESH_SECONDS:
+        if now - self._housekeeping_at < HOUSEKEEPING_SECONDS:
             return
-        self._lag_refreshed_at = now
+        self._housekeeping_at = now
+        self._refresh_end_offsets()
+        self._mirror_offsets_to_kafka(sync=False)
+
+    def _refresh_end_offsets(self) -> None:
         partitions = list(self._consumer.assignment())
         ends: dict[PartitionKey, int] = {}
         unknown = []
@@ -537,13 +539,6 @@ class KafkaIngestConsumer:
         )
 
     # -- after the DuckDB commit ------------------------------------------------------------
-
-    def _maybe_mirror_offsets_to_kafka(self) -> None:
-        now = time.monotonic()
-        if now - self._kafka_mirrored_at < KAFKA_OFFSETS_MIRROR_SECONDS:
-            return
-        self._kafka_mirrored_at = now
-        self._mirror_offsets_to_kafka(sync=False)
 
     def _mirror_offsets_to_kafka(self, *, sync: bool) -> None:
         """Commit DuckDB's offsets to the group's Kafka offsets where Kafka has not acknowledged them.

@@ -1,10 +1,10 @@
-"""Creating the Kafka topics the pipeline uses (idempotent: existing topics are fine)."""
+"""The Kafka topics the pipeline uses: creating them (idempotent) and reading their end offsets."""
 
 from __future__ import annotations
 
 import logging
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
@@ -57,3 +57,16 @@ def create_topics(
         return created
     finally:
         admin.close()
+
+
+def end_offsets(bootstrap_servers: str | list[str], topic: str, *, timeout_ms: int = 30_000) -> dict[int, int]:
+    """The next offset of every partition of an existing `topic`: what a caught-up consumer has stored."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="usage-metering-offsets")
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+        wanted = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(wanted, timeout_ms=timeout_ms).items()}
+    finally:
+        consumer.close()
