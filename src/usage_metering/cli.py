@@ -115,7 +115,7 @@ class LocalBackend:
         return self.metering.usage(tenant_id, metric, **window).to_json_dict()
 
     def usage_all(self, tenant_id: str, **window: Any) -> list[dict[str, Any]]:
-        return [s.to_json_dict() for s in self.metering.usage_all(tenant_id, **window)]
+        return [s.to_json_dict() for s in self.metering.usage_all(tenant_id, **window).metrics]
 
     def quota(self, tenant_id: str, metric: str) -> dict[str, Any]:
         return self.metering.quota(tenant_id, metric).to_json_dict()
@@ -129,8 +129,8 @@ class LocalBackend:
         return invoice_csv_rows(self.metering.billing_report(tenant_id, period))
 
     def top_users(self, tenant_id: str, metric: str, limit: int, period: str | None) -> list[dict[str, Any]]:
-        users = self.metering.top_users(tenant_id, metric, limit=limit, period=period)
-        return [user.to_json_dict() for user in users]
+        ranking = self.metering.top_users(tenant_id, metric, limit=limit, period=period)
+        return [user.to_json_dict() for user in ranking.users]
 
     def plans(self) -> list[dict[str, Any]]:
         return [plan.to_json_dict() for plan in self.metering.plans()]

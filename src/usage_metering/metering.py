@@ -20,8 +20,8 @@ from .observer import MeteringObserver
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
-from .reports.top_users import TopUser, top_users
-from .reports.usage import UsageSummary, date_range_period, summarize_metric, summarize_tenant
+from .reports.top_users import TopUsers, top_users
+from .reports.usage import TenantUsage, UsageSummary, date_range_period, summarize_metric, summarize_tenant
 from .schemas import (
     DEFAULT_LATE_WINDOW,
     MetricDefinition,
@@ -296,7 +296,7 @@ class Metering:
 
     def usage_all(
         self, tenant_id: str, *, period: str | None = None, start: date | None = None, end: date | None = None
-    ) -> list[UsageSummary]:
+    ) -> TenantUsage:
         window = self.resolve_period(tenant_id, period, start, end)
         catalog = self.ingestor.catalog
         aggregation_of = {name: m.aggregation for name, m in catalog.metrics.items()}
@@ -315,7 +315,7 @@ class Metering:
             self.observer.on_quota_check(status.allowed)
         return status
 
-    def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> list[TopUser]:
+    def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> TopUsers:
         check_id("metric", metric)
         if not 1 <= limit <= 1000:
             raise ValidationError("limit", "must be between 1 and 1000", "invalid_limit")

@@ -89,19 +89,14 @@ async def post_event_batch(request: Request) -> Response:
 
 async def get_tenant_usage(request: Request) -> Response:
     tenant_id = request.path_params["tenant_id"]
-    summaries = await _in_thread(
+    usage = await _in_thread(
         _metering(request).usage_all,
         tenant_id,
         period=request.query_params.get("period"),
         start=query_date(request, "from"),
         end=query_date(request, "to"),
     )
-    period = _metering(request).resolve_period(
-        tenant_id, request.query_params.get("period"), query_date(request, "from"), query_date(request, "to")
-    )
-    return JSONResponse(
-        {"tenant_id": tenant_id, "period": period.to_json_dict(), "metrics": [s.to_json_dict() for s in summaries]}
-    )
+    return JSONResponse(usage.to_json_dict())
 
 
 async def get_usage(request: Request) -> Response:
@@ -132,11 +127,8 @@ async def get_top_users(request: Request) -> Response:
     tenant_id, metric = request.path_params["tenant_id"], request.path_params["metric"]
     period = request.query_params.get("period")
     limit = query_int(request, "limit", 10, 1, 1000)
-    users = await _in_thread(_metering(request).top_users, tenant_id, metric, limit=limit, period=period)
-    window = _metering(request).resolve_period(tenant_id, period)
-    return JSONResponse(
-        {"tenant_id": tenant_id, "metric": metric, "period": window.to_json_dict(), "users": [u.to_json_dict() for u in users]}
-    )
+    ranking = await _in_thread(_metering(request).top_users, tenant_id, metric, limit=limit, period=period)
+    return JSONResponse(ranking.to_json_dict())
 
 
 def _csv_text(rows: list[dict[str, str]]) -> str:

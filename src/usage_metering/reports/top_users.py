@@ -28,6 +28,24 @@ class TopUser:
         }
 
 
+@dataclass(frozen=True)
+class TopUsers:
+    """The ranking with the period it covers (resolved once, so the two always agree)."""
+
+    tenant_id: str
+    metric: str
+    period: Period
+    users: list[TopUser]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "metric": self.metric,
+            "period": self.period.to_json_dict(),
+            "users": [user.to_json_dict() for user in self.users],
+        }
+
+
 def top_users(
     cursor: duckdb.DuckDBPyConnection,
     tenant_id: str,
@@ -35,11 +53,12 @@ def top_users(
     aggregation: Aggregation,
     period: Period,
     limit: int = 10,
-) -> list[TopUser]:
+) -> TopUsers:
     """Users ranked by the metric's aggregate (by event count for UNIQUE_COUNT metrics)."""
     rows = usage_store.top_users(cursor, tenant_id, metric, aggregation, period.start, period.end, limit)
     rank_value = Aggregation.COUNT if aggregation is Aggregation.UNIQUE_COUNT else aggregation
-    return [
+    users = [
         TopUser(rank, row.user_id, row.totals.value(rank_value), row.totals.count)
         for rank, row in enumerate(rows, start=1)
     ]
+    return TopUsers(tenant_id, metric, period, users)

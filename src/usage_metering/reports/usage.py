@@ -80,15 +80,32 @@ def summarize_metric(
     return UsageSummary(**{**summary.__dict__, "daily": days})
 
 
+@dataclass(frozen=True)
+class TenantUsage:
+    """Every metric's summary with the period they cover (resolved once, so all agree)."""
+
+    tenant_id: str
+    period: Period
+    metrics: list[UsageSummary]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "period": self.period.to_json_dict(),
+            "metrics": [summary.to_json_dict() for summary in self.metrics],
+        }
+
+
 def summarize_tenant(
     cursor: duckdb.DuckDBPyConnection,
     tenant_id: str,
     aggregation_of: dict[str, Aggregation],
     period: Period,
-) -> list[UsageSummary]:
+) -> TenantUsage:
     """Every metric the tenant used in the period (defined metrics use their aggregation)."""
     by_metric = usage_store.usage_totals_by_metric(cursor, tenant_id, period.start, period.end)
-    return [
+    summaries = [
         _summary_from_totals(tenant_id, metric, aggregation_of.get(metric, Aggregation.SUM), period, totals)
         for metric, totals in by_metric.items()
     ]
+    return TenantUsage(tenant_id, period, summaries)
