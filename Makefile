@@ -4,17 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install browser demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test browser demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# What running needs (make demo); the test extras come on top (make test).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 # Debian's chromium + chromedriver for tests/test_dashboard.py (Selenium, headless); skipped when present.
 browser:
@@ -27,19 +34,19 @@ browser:
 demo: install  ## the demo server on port 8005 with demo tenants, plans and events
 	$(BIN)/python src/main.py --init-demo --port $(PORT)
 
-test: install browser  ## the whole suite, Kafka tests included (starts a local broker)
+test: install-test browser  ## the whole suite, Kafka tests included (starts a local broker)
 	$(BIN)/python -m pytest
 
-test-fast: install browser  ## everything but the Kafka tests
+test-fast: install-test browser  ## everything but the Kafka tests
 	$(BIN)/python -m pytest --ignore=tests/kafka
 
-bench: install
+bench: install-test
 	PYTHONPATH=src $(BIN)/python -m bench
 
-bench-kafka: install  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
+bench-kafka: install-test  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
 	PYTHONPATH=src $(BIN)/python -m bench.kafka_pipeline --events 200000 --runs 3
 
-bench-quick: install
+bench-quick: install-test
 	PYTHONPATH=src $(BIN)/python -m bench --quick
 
 kafka-start:

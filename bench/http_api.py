@@ -35,7 +35,7 @@ METRICS = ("api_calls", "storage_gb", "active_users", "compute_minutes")
 
 SERVER_CODE = """
 import sys
-from usage_metering.api.server import run_server
+from usage_metering.node.server import run_server
 db, port, profile_out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if profile_out:
     import cProfile

@@ -1,7 +1,7 @@
 """A real metering server in a subprocess, and a tiny standard-library HTTP client.
 
 Used by the end-to-end tests: `ServerProcess` runs
-`usage_metering.api.server.run_server(...)` in a fresh Python process (with
+`usage_metering.node.server.run_server(...)` in a fresh Python process (with
 `src/` on PYTHONPATH) on a real DuckDB file, and `request()` talks to it over a
 socket with `http.client`. No third-party dependencies.
 """
@@ -120,7 +120,7 @@ class ServerProcess:
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> ServerProcess:
         code = (
-            "from usage_metering.api.server import run_server; "
+            "from usage_metering.node.server import run_server; "
             f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r}"
             + "".join(f", {name}={value!r}" for name, value in self.options.items())
             + ")"

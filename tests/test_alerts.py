@@ -21,7 +21,7 @@ from usage_metering.cli import cli
 from usage_metering.consumer.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
-from usage_metering.webhooks import SECRET_ENV
+from usage_metering.node.webhooks import SECRET_ENV
 from webhook_receiver import Receiver, assert_signed
 
 SECRET = "test-secret-0123456789"

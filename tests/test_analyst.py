@@ -167,7 +167,7 @@ def test_import_twice_gives_only_duplicates(tmp_path: Path) -> None:
     second = run(db, "--format", "json", "import", str(path))
     assert second.exit_code == 0
     assert first["recorded"] == 12
-    assert json.loads(second.stdout) == {"recorded": 0, "duplicates": 12, "blocked": 0, "rejected": 0, "reasons": {}}
+    assert json.loads(second.stdout) == {"recorded": 0, "duplicates": 12, "blocked": 0, "rejected": 0, "accepted": 0, "reasons": {}}
     assert len(stored_events(db)) == 12
 
 

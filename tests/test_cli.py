@@ -83,7 +83,7 @@ def test_init_demo_twice_finds_duplicates(db: Path) -> None:
     first = run_json(db, "init-demo")
     assert first["recorded"] > 0 and first["rejected"] == 0
     second = run_json(db, "init-demo")
-    assert second == {"recorded": 0, "duplicate": first["recorded"], "blocked": 0, "rejected": 0}
+    assert second == {"recorded": 0, "duplicates": first["recorded"], "blocked": 0, "rejected": 0, "accepted": 0}
     tenants = run_json(db, "tenants", "list")
     assert {t["tenant_id"] for t in tenants} == {"tenant_acme", "tenant_globex", "tenant_initech"}
     assert {p["plan_id"] for p in run_json(db, "plans", "list")} == {"free", "pro", "enterprise"}
@@ -113,15 +113,15 @@ def test_record_file_with_bad_lines(db: Path, tmp_path: Path) -> None:
     events_file.write_text("\n".join(lines) + "\n")
     result = run(db, "record", "--file", str(events_file))
     assert result.exit_code == 1
-    assert "line 2: rejected: quantity:" in result.stderr
-    assert "line 3: rejected:" in result.stderr and "JSON" in result.stderr
+    assert "invalid_quantity: 1 (lines 2):" in result.stderr
+    assert "malformed_json: 1 (lines 3):" in result.stderr and "JSON" in result.stderr
     summary = run(db, "--format", "json", "record", "--file", str(events_file))
     assert summary.exit_code == 1
     data = json.loads(summary.stdout)
     # the second run finds the good lines already recorded
     assert (data["recorded"], data["duplicates"], data["rejected"], data["blocked"]) == (0, 3, 2, 0)
-    assert [p["line"] for p in data["problems"]] == [2, 3]
-    assert data["problems"][0]["error"]["field"] == "quantity"
+    assert [group["lines"] for group in data["reasons"].values()] == [[2], [3]]
+    assert list(data["reasons"]) == ["invalid_quantity", "malformed_json"]
     # the good lines were recorded by the first run, once each
     run(db, "tenants", "set", "t9")
     usage = run_json(db, "usage", "t9", "calls")
@@ -343,7 +343,7 @@ def test_python_dash_m_entry_point(db: Path) -> None:
 
 
 def test_record_file_in_chunks_keeps_line_order(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("usage_metering.cli.RECORD_CHUNK", 2)
+    monkeypatch.setattr("usage_metering.cli.events.RECORD_CHUNK", 2)
     lines = [json.dumps({"tenant_id": "t3", "metric": "calls", "quantity": n, "event_id": f"k{n}"}) for n in range(1, 8)]
     lines[3] = "[]"  # line 4: valid JSON, not an event
     lines[5] = "nope"  # line 6: not JSON
@@ -352,6 +352,6 @@ def test_record_file_in_chunks_keeps_line_order(db: Path, tmp_path: Path, monkey
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert (data["recorded"], data["rejected"]) == (5, 2)
-    assert [p["line"] for p in data["problems"]] == [4, 6]
+    assert sorted(line for group in data["reasons"].values() for line in group["lines"]) == [4, 6]
     run(db, "tenants", "set", "t3")
     assert run_json(db, "usage", "t3", "calls")["value"] == str(1 + 2 + 3 + 5 + 7)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from usage_metering.consumer import BLOCKED, DUPLICATE, RECORDED, Ingestor
-from usage_metering.schemas import UsageEvent, parse_event, parse_metric_definition, parse_plan, parse_tenant
+from usage_metering.consumer import Ingestor
+from usage_metering.schemas import EventStatus, UsageEvent, parse_event, parse_metric_definition, parse_plan, parse_tenant
 from usage_metering.store import Database, DeadLetter
 from usage_metering.store import catalog as catalog_store
 from usage_metering.store.offsets import load_offsets
@@ -49,9 +49,9 @@ def rollup_total(db: Database, tenant: str, metric: str) -> tuple[Decimal, int]:
 def test_duplicates_are_counted_once_across_batches_and_within_one(db: Database) -> None:
     ingestor = Ingestor(db)
     first = [event(quantity="1.1", event_id=f"e{i}") for i in range(10)]
-    assert [o.status for o in ingestor.ingest(first)] == [RECORDED] * 10
+    assert [o.status for o in ingestor.ingest(first)] == [EventStatus.RECORDED] * 10
     again = [event(quantity="9", event_id="e3"), event(quantity="2", event_id="new"), event(quantity="2", event_id="new")]
-    assert [o.status for o in ingestor.ingest(again)] == [DUPLICATE, RECORDED, DUPLICATE]
+    assert [o.status for o in ingestor.ingest(again)] == [EventStatus.DUPLICATE, EventStatus.RECORDED, EventStatus.DUPLICATE]
     assert stored_total(db, "t1", "calls") == (Decimal("13.0"), 11)
     assert rollup_total(db, "t1", "calls") == (Decimal("13.0"), 11)
 
@@ -73,8 +73,8 @@ def test_concurrent_submitters_of_the_same_ids_record_each_once(db: Database) ->
     for thread in threads:
         thread.join()
     ingestor.stop()
-    assert statuses.count(RECORDED) == 300
-    assert statuses.count(DUPLICATE) == 5 * 300
+    assert statuses.count(EventStatus.RECORDED) == 300
+    assert statuses.count(EventStatus.DUPLICATE) == 5 * 300
     assert stored_total(db, "t1", "calls") == (Decimal(sum(range(300))), 300)
 
 
@@ -84,15 +84,15 @@ def test_block_policy_rejects_events_over_the_limit_and_stores_none_of_them(db: 
     catalog_store.save_tenant(cursor, parse_tenant({"tenant_id": "t1", "plan_id": "p"}))
     ingestor = Ingestor(db)
     outcomes = ingestor.ingest([event(quantity=2, event_id=f"b{i}") for i in range(4)])
-    assert [o.status for o in outcomes] == [RECORDED, RECORDED, BLOCKED, BLOCKED]
+    assert [o.status for o in outcomes] == [EventStatus.RECORDED, EventStatus.RECORDED, EventStatus.BLOCKED, EventStatus.BLOCKED]
     blocked = outcomes[2].quota
     assert blocked is not None and blocked.limit == 5 and blocked.used == 4
     assert stored_total(db, "t1", "calls") == (Decimal(4), 2)
     # exactly filling the quota is allowed; one more unit is not
-    assert ingestor.ingest([event(quantity=1, event_id="fill")])[0].status == RECORDED
-    assert ingestor.ingest([event(quantity="0.001", event_id="over")])[0].status == BLOCKED
+    assert ingestor.ingest([event(quantity=1, event_id="fill")])[0].status == EventStatus.RECORDED
+    assert ingestor.ingest([event(quantity="0.001", event_id="over")])[0].status == EventStatus.BLOCKED
     # a blocked event was not recorded, so a retry is blocked again, not a duplicate
-    assert ingestor.ingest([event(quantity=2, event_id="b2")])[0].status == BLOCKED
+    assert ingestor.ingest([event(quantity=2, event_id="b2")])[0].status == EventStatus.BLOCKED
     assert rollup_total(db, "t1", "calls") == (Decimal(5), 3)
 
 
@@ -144,7 +144,7 @@ def test_failed_commit_rolls_back_everything_and_fails_the_caller(db: Database) 
     assert stored_total(db, "t1", "calls") == (Decimal(1), 1)
     assert load_offsets(db.cursor(), "usage") == {}
     assert ingestor.current_usage("t1", "calls")[1].count == 1  # counters not ahead of the database
-    assert ingestor.ingest([event(event_id="lost-with-batch")])[0].status == RECORDED
+    assert ingestor.ingest([event(event_id="lost-with-batch")])[0].status == EventStatus.RECORDED
 
 
 def test_new_tenants_are_registered_on_first_event(db: Database) -> None:

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from http_client import ServerProcess, free_port, request, serving
 from usage_metering.api.app import create_app
 from usage_metering.api.metrics import PrometheusMetrics
-from usage_metering.consumer import RECORDED
+from usage_metering.schemas import EventStatus
 from usage_metering.metering import Metering
 from usage_metering.store.dead_letters import DeadLetter
 
@@ -230,5 +230,5 @@ def test_dead_letters_counted_and_observer_errors_never_fail_a_commit(tmp_path: 
 
         metering.observe(ExplodingObserver(metering.database.path))
         result = metering.record({"tenant_id": "t_boom", "metric": "m", "quantity": 1, "event_id": "x"})
-        assert result.status == RECORDED
+        assert result.status == EventStatus.RECORDED
         assert metering.usage("t_boom", "m").value == 1

@@ -245,11 +245,11 @@ def _random_part(event_id: str) -> int:
     return ((value >> 64) & 0xFFF) << 62 | (value & ((1 << 62) - 1))
 
 
-def test_uuid7_random_bits_are_unique_across_pool_refills_and_threads() -> None:
+def test_uuid7_random_bits_are_unique_across_threads() -> None:
     results: list[list[str]] = [[] for _ in range(4)]
 
     def draw(out: list[str]) -> None:
-        out.extend(uuid7() for _ in range(3_000))  # several 400-id pool refills
+        out.extend(uuid7() for _ in range(3_000))
 
     threads = [threading.Thread(target=draw, args=(out,)) for out in results]
     for thread in threads:
@@ -261,7 +261,7 @@ def test_uuid7_random_bits_are_unique_across_pool_refills_and_threads() -> None:
 
 
 def test_uuid7_in_a_forked_child_does_not_repeat_the_parents_ids() -> None:
-    uuid7()  # the parent holds unused pooled random bytes now
+    uuid7()  # the parent has drawn random bits before the fork
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: report five ids and leave at once

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from http_client import free_port
-from usage_metering.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from usage_metering.node.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 
 @dataclass

@@ -12,11 +12,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from .access import KeyRing, Principal
-from .consumer import BLOCKED, IngestOutcome, Ingestor, QuotaExceeded
-from .observer import MeteringObserver
+from .consumer import IngestOutcome, Ingestor, QuotaExceeded
+from .consumer.observer import MeteringObserver
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
@@ -24,6 +24,7 @@ from .reports.top_users import TopUsers, top_users
 from .reports.usage import TenantUsage, UsageSummary, date_range_period, summarize_metric, summarize_tenant
 from .schemas import (
     DEFAULT_LATE_WINDOW,
+    EventStatus,
     MetricDefinition,
     Period,
     Plan,
@@ -41,15 +42,15 @@ from .schemas import (
 )
 from .store import DEFAULT_DB_PATH, Database
 from .store import catalog as catalog_store
-from .store.alerts import ALERT_STATUSES, Alert, list_alerts
+from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
 from .store.dead_letters import DeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 
-REJECTED = "rejected"
-ACCEPTED = "accepted"  # Kafka mode: acknowledged by the broker (acks=all), not yet ingested
+if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
+    from .consumer.kafka_consumer import KafkaIngestConsumer
 
 
 class EventPublisher(Protocol):
@@ -75,7 +76,7 @@ class EventResult:
 
     index: int
     event_id: str | None
-    status: str  # recorded, duplicate, blocked or rejected
+    status: EventStatus
     error: ValidationError | None = None
     quota: QuotaExceeded | None = None
 
@@ -102,7 +103,7 @@ def quota_error_body(quota: QuotaExceeded) -> dict[str, Any]:
 
 
 def _result_from_outcome(index: int, outcome: IngestOutcome) -> EventResult:
-    quota = outcome.quota if outcome.status == BLOCKED else None
+    quota = outcome.quota if outcome.status == EventStatus.BLOCKED else None
     return EventResult(index, outcome.event_id, outcome.status, quota=quota)
 
 
@@ -111,14 +112,16 @@ class Metering:
         self,
         database: Database,
         *,
+        publisher: EventPublisher | None = None,
         late_window: timedelta = DEFAULT_LATE_WINDOW,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """`publisher` (Kafka mode): valid events go there instead of being ingested here."""
         self.database = database
         self.late_window = late_window
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.ingestor = Ingestor(database, clock=self.clock)
-        self.publisher: EventPublisher | None = None  # set in Kafka mode
+        self.publisher = publisher
         if not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
@@ -137,6 +140,33 @@ class Metering:
     def close(self) -> None:
         self.ingestor.stop()
         self.database.close()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.database.path
+
+    @property
+    def writing(self) -> bool:
+        """True while the writer runs: quota counters are loaded and events are accepted."""
+        return self.ingestor.running
+
+    @property
+    def last_commit_at(self) -> datetime | None:
+        """When this process last committed ingested events (None: not yet)."""
+        return self.ingestor.last_commit_at
+
+    def kafka_consumer(self, bootstrap_servers: str | list[str], **options: Any) -> KafkaIngestConsumer:
+        """A consumer-group member that ingests a Kafka topic through this library's writer.
+
+        `options` are `KafkaIngestConsumer`'s (topic, group_id, dead_letter_topic, ...).
+        Sharing the writer keeps one set of quota counters for HTTP and Kafka alike.
+        """
+        from .consumer.kafka_consumer import KafkaIngestConsumer
+
+        return KafkaIngestConsumer(
+            bootstrap_servers, self.database, ingestor=self.ingestor, late_window=self.late_window, **options
+        )
 
     def __enter__(self) -> Metering:
         return self
@@ -170,7 +200,7 @@ class Metering:
             try:
                 event = item if isinstance(item, UsageEvent) else self.validate(item)
             except ValidationError as error:
-                results[index] = EventResult(index, None, REJECTED, error=error)
+                results[index] = EventResult(index, None, EventStatus.REJECTED, error=error)
                 if dead_letter_for is not None:
                     letters.append(dead_letter_for(index, error))
                 if self.observer is not None:
@@ -216,7 +246,7 @@ class Metering:
         for position, event in zip(positions, events):
             exceeded = self.ingestor.check_quota(event)
             if exceeded is not None:
-                results[position] = EventResult(position, event.event_id, BLOCKED, quota=exceeded)
+                results[position] = EventResult(position, event.event_id, EventStatus.BLOCKED, quota=exceeded)
             else:
                 to_send.append((position, event))
         outer: Future[list[EventResult]] = Future()
@@ -227,7 +257,7 @@ class Metering:
                 outer.set_exception(error)
                 return
             for position, event in to_send:
-                results[position] = EventResult(position, event.event_id, ACCEPTED)
+                results[position] = EventResult(position, event.event_id, EventStatus.ACCEPTED)
             outer.set_result([r for r in results if r is not None])
 
         self.publisher.publish([event for _position, event in to_send]).add_done_callback(finish)
@@ -371,6 +401,17 @@ class Metering:
         if status is not None and status not in ALERT_STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(ALERT_STATUSES)}", "invalid_status")
         return list_alerts(self.database.cursor(), tenant_id, status, limit)
+
+    def due_alerts(self, default_url: str | None) -> list[tuple[Alert, str]]:
+        """Pending alerts whose next delivery attempt is due, each with the URL to POST it to."""
+        return due_alerts(self.database.cursor(), self.clock(), default_url)
+
+    def mark_alert_delivered(self, alert: Alert) -> None:
+        now = self.clock()
+        self.ingestor.write(lambda cursor: mark_delivered(cursor, alert, now))
+
+    def mark_alert_failed(self, alert: Alert, reason: str, retry_at: datetime) -> None:
+        self.ingestor.write(lambda cursor: mark_failed(cursor, alert, reason, retry_at))
 
     # -- configuration -----------------------------------------------------------
 

@@ -1,5 +1,1 @@
-"""The HTTP front end (thin): routes over the Metering library."""
-
-from .app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP front end (thin): routes over the Metering library; `api.app.create_app` builds it."""

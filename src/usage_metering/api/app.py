@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from usage_metering.consumer import BLOCKED
-from usage_metering.metering import ACCEPTED, REJECTED, EventResult, Metering
+from usage_metering.metering import EventResult, Metering
+from usage_metering.schemas import EventStatus, batch_summary
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
@@ -52,12 +52,12 @@ async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_BODY_BYTES), "an event")
     check_event_tenants(request, [data])
     result: EventResult = (await asyncio.wrap_future(_metering(request).submit_events([data])))[0]
-    if result.status == REJECTED:
+    if result.status == EventStatus.REJECTED:
         assert result.error is not None
         return error_response(422, result.error.as_dict())
-    if result.status == BLOCKED:
+    if result.status == EventStatus.BLOCKED:
         return error_response(429, result.to_json_dict()["error"], event_id=result.event_id)
-    status_code = 202 if result.status == ACCEPTED else 200  # Kafka mode: on the broker, not yet counted
+    status_code = 202 if result.status == EventStatus.ACCEPTED else 200  # Kafka mode: on the broker, not yet counted
     return JSONResponse({"event_id": result.event_id, "status": result.status}, status_code=status_code)
 
 
@@ -70,19 +70,8 @@ async def post_event_batch(request: Request) -> Response:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
     check_event_tenants(request, events)  # one foreign event refuses the whole batch
     results = await asyncio.wrap_future(_metering(request).submit_events(events))
-    counts = {status: 0 for status in ("recorded", "duplicate", "blocked", "rejected", ACCEPTED)}
-    for result in results:
-        counts[result.status] += 1
-    return JSONResponse(
-        {
-            "results": [r.to_json_dict() for r in results],
-            "recorded": counts["recorded"],
-            "duplicates": counts["duplicate"],
-            "blocked": counts["blocked"],
-            "rejected": counts["rejected"],
-            "accepted": counts[ACCEPTED],
-        }
-    )
+    summary = batch_summary(result.status for result in results)
+    return JSONResponse({"results": [r.to_json_dict() for r in results], **summary})
 
 
 # -- reports -----------------------------------------------------------------------

@@ -19,12 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from usage_metering.consumer import BLOCKED, DUPLICATE, RECORDED
+from usage_metering.schemas import EventStatus
 
 log = logging.getLogger(__name__)
 
 PREFIX = "usage_metering"
-INGESTED_STATUSES = (RECORDED, DUPLICATE, BLOCKED)
+INGESTED_STATUSES = (EventStatus.RECORDED, EventStatus.DUPLICATE, EventStatus.BLOCKED)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 20_000)
 COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -62,7 +62,7 @@ class _ScrapeTimeCollector(Collector):
 
 
 class PrometheusMetrics:
-    """Counts what the library reports (see `usage_metering.observer.MeteringObserver`)."""
+    """Counts what the library reports (see `usage_metering.consumer.observer.MeteringObserver`)."""
 
     def __init__(self, db_path: str | Path, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -109,7 +109,7 @@ class PrometheusMetrics:
             child = self._events.get(status)
             if child is not None and count:
                 child.inc(count)
-        blocked = outcomes.get(BLOCKED, 0)
+        blocked = outcomes.get(EventStatus.BLOCKED, 0)
         if blocked:
             self._blocked.inc(blocked)
         self._batch_size.observe(size)

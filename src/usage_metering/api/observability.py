@@ -24,9 +24,8 @@ class Observability:
     """One app's metrics and readiness checks (`app.state.observability`)."""
 
     def __init__(self, metering: Metering) -> None:
-        self.metrics = PrometheusMetrics(metering.database.path)
-        # Counters are rebuilt in the Ingestor's constructor; a running writer means they are loaded.
-        self._checks: dict[str, ReadinessCheck] = {"ingestor": lambda: metering.ingestor.running}
+        self.metrics = PrometheusMetrics(metering.path)
+        self._checks: dict[str, ReadinessCheck] = {"ingestor": lambda: metering.writing}
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """/readyz answers 503 while `check()` is false (or raises), naming `name` as what it waits for."""

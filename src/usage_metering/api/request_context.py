@@ -3,7 +3,7 @@
 A pure ASGI middleware (no Request/Response objects: it sits on the hot path
 of POST /api/events and GET /api/quota). The id lives in a contextvar, which
 Starlette copies into the worker threads it runs blocking handlers in, so
-`usage_metering.api.logs` can put it on any record logged while serving the request.
+`usage_metering.node.logs` can put it on any record logged while serving the request.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import os
 import re
 import time
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+if TYPE_CHECKING:  # types only: node logging imports this module without loading Starlette
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")  # no spaces, quotes or control characters
@@ -37,7 +39,7 @@ def new_request_id() -> str:
 
 class RequestIdMiddleware:
     """Assigns the request id, returns it in the response, logs one access line (when INFO is on for
-    `usage_metering.access`: `usage_metering.api.logs.configure_logging` turns it on in JSON mode)."""
+    `usage_metering.access`: `usage_metering.node.logs.configure_logging` turns it on in JSON mode)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -23,7 +23,15 @@ from typing import Callable, Mapping, Sequence, TypeVar
 
 import duckdb
 
-from usage_metering.schemas import AggregateState, Aggregation, OveragePolicy, Period, UsageEvent, UsageTotals
+from usage_metering.schemas import (
+    AggregateState,
+    Aggregation,
+    EventStatus,
+    OveragePolicy,
+    Period,
+    UsageEvent,
+    UsageTotals,
+)
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
@@ -35,14 +43,11 @@ from usage_metering.store.usage import aggregate_states_for_windows
 
 from .alerts import detect_alerts
 from .counters import QuotaCounters, StagedCounters, seed_windows
-from .observer import IngestObserver
+from .observer import MeteringObserver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RECORDED = "recorded"
-DUPLICATE = "duplicate"
-BLOCKED = "blocked"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class QuotaExceeded:
 @dataclass(frozen=True)
 class IngestOutcome:
     event_id: str
-    status: str  # RECORDED, DUPLICATE or BLOCKED
+    status: EventStatus  # EventStatus.RECORDED, EventStatus.DUPLICATE or EventStatus.BLOCKED
     quota: QuotaExceeded | None = None
 
 
@@ -103,7 +108,7 @@ class _MeteringRule:
 def _blocked_letters(request: _Request, outcomes: Sequence[IngestOutcome]) -> list[DeadLetter]:
     if request.dead_letter_blocked is None:
         return []
-    return [request.dead_letter_blocked(i, o) for i, o in enumerate(outcomes) if o.status == BLOCKED]
+    return [request.dead_letter_blocked(i, o) for i, o in enumerate(outcomes) if o.status == EventStatus.BLOCKED]
 
 
 def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateState, period: Period) -> QuotaExceeded | None:
@@ -126,7 +131,7 @@ class Ingestor:
         max_batch_events: int = 20_000,
         max_wait_seconds: float = 0.001,
         clock: Callable[[], datetime] = _utc_now,
-        observer: IngestObserver | None = None,
+        observer: MeteringObserver | None = None,
     ) -> None:
         self.database = database
         self.observer = observer  # told about every committed group; may be set later
@@ -326,9 +331,9 @@ class Ingestor:
             catalog = self._register_new_tenants(cursor, unique)
             staged = self.counters.stage()
             decisions = self._decide(unique, inserted, catalog, staged)
-            blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == BLOCKED]
+            blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.BLOCKED]
             delete_events(cursor, blocked)
-            accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == RECORDED for e in unique]
+            accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED for e in unique]
             add_to_rollups(cursor, select_rows(table, accepted_mask))
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
@@ -361,23 +366,23 @@ class Ingestor:
         for event in events:
             key = (event.tenant_id, event.event_id)
             if key not in inserted:
-                decisions[key] = IngestOutcome(event.event_id, DUPLICATE)
+                decisions[key] = IngestOutcome(event.event_id, EventStatus.DUPLICATE)
                 continue
             rule = rules.get((event.tenant_id, event.metric))
             if rule is None:
                 rule = rules[(event.tenant_id, event.metric)] = _MeteringRule.of(catalog, event.tenant_id, event.metric)
             period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
             if not self.counters.is_tracked(event.tenant_id, period):
-                decisions[key] = IngestOutcome(event.event_id, RECORDED)
+                decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
                 continue
             counter_key = (event.tenant_id, event.metric, period.start)
             if rule.block_limit is not None:
                 exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
                 if exceeded is not None:
-                    decisions[key] = IngestOutcome(event.event_id, BLOCKED, exceeded)
+                    decisions[key] = IngestOutcome(event.event_id, EventStatus.BLOCKED, exceeded)
                     continue
             staged.add(counter_key, event, rule.aggregation)
-            decisions[key] = IngestOutcome(event.event_id, RECORDED)
+            decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
         return decisions
 
     @staticmethod
@@ -395,8 +400,8 @@ class Ingestor:
             for event in request.events:
                 key = (event.tenant_id, event.event_id)
                 decision = decisions[key]
-                if first_index[key] != index and decision.status == RECORDED:
-                    decision = IngestOutcome(event.event_id, DUPLICATE)
+                if first_index[key] != index and decision.status == EventStatus.RECORDED:
+                    decision = IngestOutcome(event.event_id, EventStatus.DUPLICATE)
                 request_outcomes.append(decision)
                 index += 1
             results.append(request_outcomes)

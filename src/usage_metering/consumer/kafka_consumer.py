@@ -38,16 +38,16 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError, parse_event
+from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus, UsageEvent, ValidationError, parse_event
 from usage_metering.store import Database, DeadLetter
+from usage_metering.store.dead_letters import dead_letter_reason
 from usage_metering.store.offsets import PartitionKey, load_offsets
 
-from .ingestor import BLOCKED, DUPLICATE, RECORDED, IngestOutcome, Ingestor
-from .topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_TOPIC
+from .ingestor import IngestOutcome, Ingestor
+from .names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_GROUP_ID, DEFAULT_TOPIC
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP_ID = "usage-metering"
 HOUSEKEEPING_SECONDS = 1.0  # how often end offsets (lag) are refreshed and Kafka offsets re-mirrored
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
@@ -87,10 +87,6 @@ def decode_event(value: bytes | None, produced_at: datetime, late_window: timede
     if not isinstance(data, dict):
         raise ValidationError(None, "an event must be a JSON object", "invalid_type")
     return parse_event(data, now=produced_at, late_window=late_window)
-
-
-def dead_letter_reason(error: ValidationError) -> str:
-    return f"{error.code}: {error.field or '-'}: {error.message}"
 
 
 def _blocked_letter(record: Any, outcome: IngestOutcome) -> DeadLetter:
@@ -533,9 +529,9 @@ class KafkaIngestConsumer:
             dead_letters=batch.dead_letters + blocked_letters,
             dead_letter_keys=batch.dead_letter_keys + blocked_keys,
             records=batch.records,
-            recorded=statuses.count(RECORDED),
-            duplicates=statuses.count(DUPLICATE),
-            blocked=statuses.count(BLOCKED),
+            recorded=statuses.count(EventStatus.RECORDED),
+            duplicates=statuses.count(EventStatus.DUPLICATE),
+            blocked=statuses.count(EventStatus.BLOCKED),
         )
 
     # -- after the DuckDB commit ------------------------------------------------------------
@@ -606,35 +602,17 @@ def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
 # -- the process entry point ---------------------------------------------------------
 
 
-def run_consumer(
-    bootstrap_servers: str | list[str],
-    database: Database,
-    topic: str = DEFAULT_TOPIC,
-    *,
-    ingestor: Ingestor | None = None,
-    group_id: str = DEFAULT_GROUP_ID,
-    dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
-    max_poll_records: int = 5000,
-    late_window: timedelta = DEFAULT_LATE_WINDOW,
-    group_instance_id: str | None = None,
-    stop_event: threading.Event | None = None,
-    **kafka_options: Any,
-) -> int:
-    """Run a consumer until SIGTERM/SIGINT (or `stop_event`); returns 0 after a clean stop.
+def run_consumer(consumer: KafkaIngestConsumer, stop_event: threading.Event | None = None) -> int:
+    """Run `consumer` until SIGTERM/SIGINT (or `stop_event`); returns 0 after a clean stop.
 
-    The caller opens `database` first (so a file held by another process fails
-    with StoreLockedError before anything connects to Kafka) and closes it
-    afterwards. On a signal the current batch is finished and committed, then
-    the consumer and the ingestor are closed. A failed DuckDB commit propagates
-    (nothing after it is acknowledged; a restart resumes from the stored offsets).
+    The caller opens the database first (so a file held by another process
+    fails with StoreLockedError before anything connects to Kafka) and closes
+    it afterwards. On a signal the current batch is finished and committed,
+    then the consumer is closed. A failed DuckDB commit propagates (nothing
+    after it is acknowledged; a restart resumes from the stored offsets).
     """
     stop = stop_event or threading.Event()
     previous: dict[int, Any] = {}
-    consumer = KafkaIngestConsumer(
-        bootstrap_servers, database, topic=topic, group_id=group_id, ingestor=ingestor,
-        dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
-        late_window=late_window, group_instance_id=group_instance_id, **kafka_options,
-    )
     try:
         if threading.current_thread() is threading.main_thread():
             def handle(signum: int, _frame: Any) -> None:
@@ -644,7 +622,7 @@ def run_consumer(
 
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, handle)
-        log.info("consuming %s as group %s into %s", topic, group_id, database.path)
+        log.info("consuming %s as group %s into %s", consumer.topic, consumer.group_id, consumer.database.path)
         consumer.run(stop)
     finally:
         consumer.close()

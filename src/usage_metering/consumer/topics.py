@@ -7,11 +7,9 @@ import logging
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
-log = logging.getLogger(__name__)
+from .names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC
 
-DEFAULT_TOPIC = "usage-events"
-DEFAULT_DEAD_LETTER_TOPIC = "usage-events-dead-letters"
-DEFAULT_PARTITIONS = 12
+log = logging.getLogger(__name__)
 
 
 def create_topics(

@@ -26,11 +26,12 @@ from .plan import (
     parse_plan,
     parse_tenant,
 )
+from .status import EventStatus, batch_summary
 
 __all__ = [
-    "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "MetricDefinition",
+    "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "EventStatus", "MetricDefinition",
     "OveragePolicy", "Period", "Plan", "PlanMetric", "PriceTier", "Tenant", "UsageEvent", "UsageTotals",
-    "ValidationError", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
+    "ValidationError", "batch_summary", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
     "parse_amount", "parse_event", "parse_metric_definition", "parse_period_label",
     "parse_plan", "parse_quantity", "parse_tenant", "parse_timestamp_value",
     "period_containing", "period_starting_in", "previous_period", "uuid7",

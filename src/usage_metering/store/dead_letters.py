@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import duckdb
 
+from usage_metering.schemas import ValidationError
+
 from .timeutil import from_naive_utc, utc_now_naive
 
 
@@ -50,3 +52,8 @@ def list_dead_letters(cursor: duckdb.DuckDBPyConnection, limit: int = 100) -> li
         }
         for row in rows
     ]
+
+
+def dead_letter_reason(error: ValidationError) -> str:
+    """A rejected input's reason as stored: `<code>: <field or ->: <message>`."""
+    return f"{error.code}: {error.field or '-'}: {error.message}"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from .metering import Metering
-from .schemas import format_timestamp, period_containing
+from usage_metering.metering import Metering
+from usage_metering.schemas import batch_summary, format_timestamp, period_containing
 
 DEMO_METRICS: list[dict[str, Any]] = [
     {"name": "api_calls", "aggregation": "SUM", "unit": "calls", "description": "API requests served"},
@@ -104,14 +104,11 @@ def demo_events(metering: Metering) -> list[dict[str, Any]]:
 
 
 def init_demo(metering: Metering) -> dict[str, int]:
-    """Create demo metrics, plans and tenants, then record the sample events."""
+    """Create demo metrics, plans and tenants, then record the sample events; returns their `batch_summary`."""
     for metric in DEMO_METRICS:
         metering.define_metric(metric)
     for plan in DEMO_PLANS:
         metering.save_plan(plan)
     for tenant in DEMO_TENANTS:
         metering.save_tenant(tenant)
-    counts: dict[str, int] = {}
-    for result in metering.record_events(demo_events(metering)):
-        counts[result.status] = counts.get(result.status, 0) + 1
-    return counts
+    return batch_summary(result.status for result in metering.record_events(demo_events(metering)))

@@ -12,16 +12,16 @@ from typing import Iterator
 
 import uvicorn
 
-from usage_metering.demo import init_demo
+from usage_metering.api.app import create_app
+from usage_metering.api.auth import serving_host
 from usage_metering.metering import Metering
 from usage_metering.schemas import DEFAULT_LATE_WINDOW
-from usage_metering.snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
-from usage_metering.webhooks import WebhookDispatcher, webhook_settings
 
-from .app import create_app
+from .demo import init_demo
 from .kafka_mode import KafkaMode
-from .auth import serving_host
 from .logs import configure_logging
+from .snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
+from .webhooks import WebhookDispatcher, webhook_settings
 
 log = logging.getLogger("usage_metering")
 
@@ -68,7 +68,7 @@ def run_server(
     Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
 
     Quota alerts go to each tenant's webhook_url, else `webhook_url`, signed with
-    `webhook_secret` (see usage_metering.webhooks.resolve_secret when None).
+    `webhook_secret` (see usage_metering.node.webhooks.resolve_secret when None).
 
     `log_format="json"` logs one JSON object per line, with an access line per request.
 
@@ -80,7 +80,8 @@ def run_server(
     """
     configure_logging(log_format, log_level)
     webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
-    metering = Metering.open(db_path, late_window=late_window)
+    kafka = KafkaMode(kafka_bootstrap_servers, kafka_topic) if kafka_bootstrap_servers else None
+    metering = Metering.open(db_path, late_window=late_window, publisher=kafka.producer if kafka else None)
     if demo:
         counts = init_demo(metering)
         log.info("demo data ready: %s", counts)
@@ -89,7 +90,8 @@ def run_server(
     dispatcher = WebhookDispatcher(metering, webhooks).start()
     snapshots = SnapshotScheduler(metering, snapshot_interval, snapshot_path).start()
     app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
-    kafka = KafkaMode(metering, kafka_bootstrap_servers, kafka_topic).start(app) if kafka_bootstrap_servers else None
+    if kafka is not None:
+        kafka.start(metering, app)
     config = uvicorn.Config(
         app,
         host=host,

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import click
 
-from .api.logs import configure_logging
-from .cli import (
+from usage_metering.consumer.names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_GROUP_ID, DEFAULT_PARTITIONS, DEFAULT_TOPIC
+from usage_metering.schemas import ValidationError
+from usage_metering.store import StoreLockedError
+
+from .common import (
     EXIT_FAILED,
     EXIT_INVALID,
     CliError,
     log_format_option,
     log_level_option,
     require_file_mode,
+    root_options,
     webhook_secret_option,
     webhook_url_option,
 )
-from .consumer.kafka_consumer import DEFAULT_GROUP_ID, run_consumer
-from .consumer.topics import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC, create_topics
-from .metering import Metering
-from .schemas import ValidationError
-from .store import StoreLockedError
-from .webhooks import WebhookDispatcher, webhook_settings
 
 _BOOTSTRAP = click.option(
     "--bootstrap-servers", required=True, envvar="KAFKA_BOOTSTRAP_SERVERS", show_envvar=True,
@@ -42,6 +40,8 @@ def kafka_group() -> None:
 @click.option("--dead-letter-topic", default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True)
 def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str) -> None:
     """Create the events topic and its dead-letter topic (existing ones are left as they are)."""
+    from usage_metering.consumer.topics import create_topics
+
     created = create_topics(bootstrap_servers, topic, partitions, dead_letter_topic)
     for name in (topic, dead_letter_topic):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
@@ -70,9 +70,14 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     process fails at once), so it also delivers the quota alerts its batches
     record, as `serve` does.
     """
+    from usage_metering.consumer.kafka_consumer import run_consumer
+    from usage_metering.metering import Metering
+    from usage_metering.node.logs import configure_logging
+    from usage_metering.node.webhooks import WebhookDispatcher, webhook_settings
+
     require_file_mode(ctx, "consume")
     configure_logging(log_format, log_level.lower())
-    options = ctx.find_root().obj
+    options = root_options(ctx)
     try:
         webhooks = webhook_settings(options["db"], webhook_url, webhook_secret)
         metering = Metering.open(options["db"], late_window=options["late_window"])
@@ -83,11 +88,11 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     with metering:
         dispatcher = WebhookDispatcher(metering, webhooks).start()
         try:
-            code = run_consumer(
-                bootstrap_servers, metering.database, topic, ingestor=metering.ingestor, group_id=group_id,
-                group_instance_id=instance_id, dead_letter_topic=dead_letter_topic or None,
-                max_poll_records=max_poll_records, late_window=metering.late_window,
+            consumer = metering.kafka_consumer(
+                bootstrap_servers, topic=topic, group_id=group_id, group_instance_id=instance_id,
+                dead_letter_topic=dead_letter_topic or None, max_poll_records=max_poll_records,
             )
+            code = run_consumer(consumer)
         finally:
             dispatcher.stop()
     ctx.exit(code)

@@ -26,14 +26,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .metering import Metering
-from .schemas import ValidationError
-from .schemas.plan import parse_webhook_url
-from .store.alerts import Alert, due_alerts, mark_delivered, mark_failed
+from usage_metering.metering import Metering
+from usage_metering.schemas import ValidationError
+from usage_metering.schemas.plan import parse_webhook_url
+from usage_metering.store.alerts import Alert
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class WebhookDispatcher:
 
     def deliver_due(self) -> int:
         """One pass over the due alerts; returns how many were delivered."""
-        due = due_alerts(self.metering.database.cursor(), self.metering.clock(), self.settings.url)
+        due = self.metering.due_alerts(self.settings.url)
         delivered = 0
         for alert, url in due:
             if self._stop.is_set():
@@ -185,12 +185,10 @@ class WebhookDispatcher:
         except DeliveryError as error:
             delay = self.settings.retry_delay(alert.attempts + 1)
             retry_at = self.metering.clock() + timedelta(seconds=delay)
-            reason = str(error)
-            self.metering.ingestor.write(lambda cursor: mark_failed(cursor, alert, reason, retry_at))
+            self.metering.mark_alert_failed(alert, str(error), retry_at)
             log.warning("alert %s to %s failed (%s); attempt %d, next in %.1fs",
                         alert.alert_id, url, error, alert.attempts + 1, delay)
             return 0
-        now: datetime = self.metering.clock()
-        self.metering.ingestor.write(lambda cursor: mark_delivered(cursor, alert, now))
+        self.metering.mark_alert_delivered(alert)
         log.info("alert %s delivered to %s", alert.alert_id, url)
         return 1

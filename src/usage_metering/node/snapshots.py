@@ -13,8 +13,8 @@ import logging
 import threading
 from pathlib import Path
 
-from .metering import Metering
-from .store.snapshot import SnapshotInfo
+from usage_metering.metering import Metering
+from usage_metering.store.snapshot import SnapshotInfo
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 
@@ -25,30 +25,34 @@ log = logging.getLogger(__name__)
 
 
 class KafkaMode:
-    def __init__(self, metering: Metering, bootstrap_servers: str, topic: str) -> None:
+    """The producer a node's library publishes to (create it first), and the consumer thread `start` adds."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
         create_topics(bootstrap_servers, topic)  # idempotent; a fresh cluster works at once
-        self.metering = metering
-        self.consumer = KafkaIngestConsumer(
-            bootstrap_servers, metering.database, topic=topic, ingestor=metering.ingestor,
-            late_window=metering.late_window,
-        )
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
         # A short linger: each HTTP request waits for its own acknowledgement.
         self.producer = UsageProducer(bootstrap_servers, topic, linger_ms=2)
+        self.consumer: KafkaIngestConsumer | None = None
+        self._last_commit_at: Callable[[], datetime | None] = lambda: None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._consume, name="kafka-consumer", daemon=True)
         self.failure: BaseException | None = None
 
-    def start(self, app: Starlette) -> KafkaMode:
-        self.metering.publisher = self.producer
+    def start(self, metering: Metering, app: Starlette) -> KafkaMode:
+        """Consume the topic into `metering` (built with `publisher=self.producer`) and report on `app`."""
+        consumer = self.consumer = metering.kafka_consumer(self.bootstrap_servers, topic=self.topic)
+        self._last_commit_at = lambda: consumer.last_commit_at or metering.last_commit_at
         observability = app.state.observability
-        observability.set_lag_source(self.consumer.lag)
-        observability.add_readiness_check("kafka partitions assigned", lambda: bool(self.consumer.assigned_partitions()))
+        observability.set_lag_source(consumer.lag)
+        observability.add_readiness_check("kafka partitions assigned", lambda: bool(consumer.assigned_partitions()))
         observability.add_readiness_check("kafka consumer running", lambda: self.failure is None)
         app.state.freshness = self.freshness
         self._thread.start()
         return self
 
     def _consume(self) -> None:
+        assert self.consumer is not None
         try:
             self.consumer.run(self._stop)
         except BaseException as exc:  # surfaced by /readyz; the node keeps answering reads
@@ -56,19 +60,19 @@ class KafkaMode:
             log.exception("Kafka consumer stopped")
 
     def freshness(self) -> dict[str, Any]:
-        committed = self.consumer.last_commit_at or self.metering.ingestor.last_commit_at
+        lag = self.consumer.lag() if self.consumer is not None else {}
         return {
-            "as_of": format_timestamp(committed or datetime.now(timezone.utc)),
-            "consumer_lag": sum(self.consumer.lag().values()),
+            "as_of": format_timestamp(self._last_commit_at() or datetime.now(timezone.utc)),
+            "consumer_lag": sum(lag.values()),
         }
 
     def stop(self) -> None:
-        """Stop producing first (no new 202s), then let the consumer finish its batch."""
-        self.metering.publisher = None
+        """Stop producing first (no new 202s: the HTTP server has drained), then let the consumer finish its batch."""
         try:
             self.producer.close(timeout=10)
         except Exception:
             log.exception("closing the Kafka producer")
         self._stop.set()
-        self._thread.join(timeout=30)
-        self.consumer.close()
+        if self.consumer is not None:
+            self._thread.join(timeout=30)
+            self.consumer.close()

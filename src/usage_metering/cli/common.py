@@ -1,0 +1,110 @@
+"""The bottom of the command line: errors and exit codes, shared options, and which backend a command talks to.
+
+Exit codes:
+
+- 0: success.
+- 1: the request was understood but could not be done: an unknown tenant, plan
+  or metric; an event blocked by a quota; any event of ``import`` rejected or
+  blocked; the database file held by another process (the message suggests
+  ``--url``); the server refused the API key.
+- 2: invalid input: a bad option or argument (click's usage errors) or a value
+  the library refuses (``Error: <field>: <message>``).
+- 3: the server could not be reached or failed (connection error, HTTP 5xx).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, Iterator
+
+import click
+from click.core import ParameterSource
+
+from usage_metering.metering import NotFoundError
+from usage_metering.schemas import ValidationError
+from usage_metering.store.database import StoreLockedError
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3
+
+
+class CliError(click.ClickException):
+    """Printed as `Error: <message>` on stderr, no traceback; exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class MeteringGroup(click.Group):
+    """Turns the library's user errors into `Error: ...` lines and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as error:
+            raise CliError(str(error), EXIT_INVALID) from None
+        except NotFoundError as error:
+            raise CliError(str(error), EXIT_FAILED) from None
+        except StoreLockedError as error:
+            raise CliError(str(error), EXIT_FAILED) from None
+
+
+def load_json(text: str, what: str) -> Any:
+    """Parse JSON with exact decimals (like the HTTP API); a syntax error is invalid input."""
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", EXIT_INVALID) from None
+
+
+def root_options(ctx: click.Context) -> dict[str, Any]:
+    """The options of the `usage-metering` group: db, url, api_key, format, late_window."""
+    return ctx.find_root().obj
+
+
+def output_format() -> str:
+    return root_options(click.get_current_context())["format"]
+
+
+def require_file_mode(ctx: click.Context, command: str) -> None:
+    if root_options(ctx)["url"]:
+        raise CliError(f"{command} works on the database file (--db), not with --url", EXIT_INVALID)
+
+
+@contextmanager
+def open_backend(ctx: click.Context) -> Iterator[Any]:
+    """HTTP when --url is given, else the library on the --db file (closed afterwards)."""
+    from .backends import HttpBackend, HttpClient, LocalBackend
+
+    options = root_options(ctx)
+    if options["url"]:
+        if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
+            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
+                           "own window applies (set it on its serve command)", EXIT_INVALID)
+        yield HttpBackend(HttpClient(options["url"], options["api_key"]))
+        return
+    from usage_metering.metering import Metering
+
+    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
+        yield LocalBackend(metering)
+
+
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: one JSON object per line (with a request_id and an access line per HTTP request).")
+log_level_option = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info", show_default=True, help="Least severe level logged.")
+
+webhook_url_option = click.option(
+    "--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
+webhook_secret_option = click.option(
+    "--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
+    help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
+
+
+period_option = click.option("--period", metavar="YYYY-MM", help="Billing period starting in this month.")

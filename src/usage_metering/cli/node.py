@@ -1,0 +1,64 @@
+"""`serve` (run a node on the --db file) and `init-demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import (
+    log_format_option,
+    log_level_option,
+    open_backend,
+    require_file_mode,
+    root_options,
+    webhook_secret_option,
+    webhook_url_option,
+)
+from .output import SUMMARY_COLUMNS, emit
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8005, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--init-demo", is_flag=True, help="Load the demo metrics, plans, tenants and events first.")
+@log_format_option
+@log_level_option
+@webhook_url_option
+@webhook_secret_option
+@click.option("--snapshot-interval", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
+              help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.")
+@click.option("--snapshot-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Snapshot file (default: <db stem>.snapshot.duckdb next to --db).")
+@click.option("--kafka-bootstrap-servers", metavar="HOST:PORT[,...]", envvar="USAGE_METERING_KAFKA", show_envvar=True,
+              help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.")
+@click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
+    webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
+    kafka_bootstrap_servers: str | None, kafka_topic: str,
+) -> None:
+    """Run the metering node: this process owns --db and serves the HTTP API.
+
+    Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
+    and POSTs quota alerts to webhooks.
+    """
+    require_file_mode(ctx, "serve")
+    from usage_metering.node.server import run_server
+
+    options = root_options(ctx)
+    run_server(options["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
+               late_window=options["late_window"],
+               webhook_url=webhook_url, webhook_secret=webhook_secret,
+               snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
+               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic)
+
+
+@click.command("init-demo")
+@click.pass_context
+def init_demo_command(ctx: click.Context) -> None:
+    """Create the demo metrics, plans and tenants and record sample events (safe to repeat)."""
+    require_file_mode(ctx, "init-demo")
+    with open_backend(ctx) as backend:
+        counts = backend.init_demo()
+    emit(counts, [counts], SUMMARY_COLUMNS)

@@ -1,0 +1,1 @@
+"""Running a node: the server process, Kafka-mode wiring, webhook delivery, snapshots and logging."""
