@@ -30,6 +30,7 @@ from usage_metering.schemas import (
     parse_plan,
     period_containing,
 )
+from usage_metering.schemas.periods import BillingPeriod
 
 D = Decimal
 PERIOD = period_containing(datetime(2024, 3, 10, tzinfo=timezone.utc), 1)
@@ -250,7 +251,7 @@ def test_build_invoice_lists_plan_metrics_in_order_and_totals() -> None:
 
 def test_build_invoice_without_plan_is_empty_usd() -> None:
     invoice = build_invoice("acme", None, PERIOD, {"api_calls": D(5)})
-    assert invoice == Invoice("acme", None, None, PERIOD, "USD", D(0), (), D(0))
+    assert invoice == Invoice("acme", None, None, BillingPeriod.of(PERIOD), "USD", D(0), (), D(0))
     data = invoice.to_json_dict()
     assert data["plan_id"] is None and data["plan_version"] is None
     assert data["total"] == "0.00" and data["line_items"] == []

@@ -125,7 +125,7 @@ class KeyRing:
         """Store a new key; returns it with its token, which is not kept anywhere."""
         name, tenant_id = check_name(name), check_scope(scope, tenant_id)
         key_id, token = new_token()
-        key = ApiKey(key_id, name, scope, tenant_id, hash_token(token), self.clock())
+        key = ApiKey(key_id, name, scope, tenant_id, self.clock(), key_hash=hash_token(token))
         with self._lock:
             insert_key(self.database.cursor(), key)
             self._rebuild_cache()

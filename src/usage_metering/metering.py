@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
@@ -24,6 +23,8 @@ from .reports.top_users import TopUsers, top_users
 from .reports.usage import TenantUsage, UsageSummary, date_range_period, summarize_metric, summarize_tenant
 from .schemas import (
     DEFAULT_LATE_WINDOW,
+    ErrorDetail,
+    EventResult,
     EventStatus,
     MetricDefinition,
     Period,
@@ -32,7 +33,6 @@ from .schemas import (
     UsageEvent,
     ValidationError,
     check_id,
-    format_decimal,
     parse_event,
     parse_metric_definition,
     parse_period_label,
@@ -43,7 +43,7 @@ from .schemas import (
 from .store import DEFAULT_DB_PATH, Database
 from .store import catalog as catalog_store
 from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
-from .store.dead_letters import DeadLetter, list_dead_letters
+from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
@@ -70,41 +70,14 @@ class NotFoundError(LookupError):
         self.identifier = identifier
 
 
-@dataclass(frozen=True)
-class EventResult:
-    """What became of one submitted event."""
-
-    index: int
-    event_id: str | None
-    status: EventStatus
-    error: ValidationError | None = None
-    quota: QuotaExceeded | None = None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"index": self.index, "event_id": self.event_id, "status": self.status}
-        if self.error is not None:
-            data["error"] = self.error.as_dict()
-        if self.quota is not None:
-            data["error"] = quota_error_body(self.quota)
-        return data
-
-
-def quota_error_body(quota: QuotaExceeded) -> dict[str, Any]:
-    return {
-        "code": "quota_exceeded",
-        "message": f"this event would take {quota.metric} past its quota: {format_decimal(quota.used)} "
-        f"of {format_decimal(quota.limit)} already used this period",
-        "field": "quantity",
-        "metric": quota.metric,
-        "limit": format_decimal(quota.limit),
-        "used": format_decimal(quota.used),
-        "period": quota.period.to_json_dict(),
-    }
+def _blocked_detail(quota: QuotaExceeded) -> ErrorDetail:
+    return ErrorDetail.quota_exceeded(quota.metric, quota.limit, quota.used, quota.period)
 
 
 def _result_from_outcome(index: int, outcome: IngestOutcome) -> EventResult:
-    quota = outcome.quota if outcome.status == EventStatus.BLOCKED else None
-    return EventResult(index, outcome.event_id, outcome.status, quota=quota)
+    if outcome.status == EventStatus.BLOCKED and outcome.quota is not None:
+        return EventResult(index, outcome.event_id, outcome.status, _blocked_detail(outcome.quota))
+    return EventResult(index, outcome.event_id, outcome.status)
 
 
 class Metering:
@@ -200,7 +173,7 @@ class Metering:
             try:
                 event = item if isinstance(item, UsageEvent) else self.validate(item)
             except ValidationError as error:
-                results[index] = EventResult(index, None, EventStatus.REJECTED, error=error)
+                results[index] = EventResult(index, None, EventStatus.REJECTED, ErrorDetail.of(error))
                 if dead_letter_for is not None:
                     letters.append(dead_letter_for(index, error))
                 if self.observer is not None:
@@ -246,7 +219,7 @@ class Metering:
         for position, event in zip(positions, events):
             exceeded = self.ingestor.check_quota(event)
             if exceeded is not None:
-                results[position] = EventResult(position, event.event_id, EventStatus.BLOCKED, quota=exceeded)
+                results[position] = EventResult(position, event.event_id, EventStatus.BLOCKED, _blocked_detail(exceeded))
             else:
                 to_send.append((position, event))
         outer: Future[list[EventResult]] = Future()
@@ -275,8 +248,8 @@ class Metering:
     def record(self, item: Mapping[str, Any] | UsageEvent) -> EventResult:
         """Record one event; raises ValidationError if it is invalid."""
         result = self.record_events([item])[0]
-        if result.error is not None:
-            raise result.error
+        if result.status == EventStatus.REJECTED and result.error is not None:
+            raise result.error.exception()
         return result
 
     # -- reading ---------------------------------------------------------------
@@ -361,7 +334,7 @@ class Metering:
         tenants = [self.tenant(tenant_id)] if tenant_id is not None else list(catalog.tenants.values())
         return billing_report(self.database.cursor(), catalog, tenants, period_label=period, now=self.clock())
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
         return list_dead_letters(self.database.cursor(), limit)
 
     # -- analysts: snapshot and export (SQL in store/snapshot.py and store/export.py) --------

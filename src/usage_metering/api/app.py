@@ -6,25 +6,49 @@ import asyncio
 import csv
 import io
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from dataclasses import replace
+from datetime import date
+from typing import Annotated, Any, AsyncIterator, Callable, Literal, TypeVar
+
+from pydantic import Field
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from usage_metering.metering import EventResult, Metering
-from usage_metering.schemas import EventStatus, batch_summary
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
+from usage_metering.reports.quota import QuotaStatus
+from usage_metering.reports.top_users import TopUsers
+from usage_metering.reports.usage import TenantUsage, UsageSummary
+from usage_metering.schemas import EventStatus, MetricDefinition, Plan, Tenant, batch_summary, event_json_schema
+from usage_metering.schemas.wire import Identifier
 
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
 from .dashboard import DASHBOARD_ROUTES
 from .errors import EXCEPTION_HANDLERS, ApiError, error_response
-from .observability import install_observability
-from .keys import KEY_ROUTES
-from .openapi import openapi_document
+from .keys import KEY_OPERATIONS
+from .models import (
+    MONTH_PATTERN,
+    AlertList,
+    BatchResult,
+    BillingReportRequest,
+    DeadLetterList,
+    EventAccepted,
+    Health,
+    InvoiceList,
+    MetricList,
+    PlanList,
+    QuotaExceededBody,
+    Readiness,
+    TenantList,
+    typed_response,
+)
+from .observability import install_observability, metrics_endpoint, readyz
+from .openapi import Answer, Operation, Param, build_document, errors, path_param
 from .requests import (
+    BAD_BODY,
     MAX_ADMIN_BODY_BYTES,
     MAX_BATCH_BODY_BYTES,
     MAX_BATCH_EVENTS,
@@ -35,6 +59,9 @@ from .requests import (
     read_json,
     require_object,
 )
+
+
+T = TypeVar("T")
 
 
 def _metering(request: Request) -> Metering:
@@ -52,13 +79,13 @@ async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_BODY_BYTES), "an event")
     check_event_tenants(request, [data])
     result: EventResult = (await asyncio.wrap_future(_metering(request).submit_events([data])))[0]
-    if result.status == EventStatus.REJECTED:
-        assert result.error is not None
-        return error_response(422, result.error.as_dict())
-    if result.status == EventStatus.BLOCKED:
-        return error_response(429, result.to_json_dict()["error"], event_id=result.event_id)
+    if result.status == EventStatus.REJECTED and result.error is not None:
+        return error_response(422, result.error)
+    if result.status == EventStatus.BLOCKED and result.error is not None:
+        return typed_response(QuotaExceededBody(result.error, result.event_id), 429)
     status_code = 202 if result.status == EventStatus.ACCEPTED else 200  # Kafka mode: on the broker, not yet counted
-    return JSONResponse({"event_id": result.event_id, "status": result.status}, status_code=status_code)
+    assert result.event_id is not None
+    return typed_response(EventAccepted(result.event_id, result.status), status_code)
 
 
 async def post_event_batch(request: Request) -> Response:
@@ -71,7 +98,7 @@ async def post_event_batch(request: Request) -> Response:
     check_event_tenants(request, events)  # one foreign event refuses the whole batch
     results = await asyncio.wrap_future(_metering(request).submit_events(events))
     summary = batch_summary(result.status for result in results)
-    return JSONResponse({"results": [r.to_json_dict() for r in results], **summary})
+    return typed_response(BatchResult(results, **summary))
 
 
 # -- reports -----------------------------------------------------------------------
@@ -85,7 +112,7 @@ async def get_tenant_usage(request: Request) -> Response:
         start=query_date(request, "from"),
         end=query_date(request, "to"),
     )
-    return JSONResponse(usage.to_json_dict())
+    return typed_response(usage)
 
 
 async def get_usage(request: Request) -> Response:
@@ -98,18 +125,18 @@ async def get_usage(request: Request) -> Response:
         end=query_date(request, "to"),
         daily=query_flag(request, "daily"),
     )
-    return JSONResponse(_with_freshness(request, summary.to_json_dict()))
+    return typed_response(_with_freshness(request, summary))
 
 
-def _with_freshness(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+def _with_freshness(request: Request, answer: T) -> T:
     """Kafka mode adds how fresh the answer is: `as_of` (last commit) and `consumer_lag`."""
     freshness = getattr(request.app.state, "freshness", None)
-    return {**body, **freshness()} if freshness is not None else body
+    return replace(answer, **freshness()) if freshness is not None else answer  # type: ignore[type-var]
 
 
 async def get_quota(request: Request) -> Response:
     status = _metering(request).quota(request.path_params["tenant_id"], request.path_params["metric"])
-    return JSONResponse(_with_freshness(request, status.to_json_dict()))
+    return typed_response(_with_freshness(request, status))
 
 
 async def get_top_users(request: Request) -> Response:
@@ -117,7 +144,7 @@ async def get_top_users(request: Request) -> Response:
     period = request.query_params.get("period")
     limit = query_int(request, "limit", 10, 1, 1000)
     ranking = await _in_thread(_metering(request).top_users, tenant_id, metric, limit=limit, period=period)
-    return JSONResponse(ranking.to_json_dict())
+    return typed_response(ranking)
 
 
 def _csv_text(rows: list[dict[str, str]]) -> str:
@@ -146,13 +173,13 @@ async def post_billing_report(request: Request) -> Response:
     invoices = await _in_thread(_metering(request).billing_report, tenant_id, period)
     if output == "csv":
         return Response(_csv_text(invoice_csv_rows(invoices)), media_type="text/csv")
-    return JSONResponse({"invoices": [invoice.to_json_dict() for invoice in invoices]})
+    return typed_response(InvoiceList(invoices))
 
 
 # -- configuration ---------------------------------------------------------------------
 
 async def list_plans(request: Request) -> Response:
-    return JSONResponse({"plans": [p.to_json_dict() for p in _metering(request).plans()]})
+    return typed_response(PlanList(_metering(request).plans()))
 
 
 async def get_plan(request: Request) -> Response:
@@ -162,7 +189,7 @@ async def get_plan(request: Request) -> Response:
     plan = await _in_thread(
         _metering(request).plan, request.path_params["plan_id"], int(version) if version else None
     )
-    return JSONResponse(plan.to_json_dict())
+    return typed_response(plan)
 
 
 async def _save_from_body(
@@ -176,7 +203,7 @@ async def _save_from_body(
             raise ApiError(422, "id_mismatch", f"{id_field} in the body differs from the URL", id_field)
         body = {**body, id_field: path_value}
     saved = await _in_thread(save, body)
-    return JSONResponse(saved.to_json_dict(), status_code=status_code)
+    return typed_response(saved, status_code)
 
 
 async def put_plan(request: Request) -> Response:
@@ -188,11 +215,11 @@ async def post_plan(request: Request) -> Response:
 
 
 async def list_tenants(request: Request) -> Response:
-    return JSONResponse({"tenants": [t.to_json_dict() for t in _metering(request).tenants()]})
+    return typed_response(TenantList(_metering(request).tenants()))
 
 
 async def get_tenant(request: Request) -> Response:
-    return JSONResponse(_metering(request).tenant(request.path_params["tenant_id"]).to_json_dict())
+    return typed_response(_metering(request).tenant(request.path_params["tenant_id"]))
 
 
 async def put_tenant(request: Request) -> Response:
@@ -204,7 +231,7 @@ async def post_tenant(request: Request) -> Response:
 
 
 async def list_metrics(request: Request) -> Response:
-    return JSONResponse({"metrics": [m.to_json_dict() for m in _metering(request).metrics()]})
+    return typed_response(MetricList(_metering(request).metrics()))
 
 
 async def put_metric(request: Request) -> Response:
@@ -218,7 +245,7 @@ async def post_metric(request: Request) -> Response:
 async def list_dead_letters(request: Request) -> Response:
     limit = query_int(request, "limit", 100, 1, 10_000)
     letters = await _in_thread(_metering(request).dead_letters, limit)
-    return JSONResponse({"dead_letters": letters})
+    return typed_response(DeadLetterList(letters))
 
 
 async def list_alerts(request: Request) -> Response:
@@ -226,42 +253,104 @@ async def list_alerts(request: Request) -> Response:
     params = request.query_params
     limit = query_int(request, "limit", 1000, 1, 10_000)
     alerts = await _in_thread(_metering(request).alerts, params.get("tenant_id"), params.get("status"), limit)
-    return JSONResponse({"alerts": [alert.to_json_dict() for alert in alerts]})
+    return typed_response(AlertList(alerts))
 
 
 async def healthz(_request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return typed_response(Health())
 
 
-async def openapi(_request: Request) -> Response:
-    return JSONResponse(openapi_document())
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
 
 
-ROUTES = [
-    Route("/api/events", post_event, methods=["POST"]),
-    Route("/api/events/batch", post_event_batch, methods=["POST"]),
-    Route("/api/usage/{tenant_id}", get_tenant_usage, methods=["GET"]),
-    Route("/api/usage/{tenant_id}/{metric}", get_usage, methods=["GET"]),
-    Route("/api/quota/{tenant_id}/{metric}", get_quota, methods=["GET"]),
-    Route("/api/top-users/{tenant_id}/{metric}", get_top_users, methods=["GET"]),
-    Route("/api/billing-report", post_billing_report, methods=["POST"]),
-    Route("/api/plans", list_plans, methods=["GET"]),
-    Route("/api/plans", post_plan, methods=["POST"]),
-    Route("/api/plans/{plan_id}", get_plan, methods=["GET"]),
-    Route("/api/plans/{plan_id}", put_plan, methods=["PUT"]),
-    Route("/api/tenants", list_tenants, methods=["GET"]),
-    Route("/api/tenants", post_tenant, methods=["POST"]),
-    Route("/api/tenants/{tenant_id}", get_tenant, methods=["GET"]),
-    Route("/api/tenants/{tenant_id}", put_tenant, methods=["PUT"]),
-    Route("/api/metrics", list_metrics, methods=["GET"]),
-    Route("/api/metrics", post_metric, methods=["POST"]),
-    Route("/api/metrics/{name}", put_metric, methods=["PUT"]),
-    Route("/api/dead-letters", list_dead_letters, methods=["GET"]),
-    Route("/api/alerts", list_alerts, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
-    *KEY_ROUTES,  # GET/POST /api/keys, DELETE /api/keys/{key_id} (admin)
-    *DASHBOARD_ROUTES,  # GET /dashboard and its static assets
+_TENANT = path_param("tenant_id", Identifier, "The tenant", "tenant_acme")
+_METRIC = path_param("metric", Identifier, "The metric", "api_calls")
+_PERIOD = Param("period", Annotated[str, Field(pattern=MONTH_PATTERN)],
+                "The billing period starting in this month, YYYY-MM (default: the current one)")
+_FROM = Param("from", date, "First day of a date range (needs `to`)")
+_TO = Param("to", date, "Last day of a date range, inclusive (needs `from`)")
+_NOT_FOUND = errors({404: "Unknown tenant, plan, metric or key"})
+_BAD_PARAMETER = errors({422: "A path or query parameter is invalid; `error.field` names it"})
+_LOOKUP_ERRORS = {**_NOT_FOUND, **_BAD_PARAMETER}
+
+
+def _limit(maximum: int) -> Param:
+    return Param("limit", Annotated[int, Field(ge=1, le=maximum)], "How many, at most")
+
+
+_EVENT_BATCH_SCHEMA = {
+    "description": "`{\"events\": [...]}` or a bare list of events; each event is validated on its own",
+    "anyOf": [
+        {"type": "object", "required": ["events"],
+         "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                                   "maxItems": MAX_BATCH_EVENTS}}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "maxItems": MAX_BATCH_EVENTS},
+    ],
+}
+_EVENT_REF = {"$ref": "#/components/schemas/Event"}
+
+OPERATIONS = [
+    Operation("POST", "/api/events", post_event, "Record one usage event (2xx = committed)", {
+        200: Answer("Recorded, or a duplicate of an event already recorded", EventAccepted),
+        202: Answer("Kafka mode: acknowledged by the broker (acks=all)", EventAccepted),
+        429: Answer("Blocked: the tenant's quota for this metric is used up", QuotaExceededBody),
+        **BAD_BODY}, body=_EVENT_REF),
+    Operation("POST", "/api/events/batch", post_event_batch,
+              f"Record up to {MAX_BATCH_EVENTS:,} events; per-event results (invalid or blocked ones do not fail the batch)",
+              {200: Answer("Per-event results", BatchResult), **BAD_BODY}, body=_EVENT_BATCH_SCHEMA),
+    Operation("GET", "/api/usage/{tenant_id}", get_tenant_usage, "Usage of every metric the tenant used",
+              {200: Answer("Usage per metric", TenantUsage), **_LOOKUP_ERRORS}, params=(_TENANT, _PERIOD, _FROM, _TO)),
+    Operation("GET", "/api/usage/{tenant_id}/{metric}", get_usage, "Usage of one metric",
+              {200: Answer("Usage", UsageSummary), **_LOOKUP_ERRORS},
+              params=(_TENANT, _METRIC, _PERIOD, _FROM, _TO, Param("daily", bool, "Add a daily breakdown"))),
+    Operation("GET", "/api/quota/{tenant_id}/{metric}", get_quota, "Quota status in the current period",
+              {200: Answer("Quota", QuotaStatus), **_LOOKUP_ERRORS}, params=(_TENANT, _METRIC)),
+    Operation("GET", "/api/top-users/{tenant_id}/{metric}", get_top_users, "Heaviest users of a metric",
+              {200: Answer("Users ranked", TopUsers), **_LOOKUP_ERRORS}, params=(_TENANT, _METRIC, _PERIOD, _limit(1000))),
+    Operation("POST", "/api/billing-report", post_billing_report, "Billing report (invoices) for a tenant or all tenants", {
+        200: Answer("Invoices", InvoiceList, media={"application/json": InvoiceList, "text/csv": {"type": "string"}}),
+        **BAD_BODY, **_NOT_FOUND},
+        params=(Param("format", Literal["json", "csv"], "Output format (a `format` in the body wins)"),),
+        body=BillingReportRequest, body_required=False),
+    Operation("GET", "/api/plans", list_plans, "List plans (newest versions)", {200: Answer("Plans", PlanList)}),
+    Operation("POST", "/api/plans", post_plan, "Create a plan, or a new version of it when its definition changed",
+              {201: Answer("Saved", Plan), **BAD_BODY}, body=Plan),
+    Operation("GET", "/api/plans/{plan_id}", get_plan, "One plan (the newest version, or a stored one)",
+              {200: Answer("Plan", Plan), **_LOOKUP_ERRORS},
+              params=(path_param("plan_id", Identifier, "The plan", "pro"),
+                      Param("version", Annotated[int, Field(ge=1)], "A stored version"))),
+    Operation("PUT", "/api/plans/{plan_id}", put_plan, "Create a plan, or a new version of it when its definition changed",
+              {200: Answer("Saved", Plan), **BAD_BODY}, params=(path_param("plan_id", Identifier, "The plan"),), body=Plan),
+    Operation("GET", "/api/tenants", list_tenants, "List tenants", {200: Answer("Tenants", TenantList)}),
+    Operation("POST", "/api/tenants", post_tenant, "Create or update a tenant",
+              {201: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})}, body=Tenant),
+    Operation("GET", "/api/tenants/{tenant_id}", get_tenant, "One tenant", {200: Answer("Tenant", Tenant), **_NOT_FOUND},
+              params=(_TENANT,)),
+    Operation("PUT", "/api/tenants/{tenant_id}", put_tenant, "Create or update a tenant",
+              {200: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})}, params=(_TENANT,), body=Tenant),
+    Operation("GET", "/api/metrics", list_metrics, "List metric definitions", {200: Answer("Metrics", MetricList)}),
+    Operation("POST", "/api/metrics", post_metric, "Define a metric", {201: Answer("Saved", MetricDefinition), **BAD_BODY},
+              body=MetricDefinition),
+    Operation("PUT", "/api/metrics/{name}", put_metric, "Define a metric", {200: Answer("Saved", MetricDefinition), **BAD_BODY},
+              params=(path_param("name", Identifier, "The metric"),), body=MetricDefinition),
+    Operation("GET", "/api/dead-letters", list_dead_letters, "Input that could not become events, newest first",
+              {200: Answer("Dead letters", DeadLetterList), **_BAD_PARAMETER}, params=(_limit(10_000),)),
+    Operation("GET", "/api/alerts", list_alerts,
+              "Quota alerts (crossed thresholds) with their webhook delivery status, newest first",
+              {200: Answer("Alerts", AlertList), **_BAD_PARAMETER},
+              params=(Param("tenant_id", Identifier, "One tenant"),
+                      Param("status", Literal["pending", "delivered"], "Only this status"), _limit(10_000))),
+    *KEY_OPERATIONS,  # admin-only, see auth.py
+    Operation("GET", "/healthz", healthz, "Liveness", {200: Answer("Alive", Health)}, public=True),
+    Operation("GET", "/readyz", readyz,
+              "Readiness: 503 while a check (the ingestor; in Kafka mode the partitions) does not pass",
+              {200: Answer("Ready", Readiness), 503: Answer("Not ready; `waiting_for` names what", Readiness)}, public=True),
+    Operation("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition format)",
+              {200: Answer("Metrics", media={"text/plain": {"type": "string"}})}),
+    Operation("GET", "/openapi.json", openapi, "This document",
+              {200: Answer("OpenAPI 3.1", media={"application/json": {"type": "object", "required": ["openapi", "info", "paths"]}})},
+              auth_errors=(401,)),  # any valid key may read it
 ]
 
 
@@ -272,8 +361,16 @@ def create_app(metering: Metering, *, close_on_shutdown: bool = True) -> Starlet
         if close_on_shutdown:
             metering.close()  # commits whatever the ingestor still holds
 
-    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    routes = [op.route() for op in OPERATIONS] + DASHBOARD_ROUTES  # the dashboard's static page is not in the API
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.metering = metering
+    app.state.openapi = openapi_document()
     app.add_middleware(AuthMiddleware, metering=metering)  # API keys; see auth.py
-    install_observability(app, metering)  # GET /metrics, GET /readyz, X-Request-ID
+    install_observability(app, metering)  # metrics observer, readiness checks, X-Request-ID
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of these routes (the event schema comes from the event definition)."""
+    event = {k: v for k, v in event_json_schema().items() if not k.startswith("$")}
+    return build_document(OPERATIONS, {"Event": event})

@@ -25,12 +25,13 @@ import logging
 from typing import Any, Sequence
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from usage_metering.access import Principal
 from usage_metering.metering import Metering
+from usage_metering.schemas import ErrorDetail
 
 from .errors import ApiError, error_response
 
@@ -57,8 +58,8 @@ TENANT_RULES: dict[tuple[str, str], str] = {
 }
 
 
-def _unauthorized(message: str, code: str) -> JSONResponse:
-    response = error_response(401, {"code": code, "message": message, "field": "Authorization"})
+def _unauthorized(message: str, code: str) -> Response:
+    response = error_response(401, ErrorDetail(code, message, "Authorization"))
     challenge = 'Bearer realm="usage-metering"'
     if code == "invalid_key":
         challenge += ', error="invalid_token"'
@@ -66,8 +67,8 @@ def _unauthorized(message: str, code: str) -> JSONResponse:
     return response
 
 
-def _forbidden(message: str, field: str | None = None) -> JSONResponse:
-    return error_response(403, {"code": "forbidden", "message": message, "field": field})
+def _forbidden(message: str, field: str | None = None) -> Response:
+    return error_response(403, ErrorDetail("forbidden", message, field))
 
 
 def is_open_path(path: str) -> bool:
@@ -95,7 +96,7 @@ def _matched_route(routes: Sequence[BaseRoute], scope: Scope) -> tuple[str, dict
     return None
 
 
-def _refusal(principal: Principal, scope: Scope) -> JSONResponse | None:
+def _refusal(principal: Principal, scope: Scope) -> Response | None:
     """A 403 when a tenant key may not call this route (or this URL's tenant); else None."""
     if principal.is_admin:
         return None
@@ -130,7 +131,7 @@ class AuthMiddleware:
         scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> tuple[JSONResponse | None, Principal | None]:
+    def _check(self, scope: Scope) -> tuple[Response | None, Principal | None]:
         headers = dict(scope["headers"])
         raw = headers.get(b"authorization")
         if raw is None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 from usage_metering.metering import Metering
+from usage_metering.schemas.wire import Identifier
+from usage_metering.store.keys import ApiKey
 
 from .errors import ApiError
-from .requests import MAX_ADMIN_BODY_BYTES, read_json, require_object
+from .models import ApiKeyList, ApiKeyRequest, NewApiKey, typed_response
+from .openapi import Answer, Operation, errors, path_param
+from .requests import BAD_BODY, MAX_ADMIN_BODY_BYTES, read_json, require_object
 
 KEY_FIELDS = frozenset({"name", "scope", "tenant_id"})
 
@@ -21,7 +26,7 @@ def _metering(request: Request) -> Metering:
 
 async def list_keys(request: Request) -> Response:
     keys = await run_in_threadpool(_metering(request).list_api_keys)
-    return JSONResponse({"keys": [key.to_json_dict() for key in keys]})
+    return typed_response(ApiKeyList(keys))
 
 
 async def create_key(request: Request) -> Response:
@@ -32,16 +37,24 @@ async def create_key(request: Request) -> Response:
     key, token = await run_in_threadpool(
         _metering(request).create_api_key, body.get("name"), body.get("scope"), body.get("tenant_id")
     )
-    return JSONResponse({**key.to_json_dict(), "token": token}, status_code=201)
+    return typed_response(NewApiKey(**asdict(key), token=token), 201)
 
 
 async def revoke_key(request: Request) -> Response:
     key = await run_in_threadpool(_metering(request).revoke_api_key, request.path_params["key_id"])
-    return JSONResponse(key.to_json_dict())
+    return typed_response(key)
 
 
-KEY_ROUTES = [
-    Route("/api/keys", list_keys, methods=["GET"]),
-    Route("/api/keys", create_key, methods=["POST"]),
-    Route("/api/keys/{key_id}", revoke_key, methods=["DELETE"]),
+KEY_OPERATIONS = [
+    Operation("GET", "/api/keys", list_keys, "List API keys (never their tokens)", {200: Answer("Keys", ApiKeyList)}),
+    Operation(
+        "POST", "/api/keys", create_key,
+        "Create an API key; the response holds its token, shown only this once (authentication is on from now)",
+        {201: Answer("Created", NewApiKey), **BAD_BODY}, body=ApiKeyRequest,
+    ),
+    Operation(
+        "DELETE", "/api/keys/{key_id}", revoke_key, "Revoke an API key (takes effect at once; again is harmless)",
+        {200: Answer("Revoked", ApiKey), **errors({404: "Unknown key", 422: "The key id is invalid"})},
+        params=(path_param("key_id", Identifier, "The key"),),
+    ),
 ]

@@ -10,11 +10,12 @@ from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from usage_metering.metering import Metering
 
 from .metrics import LagSource, PrometheusMetrics
+from .models import Readiness, typed_response
 from .request_context import RequestIdMiddleware
 
 ReadinessCheck = Callable[[], bool]
@@ -58,16 +59,15 @@ async def metrics_endpoint(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     waiting = _observability(request).waiting_for()
     if waiting:
-        return JSONResponse({"status": "waiting", "waiting_for": waiting}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return typed_response(Readiness("waiting", waiting), 503)
+    return typed_response(Readiness("ready"))
 
 
 def install_observability(app: Starlette, metering: Metering) -> Observability:
-    """Routes, request-id middleware and a metrics observer on `metering`; call once per app, before it starts."""
+    """Request-id middleware and a metrics observer on `metering` (the routes are the app's:
+    `metrics_endpoint`, `readyz`); call once per app, before it starts."""
     observability = Observability(metering)
     metering.observe(observability.metrics)
     app.state.observability = observability
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
-    app.add_route("/readyz", readyz, methods=["GET"])
     app.add_middleware(RequestIdMiddleware)
     return observability

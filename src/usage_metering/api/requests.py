@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from .errors import ApiError
+from .openapi import errors
 
 MAX_EVENT_BODY_BYTES = 64 * 1024
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
@@ -71,3 +72,6 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
 
 def query_flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
+
+
+BAD_BODY = errors({400: "Empty body or malformed JSON", 413: "Body too large", 422: "A field is invalid; `error.field` names it"})

@@ -46,10 +46,7 @@ class LocalBackend:
         return init_demo(self.metering)
 
     def record(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        result = self.metering.record_events([event])[0]
-        if result.error is not None:
-            raise result.error
-        return result.to_json_dict()
+        return self.metering.record(event).to_json_dict()
 
     def record_batch(self, events: Sequence[Any]) -> list[dict[str, Any]]:
         return [result.to_json_dict() for result in self.metering.record_events(events)]
@@ -100,7 +97,7 @@ class LocalBackend:
         return self.metering.define_metric(data).to_json_dict()
 
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
-        return self.metering.dead_letters(limit)
+        return [letter.to_json_dict() for letter in self.metering.dead_letters(limit)]
 
     def alerts(self, tenant_id: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
         return [alert.to_json_dict() for alert in self.metering.alerts(tenant_id, status, limit)]

@@ -70,7 +70,7 @@ def detect_alerts(
             continue
         period = period_containing(period_start, catalog.anchor_day(tenant_id))
         alerts.extend(
-            Alert(tenant_id, metric, period.start, period.end, threshold, rule.included, after, now)
+            Alert.crossed(tenant_id, metric, period, threshold, rule.included, after, now)
             for threshold in crossed
         )
     return alerts

@@ -19,7 +19,6 @@ from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
 from usage_metering.consumer.topics import create_topics
 from usage_metering.metering import Metering
 from usage_metering.producer import UsageProducer
-from usage_metering.schemas import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class KafkaMode:
     def freshness(self) -> dict[str, Any]:
         lag = self.consumer.lag() if self.consumer is not None else {}
         return {
-            "as_of": format_timestamp(self._last_commit_at() or datetime.now(timezone.utc)),
+            "as_of": self._last_commit_at() or datetime.now(timezone.utc),
             "consumer_lag": sum(lag.values()),
         }
 

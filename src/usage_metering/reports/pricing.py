@@ -21,8 +21,6 @@ from decimal import (
     Overflow,
     localcontext,
 )
-from typing import Any
-
 from usage_metering.schemas import (
     OveragePolicy,
     Period,
@@ -31,6 +29,8 @@ from usage_metering.schemas import (
     PriceTier,
     format_decimal,
 )
+from usage_metering.schemas.periods import BillingPeriod
+from usage_metering.schemas.wire import DecimalText, Identifier, JsonShape, Money, format_money
 
 __all__ = [
     "CSV_COLUMNS",
@@ -77,11 +77,6 @@ def currency_minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency.upper(), _DEFAULT_MINOR_UNITS)
 
 
-def format_money(amount: Decimal) -> str:
-    """A billed amount as text with its minor units kept ("49.00"); amounts come from round_money."""
-    return format(amount, "f")
-
-
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """`amount` rounded half-up (away from zero on a tie) to the currency's minor unit."""
     exponent = Decimal(1).scaleb(-currency_minor_units(currency))
@@ -90,7 +85,7 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
 
 
 @dataclass(frozen=True)
-class TierCharge:
+class TierCharge(JsonShape):
     """The overage units that fell in one price tier and what they cost (unrounded).
 
     `up_to` is the tier's cumulative upper bound in overage units; None for an
@@ -98,22 +93,14 @@ class TierCharge:
     are charged at the last tier's price, as a separate entry).
     """
 
-    up_to: Decimal | None
-    quantity: Decimal
-    unit_price: Decimal
-    amount: Decimal
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "up_to": None if self.up_to is None else format_decimal(self.up_to),
-            "quantity": format_decimal(self.quantity),
-            "unit_price": format_decimal(self.unit_price),
-            "amount": format_decimal(self.amount),
-        }
+    up_to: DecimalText | None
+    quantity: DecimalText
+    unit_price: DecimalText
+    amount: DecimalText
 
 
 @dataclass(frozen=True)
-class LineItem:
+class LineItem(JsonShape):
     """One plan metric on an invoice.
 
     `overage_quantity` is reported whatever the policy; only `charge` bills it.
@@ -123,52 +110,28 @@ class LineItem:
     `amount` is rounded to the currency's minor unit; tier amounts are exact.
     """
 
-    metric: str
+    metric: Identifier
     policy: OveragePolicy
-    used: Decimal
-    included: Decimal | None
-    overage_quantity: Decimal
-    unit_price: Decimal
-    amount: Decimal
+    used: DecimalText
+    included: DecimalText | None
+    overage_quantity: DecimalText
+    unit_price: DecimalText
+    amount: Money
     tiers: tuple[TierCharge, ...]
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "policy": self.policy.value,
-            "used": format_decimal(self.used),
-            "included": None if self.included is None else format_decimal(self.included),
-            "overage_quantity": format_decimal(self.overage_quantity),
-            "unit_price": format_decimal(self.unit_price),
-            "amount": format_money(self.amount),
-            "tiers": [tier.to_json_dict() for tier in self.tiers],
-        }
 
 
 @dataclass(frozen=True)
-class Invoice:
+class Invoice(JsonShape):
     """A tenant's bill for one period. `plan_id` is None when no plan is assigned."""
 
-    tenant_id: str
-    plan_id: str | None
+    tenant_id: Identifier
+    plan_id: Identifier | None
     plan_version: int | None
-    period: Period
+    period: BillingPeriod
     currency: str
-    base_fee: Decimal
+    base_fee: Money
     line_items: tuple[LineItem, ...]
-    total: Decimal
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "plan_id": self.plan_id,
-            "plan_version": self.plan_version,
-            "period": {**self.period.to_json_dict(), "label": self.period.label()},
-            "currency": self.currency,
-            "base_fee": format_money(self.base_fee),
-            "line_items": [item.to_json_dict() for item in self.line_items],
-            "total": format_money(self.total),
-        }
+    total: Money
 
 
 def _as_decimal(name: str, value: Decimal | int) -> Decimal:
@@ -259,7 +222,7 @@ def build_invoice(
     """
     if plan is None:
         nothing = round_money(_ZERO, DEFAULT_CURRENCY)
-        return Invoice(tenant_id, None, None, period, DEFAULT_CURRENCY, nothing, (), nothing)
+        return Invoice(tenant_id, None, None, BillingPeriod.of(period), DEFAULT_CURRENCY, nothing, (), nothing)
     currency = plan.currency
     line_items = tuple(
         price_line_item(plan_metric, usage.get(plan_metric.metric, _ZERO), currency)
@@ -272,7 +235,7 @@ def build_invoice(
         tenant_id=tenant_id,
         plan_id=plan.plan_id,
         plan_version=plan.version,
-        period=period,
+        period=BillingPeriod.of(period),
         currency=currency,
         base_fee=base_fee,
         line_items=line_items,

@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from usage_metering.schemas import OveragePolicy, Period, Plan, format_decimal, format_timestamp
+from usage_metering.schemas import OveragePolicy, Period, Plan
+from usage_metering.schemas.wire import OMITTED_WHEN_NONE, DecimalText, Identifier, JsonShape, Timestamp
 
 
 @dataclass(frozen=True)
-class QuotaStatus:
-    tenant_id: str
-    metric: str
+class QuotaStatus(JsonShape):
+    """`consumer_lag` only from a Kafka-mode node: messages not yet counted."""
+
+    tenant_id: Identifier
+    metric: Identifier
     period: Period
-    used: Decimal
-    limit: Decimal | None  # None = unlimited
+    used: DecimalText
+    limit: DecimalText | None  # None = unlimited
+    remaining: DecimalText | None  # None = unlimited
     policy: OveragePolicy | None  # None = the metric is not in the tenant's plan
     allowed: bool  # would one more unit of usage be accepted?
-    as_of: datetime
-
-    @property
-    def remaining(self) -> Decimal | None:
-        return None if self.limit is None else max(Decimal(0), self.limit - self.used)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "metric": self.metric,
-            "period": self.period.to_json_dict(),
-            "used": format_decimal(self.used),
-            "limit": None if self.limit is None else format_decimal(self.limit),
-            "remaining": None if self.remaining is None else format_decimal(self.remaining),
-            "policy": None if self.policy is None else self.policy.value,
-            "allowed": self.allowed,
-            "as_of": format_timestamp(self.as_of),
-        }
+    as_of: Timestamp
+    consumer_lag: Annotated[int | None, OMITTED_WHEN_NONE] = None
 
 
 def quota_status(
@@ -47,4 +36,5 @@ def quota_status(
     limit = plan_metric.included if plan_metric else None
     policy = plan_metric.policy if plan_metric else None
     allowed = not (policy is OveragePolicy.BLOCK and limit is not None and used >= limit)
-    return QuotaStatus(tenant_id, metric, period, used, limit, policy, allowed, as_of)
+    remaining = None if limit is None else max(Decimal(0), limit - used)
+    return QuotaStatus(tenant_id, metric, period, used, limit, remaining, policy, allowed, as_of)

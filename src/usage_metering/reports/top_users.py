@@ -3,47 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 import duckdb
 
-from usage_metering.schemas import Aggregation, Period, format_decimal
+from usage_metering.schemas import Aggregation, Period
+from usage_metering.schemas.wire import DecimalText, Identifier, JsonShape
 from usage_metering.store import usage as usage_store
 
 
 @dataclass(frozen=True)
-class TopUser:
+class TopUser(JsonShape):
     rank: int
-    user_id: str
-    value: Decimal
+    user_id: Identifier
+    value: DecimalText
     event_count: int
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "user_id": self.user_id,
-            "value": format_decimal(self.value),
-            "event_count": self.event_count,
-        }
 
 
 @dataclass(frozen=True)
-class TopUsers:
+class TopUsers(JsonShape):
     """The ranking with the period it covers (resolved once, so the two always agree)."""
 
-    tenant_id: str
-    metric: str
+    tenant_id: Identifier
+    metric: Identifier
     period: Period
     users: list[TopUser]
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "metric": self.metric,
-            "period": self.period.to_json_dict(),
-            "users": [user.to_json_dict() for user in self.users],
-        }
 
 
 def top_users(

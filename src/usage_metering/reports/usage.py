@@ -2,49 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Any
+from typing import Annotated
 
 import duckdb
+from pydantic import Field
 
-from usage_metering.schemas import Aggregation, Period, UsageTotals, format_decimal
+from usage_metering.schemas import Aggregation, Period, UsageTotals
+from usage_metering.schemas.wire import OMITTED_WHEN_NONE, DecimalText, Identifier, JsonShape, Timestamp
 from usage_metering.store import usage as usage_store
 
 
 @dataclass(frozen=True)
-class DailyUsage:
-    day: date
-    value: Decimal
+class DailyUsage(JsonShape):
+    day: Annotated[date, Field(alias="date")]
+    value: DecimalText
     event_count: int
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {"date": self.day.isoformat(), "value": format_decimal(self.value), "event_count": self.event_count}
 
 
 @dataclass(frozen=True)
-class UsageSummary:
-    tenant_id: str
-    metric: str
+class UsageSummary(JsonShape):
+    """`daily` only when asked for; `as_of` and `consumer_lag` only from a Kafka-mode node (how fresh it is)."""
+
+    tenant_id: Identifier
+    metric: Identifier
     aggregation: Aggregation
     period: Period
-    value: Decimal
+    value: DecimalText
     event_count: int
-    daily: tuple[DailyUsage, ...] | None = None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "tenant_id": self.tenant_id,
-            "metric": self.metric,
-            "aggregation": self.aggregation.value,
-            "period": self.period.to_json_dict(),
-            "value": format_decimal(self.value),
-            "event_count": self.event_count,
-        }
-        if self.daily is not None:
-            data["daily"] = [d.to_json_dict() for d in self.daily]
-        return data
+    daily: Annotated[tuple[DailyUsage, ...] | None, OMITTED_WHEN_NONE] = None
+    as_of: Annotated[Timestamp | None, OMITTED_WHEN_NONE] = None
+    consumer_lag: Annotated[int | None, OMITTED_WHEN_NONE] = None
 
 
 def date_range_period(start: date, end: date) -> Period:
@@ -77,23 +66,16 @@ def summarize_metric(
         DailyUsage(day, day_totals.value(aggregation), day_totals.count)
         for day, day_totals in usage_store.usage_totals_by_day(cursor, tenant_id, metric, period.start, period.end)
     )
-    return UsageSummary(**{**summary.__dict__, "daily": days})
+    return replace(summary, daily=days)
 
 
 @dataclass(frozen=True)
-class TenantUsage:
+class TenantUsage(JsonShape):
     """Every metric's summary with the period they cover (resolved once, so all agree)."""
 
-    tenant_id: str
+    tenant_id: Identifier
     period: Period
     metrics: list[UsageSummary]
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "period": self.period.to_json_dict(),
-            "metrics": [summary.to_json_dict() for summary in self.metrics],
-        }
 
 
 def summarize_tenant(

@@ -26,10 +26,10 @@ from .plan import (
     parse_plan,
     parse_tenant,
 )
-from .status import EventStatus, batch_summary
+from .status import ErrorDetail, EventResult, EventStatus, batch_summary
 
 __all__ = [
-    "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "EventStatus", "MetricDefinition",
+    "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "ErrorDetail", "EventResult", "EventStatus", "MetricDefinition",
     "OveragePolicy", "Period", "Plan", "PlanMetric", "PriceTier", "Tenant", "UsageEvent", "UsageTotals",
     "ValidationError", "batch_summary", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
     "parse_amount", "parse_event", "parse_metric_definition", "parse_period_label",

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from .errors import ValidationError
 from .ids import check_id
+from .wire import Identifier, JsonShape
 
 
 class Aggregation(str, Enum):
@@ -19,19 +20,11 @@ class Aggregation(str, Enum):
 
 
 @dataclass(frozen=True)
-class MetricDefinition:
-    name: str
+class MetricDefinition(JsonShape):
+    name: Identifier
     aggregation: Aggregation = Aggregation.SUM
     unit: str = ""
     description: str = ""
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "aggregation": self.aggregation.value,
-            "unit": self.unit,
-            "description": self.description,
-        }
 
 
 def parse_aggregation(field: str, value: Any) -> Aggregation:

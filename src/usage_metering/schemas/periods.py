@@ -10,16 +10,20 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import Field
 
 from .errors import ValidationError
+from .wire import JsonShape, Timestamp
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 @dataclass(frozen=True, order=True)
-class Period:
-    start: datetime  # inclusive, UTC
-    end: datetime  # exclusive, UTC
+class Period(JsonShape):
+    start: Timestamp  # inclusive, UTC
+    end: Timestamp  # exclusive, UTC
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
@@ -28,11 +32,16 @@ class Period:
         """The YYYY-MM of the month the period starts in."""
         return f"{self.start.year:04d}-{self.start.month:02d}"
 
-    def to_json_dict(self) -> dict[str, str]:
-        return {
-            "start": self.start.isoformat().replace("+00:00", "Z"),
-            "end": self.end.isoformat().replace("+00:00", "Z"),
-        }
+
+@dataclass(frozen=True, order=True)
+class BillingPeriod(Period):
+    """A billing period with its YYYY-MM label, as invoices show it."""
+
+    label_text: Annotated[str, Field(alias="label", pattern=r"^[0-9]{4}-[0-9]{2}$")] = ""
+
+    @classmethod
+    def of(cls, period: Period) -> BillingPeriod:
+        return cls(period.start, period.end, period.label())
 
 
 def _anchor_in_month(year: int, month: int, anchor_day: int) -> datetime:

@@ -6,15 +6,18 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from .errors import ValidationError
-from .event import format_decimal
 from .ids import check_id
 from .money import parse_amount
+from .wire import DecimalText, Identifier, JsonShape
 
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+CURRENCY_RE = re.compile(CURRENCY_PATTERN)
 DEFAULT_ALERT_THRESHOLDS = (Decimal(80), Decimal(100))  # percent of `included`
 MAX_ALERT_THRESHOLDS = 10
 MAX_WEBHOOK_URL_LENGTH = 2000
@@ -27,48 +30,32 @@ class OveragePolicy(str, Enum):
 
 
 @dataclass(frozen=True)
-class PriceTier:
+class PriceTier(JsonShape):
     """Graduated tier over the overage quantity: units up to `up_to` cost `unit_price`.
 
     `up_to` is cumulative overage units (None = no upper bound, only on the last tier).
     """
 
-    up_to: Decimal | None
-    unit_price: Decimal
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "up_to": None if self.up_to is None else format_decimal(self.up_to),
-            "unit_price": format_decimal(self.unit_price),
-        }
+    up_to: DecimalText | None
+    unit_price: DecimalText
 
 
 @dataclass(frozen=True)
-class PlanMetric:
-    metric: str
-    included: Decimal | None = None  # the quota; None = unlimited
+class PlanMetric(JsonShape):
+    metric: Identifier
+    included: DecimalText | None = None  # the quota; None = unlimited
     policy: OveragePolicy = OveragePolicy.CHARGE
-    unit_price: Decimal = Decimal(0)  # per unit of overage when no tiers are given
+    unit_price: DecimalText = Decimal(0)  # per unit of overage when no tiers are given
     tiers: tuple[PriceTier, ...] = ()
-    alert_thresholds: tuple[Decimal, ...] = DEFAULT_ALERT_THRESHOLDS  # percent of included; unused without it
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "included": None if self.included is None else format_decimal(self.included),
-            "policy": self.policy.value,
-            "unit_price": format_decimal(self.unit_price),
-            "tiers": [tier.to_json_dict() for tier in self.tiers],
-            "alert_thresholds": [format_decimal(t) for t in self.alert_thresholds],
-        }
+    alert_thresholds: tuple[DecimalText, ...] = DEFAULT_ALERT_THRESHOLDS  # percent of included; unused without it
 
 
 @dataclass(frozen=True)
-class Plan:
-    plan_id: str
+class Plan(JsonShape):
+    plan_id: Identifier
     name: str
-    currency: str = "USD"
-    base_fee: Decimal = Decimal(0)
+    currency: Annotated[str, Field(pattern=CURRENCY_PATTERN)] = "USD"
+    base_fee: DecimalText = Decimal(0)
     metrics: tuple[PlanMetric, ...] = ()
     version: int = 0  # assigned by the store; each change makes a new version
 
@@ -78,33 +65,15 @@ class Plan:
                 return plan_metric
         return None
 
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "plan_id": self.plan_id,
-            "version": self.version,
-            "name": self.name,
-            "currency": self.currency,
-            "base_fee": format_decimal(self.base_fee),
-            "metrics": [m.to_json_dict() for m in self.metrics],
-        }
 
 
 @dataclass(frozen=True)
-class Tenant:
-    tenant_id: str
+class Tenant(JsonShape):
+    tenant_id: Identifier
     name: str = ""
-    plan_id: str | None = None
-    billing_anchor_day: int = 1  # day of month periods start (clamped to short months)
+    plan_id: Identifier | None = None
+    billing_anchor_day: Annotated[int, Field(ge=1, le=31)] = 1  # day of month periods start (clamped to short months)
     webhook_url: str | None = None  # quota alerts go here (else to the node's global URL)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "name": self.name,
-            "plan_id": self.plan_id,
-            "billing_anchor_day": self.billing_anchor_day,
-            "webhook_url": self.webhook_url,
-        }
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:

@@ -1,9 +1,16 @@
-"""What became of a submitted event, and the per-status counts every batch answer reports."""
+"""What became of a submitted event, why it failed, and the per-status counts every batch answer reports."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
-from typing import Iterable
+from typing import Annotated, Iterable
+
+from .errors import ValidationError
+from .event import format_decimal
+from .periods import Period
+from .wire import OMITTED_WHEN_NONE, DecimalText, Identifier, JsonShape
 
 
 class EventStatus(str, Enum):
@@ -33,3 +40,45 @@ def batch_summary(statuses: Iterable[str]) -> dict[str, int]:
     for status in statuses:
         counts[SUMMARY_KEYS[EventStatus(status)]] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class ErrorDetail(JsonShape):
+    """The body of every error answer (`{"error": ...}`) and of a rejected or blocked event's result.
+
+    `field` names the offending field or parameter, if one; a `quota_exceeded`
+    error also says which metric, its limit, the usage before the event and the period.
+    """
+
+    code: str
+    message: str
+    field: str | None = None
+    metric: Annotated[Identifier | None, OMITTED_WHEN_NONE] = None
+    limit: Annotated[DecimalText | None, OMITTED_WHEN_NONE] = None
+    used: Annotated[DecimalText | None, OMITTED_WHEN_NONE] = None
+    period: Annotated[Period | None, OMITTED_WHEN_NONE] = None
+
+    @classmethod
+    def of(cls, error: ValidationError) -> ErrorDetail:
+        return cls(error.code, error.message, error.field)
+
+    @classmethod
+    def quota_exceeded(cls, metric: str, limit: Decimal, used: Decimal, period: Period) -> ErrorDetail:
+        message = (
+            f"this event would take {metric} past its quota: {format_decimal(used)} "
+            f"of {format_decimal(limit)} already used this period"
+        )
+        return cls("quota_exceeded", message, "quantity", metric, limit, used, period)
+
+    def exception(self) -> ValidationError:
+        return ValidationError(self.field, self.message, self.code)
+
+
+@dataclass(frozen=True)
+class EventResult(JsonShape):
+    """What became of one submitted event (`index` in the submitted list); `error` when rejected or blocked."""
+
+    index: int
+    event_id: str | None
+    status: EventStatus
+    error: Annotated[ErrorDetail | None, OMITTED_WHEN_NONE] = None

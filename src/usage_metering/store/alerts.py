@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import duckdb
 
-from usage_metering.schemas import format_decimal, format_timestamp
+from usage_metering.schemas import Period, format_decimal, format_timestamp
+from usage_metering.schemas.wire import DecimalText, Identifier, JsonShape, Timestamp
 
 from .timeutil import from_naive_utc, to_naive_utc
 
@@ -23,50 +24,48 @@ DELIVERED = "delivered"
 ALERT_STATUSES = (PENDING, DELIVERED)
 
 
+ALERT_TYPE = "quota.threshold_crossed"
+WEBHOOK_FIELDS = ("type", "alert_id", "tenant_id", "metric", "threshold_percent", "included", "used", "period",
+                  "created_at")
+
+
+def alert_id(tenant_id: str, metric: str, period: Period, threshold_percent: Decimal) -> str:
+    """Stable across retries and restarts: receivers deduplicate on it (delivery is at-least-once)."""
+    return f"{tenant_id}:{metric}:{format_timestamp(period.start)}:{format_decimal(threshold_percent)}"
+
+
 @dataclass(frozen=True)
-class Alert:
-    tenant_id: str
-    metric: str
-    period_start: datetime  # UTC
-    period_end: datetime
-    threshold: Decimal  # percent of `included`
-    included: Decimal
-    used: Decimal
-    created_at: datetime
-    status: str = PENDING
+class Alert(JsonShape):
+    """A crossed threshold (percent of `included`) and its webhook delivery state."""
+
+    alert_id: str
+    tenant_id: Identifier
+    metric: Identifier
+    threshold_percent: DecimalText
+    included: DecimalText
+    used: DecimalText
+    period: Period
+    created_at: Timestamp
+    status: Literal["pending", "delivered"] = PENDING
     attempts: int = 0
     last_error: str | None = None
-    delivered_at: datetime | None = None
-    next_attempt_at: datetime | None = None
+    delivered_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = None
+    type: Literal["quota.threshold_crossed"] = ALERT_TYPE
 
-    @property
-    def alert_id(self) -> str:
-        """Stable across retries and restarts: receivers deduplicate on it (delivery is at-least-once)."""
-        return f"{self.tenant_id}:{self.metric}:{format_timestamp(self.period_start)}:{format_decimal(self.threshold)}"
+    @classmethod
+    def crossed(
+        cls, tenant_id: str, metric: str, period: Period, threshold_percent: Decimal, included: Decimal,
+        used: Decimal, created_at: datetime,
+    ) -> Alert:
+        """A new, pending alert."""
+        key = alert_id(tenant_id, metric, period, threshold_percent)
+        return cls(key, tenant_id, metric, threshold_percent, included, used, period, created_at)
 
     def payload(self) -> dict[str, Any]:
         """The webhook body: what was crossed, for whom, in which period."""
-        return {
-            "type": "quota.threshold_crossed",
-            "alert_id": self.alert_id,
-            "tenant_id": self.tenant_id,
-            "metric": self.metric,
-            "threshold_percent": format_decimal(self.threshold),
-            "included": format_decimal(self.included),
-            "used": format_decimal(self.used),
-            "period": {"start": format_timestamp(self.period_start), "end": format_timestamp(self.period_end)},
-            "created_at": format_timestamp(self.created_at),
-        }
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            **self.payload(),
-            "status": self.status,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "delivered_at": None if self.delivered_at is None else format_timestamp(self.delivered_at),
-            "next_attempt_at": None if self.next_attempt_at is None else format_timestamp(self.next_attempt_at),
-        }
+        data = self.to_json_dict()
+        return {name: data[name] for name in WEBHOOK_FIELDS}
 
 
 def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> None:
@@ -79,7 +78,7 @@ def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> No
         value
         for a in alerts
         for value in (
-            a.tenant_id, a.metric, to_naive_utc(a.period_start), a.threshold, to_naive_utc(a.period_end),
+            a.tenant_id, a.metric, to_naive_utc(a.period.start), a.threshold_percent, to_naive_utc(a.period.end),
             a.included, a.used, to_naive_utc(a.created_at), to_naive_utc(a.created_at),
         )
     ]
@@ -97,12 +96,14 @@ def _naive_or_none(moment: datetime | None) -> datetime | None:
 
 
 def _alert(row: Sequence[Any]) -> Alert:
+    period = Period(from_naive_utc(row[2]), from_naive_utc(row[3]))
+    threshold_percent = Decimal(row[4])
     return Alert(
+        alert_id=alert_id(row[0], row[1], period, threshold_percent),
         tenant_id=row[0],
         metric=row[1],
-        period_start=from_naive_utc(row[2]),
-        period_end=from_naive_utc(row[3]),
-        threshold=Decimal(row[4]),
+        period=period,
+        threshold_percent=threshold_percent,
         included=Decimal(row[5]),
         used=Decimal(row[6]),
         created_at=from_naive_utc(row[7]),
@@ -145,7 +146,7 @@ def due_alerts(
 
 
 def _key(alert: Alert) -> list[Any]:
-    return [alert.tenant_id, alert.metric, to_naive_utc(alert.period_start), alert.threshold]
+    return [alert.tenant_id, alert.metric, to_naive_utc(alert.period.start), alert.threshold_percent]
 
 
 _WHERE_KEY = "WHERE tenant_id = ? AND metric = ? AND period_start = ? AND threshold = ?"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Annotated, Sequence
 
 import duckdb
+from pydantic import Field
 
 from usage_metering.schemas import ValidationError
+from usage_metering.schemas.wire import JsonShape, Timestamp
 
 from .timeutil import from_naive_utc, utc_now_naive
 
@@ -22,6 +24,20 @@ class DeadLetter:
     offset: int | None = None
 
 
+@dataclass(frozen=True)
+class StoredDeadLetter(JsonShape):
+    """A dead letter as listed: `raw` as UTF-8 text (undecodable bytes replaced)."""
+
+    id: int
+    received_at: Timestamp
+    source: Annotated[str, Field(description="kafka, http or import")]
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    raw: str
+    reason: str
+
+
 def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLetter]) -> None:
     if not letters:
         return
@@ -33,23 +49,17 @@ def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLe
     )
 
 
-def list_dead_letters(cursor: duckdb.DuckDBPyConnection, limit: int = 100) -> list[dict[str, Any]]:
+def list_dead_letters(cursor: duckdb.DuckDBPyConnection, limit: int = 100) -> list[StoredDeadLetter]:
     rows = cursor.execute(
         'SELECT id, received_at, source, topic, partition, "offset", raw, reason '
         "FROM dead_letters ORDER BY id DESC LIMIT ?",
         [limit],
     ).fetchall()
     return [
-        {
-            "id": row[0],
-            "received_at": from_naive_utc(row[1]).isoformat().replace("+00:00", "Z"),
-            "source": row[2],
-            "topic": row[3],
-            "partition": row[4],
-            "offset": row[5],
-            "raw": bytes(row[6]).decode("utf-8", "replace"),
-            "reason": row[7],
-        }
+        StoredDeadLetter(
+            row[0], from_naive_utc(row[1]), row[2], row[3], row[4], row[5], bytes(row[6]).decode("utf-8", "replace"),
+            row[7],
+        )
         for row in rows
     ]
 

@@ -9,45 +9,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import duckdb
+from pydantic import Field
+
+from usage_metering.schemas.wire import Identifier, JsonShape, Timestamp
 
 from .timeutil import from_naive_utc, to_naive_utc
 
 _COLUMNS = "key_id, name, scope, tenant_id, key_hash, created_at, revoked_at"
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
-class ApiKey:
+class ApiKey(JsonShape):
     """One stored key. `created_at`/`revoked_at` are aware UTC datetimes."""
 
-    key_id: str
+    key_id: Annotated[str, Field(pattern="^[0-9a-f]{16}$")]
     name: str
-    scope: str  # 'admin' or 'tenant'
-    tenant_id: str | None
-    key_hash: str
-    created_at: datetime
-    revoked_at: datetime | None = None
+    scope: Literal["admin", "tenant"]
+    tenant_id: Identifier | None
+    created_at: Timestamp
+    revoked_at: Timestamp | None = None
+    key_hash: Annotated[str, Field(exclude=True)] = ""  # never shown, so a key read over HTTP has none
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """The public view: everything but the hash."""
-        return {
-            "key_id": self.key_id,
-            "name": self.name,
-            "scope": self.scope,
-            "tenant_id": self.tenant_id,
-            "created_at": _iso(self.created_at),
-            "revoked_at": _iso(self.revoked_at),
-        }
 
 
 def _from_row(row: tuple[Any, ...]) -> ApiKey:
