@@ -7,6 +7,7 @@ import csv
 import io
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import cache
 from datetime import date
 from typing import Annotated, Any, AsyncIterator, Callable, Literal, TypeVar
 
@@ -260,8 +261,8 @@ async def healthz(_request: Request) -> Response:
     return typed_response(Health())
 
 
-async def openapi(request: Request) -> Response:
-    return JSONResponse(request.app.state.openapi)
+async def openapi(_request: Request) -> Response:
+    return JSONResponse(openapi_document())
 
 
 _TENANT = path_param("tenant_id", Identifier, "The tenant", "tenant_acme")
@@ -364,12 +365,12 @@ def create_app(metering: Metering, *, close_on_shutdown: bool = True) -> Starlet
     routes = [op.route() for op in OPERATIONS] + DASHBOARD_ROUTES  # the dashboard's static page is not in the API
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.metering = metering
-    app.state.openapi = openapi_document()
     app.add_middleware(AuthMiddleware, metering=metering)  # API keys; see auth.py
     install_observability(app, metering)  # metrics observer, readiness checks, X-Request-ID
     return app
 
 
+@cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of these routes (the event schema comes from the event definition)."""
     event = {k: v for k, v in event_json_schema().items() if not k.startswith("$")}

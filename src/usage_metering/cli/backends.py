@@ -12,14 +12,19 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import click
+from click.core import ParameterSource
 
 from usage_metering.metering import NotFoundError
 from usage_metering.schemas import ValidationError
 
-from .common import EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, CliError
+from .common import EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, CliError, root_options
+
 
 def dumps_exact(value: Any) -> str:
     """JSON text in which Decimals stay exact numbers (json.dumps would need floats)."""
@@ -30,8 +35,6 @@ def dumps_exact(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(dumps_exact(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
-
-
 
 
 class LocalBackend:
@@ -297,3 +300,19 @@ def _required_id(data: Any, field: str) -> str:
     if not isinstance(data, Mapping):
         raise ValidationError(None, "must be a JSON object", "invalid_type")
     return check_id(field, data.get(field)) or ""
+
+
+@contextmanager
+def open_backend(ctx: click.Context) -> Iterator[Any]:
+    """HTTP when --url is given, else the library on the --db file (closed afterwards)."""
+    options = root_options(ctx)
+    if options["url"]:
+        if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
+            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
+                           "own window applies (set it on its serve command)", EXIT_INVALID)
+        yield HttpBackend(HttpClient(options["url"], options["api_key"]))
+        return
+    from usage_metering.metering import Metering
+
+    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
+        yield LocalBackend(metering)

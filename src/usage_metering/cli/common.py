@@ -15,12 +15,10 @@ Exit codes:
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from usage_metering.metering import NotFoundError
 from usage_metering.schemas import ValidationError
@@ -73,24 +71,6 @@ def output_format() -> str:
 def require_file_mode(ctx: click.Context, command: str) -> None:
     if root_options(ctx)["url"]:
         raise CliError(f"{command} works on the database file (--db), not with --url", EXIT_INVALID)
-
-
-@contextmanager
-def open_backend(ctx: click.Context) -> Iterator[Any]:
-    """HTTP when --url is given, else the library on the --db file (closed afterwards)."""
-    from .backends import HttpBackend, HttpClient, LocalBackend
-
-    options = root_options(ctx)
-    if options["url"]:
-        if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
-            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
-                           "own window applies (set it on its serve command)", EXIT_INVALID)
-        yield HttpBackend(HttpClient(options["url"], options["api_key"]))
-        return
-    from usage_metering.metering import Metering
-
-    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
-        yield LocalBackend(metering)
 
 
 log_format_option = click.option(

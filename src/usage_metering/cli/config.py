@@ -9,7 +9,8 @@ import click
 from usage_metering.metering import NotFoundError
 from usage_metering.schemas import Aggregation
 
-from .common import load_json, open_backend
+from .backends import open_backend
+from .common import load_json
 from .output import METRIC_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS, emit, emit_plan
 
 

@@ -22,8 +22,8 @@ from usage_metering.schemas import ValidationError, batch_summary
 from usage_metering.store import DeadLetter
 from usage_metering.store.dead_letters import dead_letter_reason
 
-from .backends import LocalBackend
-from .common import EXIT_FAILED, EXIT_INVALID, CliError, open_backend, output_format
+from .backends import LocalBackend, open_backend
+from .common import EXIT_FAILED, EXIT_INVALID, CliError, output_format
 from .output import RECORD_COLUMNS, SUMMARY_COLUMNS, emit
 
 RECORD_CHUNK = 1000  # events per ingest batch (and per HTTP batch request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import open_backend
+from .backends import open_backend
 from .output import KEY_COLUMNS, emit
 
 @click.group()

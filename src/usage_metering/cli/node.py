@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
+from .backends import open_backend
 from .common import (
     log_format_option,
     log_level_option,
-    open_backend,
     require_file_mode,
     root_options,
     webhook_secret_option,

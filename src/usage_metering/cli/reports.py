@@ -8,7 +8,8 @@ import click
 
 from usage_metering.reports.pricing import CSV_COLUMNS
 
-from .common import open_backend, output_format, period_option
+from .backends import open_backend
+from .common import output_format, period_option
 from .output import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
