@@ -118,7 +118,6 @@ class _Batch:
 
 @dataclass
 class _Committed:
-    offsets: dict[PartitionKey, int]
     dead_letters: list[DeadLetter]
     dead_letter_keys: list[bytes | None]
     records: int
@@ -347,13 +346,21 @@ class KafkaIngestConsumer:
         """Per owned partition of `topic`: end offset minus the next offset stored in DuckDB.
 
         End offsets are refreshed by the consumer loop at most every ~1 s.
+        Partitions whose end offset is not known yet (just assigned) are left out:
+        an unknown lag is not a zero lag.
         """
         with self._lock:
             return {
-                partition: max(0, self._end_offsets.get((topic, partition), stored or 0) - (stored or 0))
+                partition: max(0, self._end_offsets[(topic, partition)] - (stored or 0))
                 for (topic, partition), stored in self._stored.items()
-                if topic == self.topic
+                if topic == self.topic and (topic, partition) in self._end_offsets
             }
+
+    def lag_known(self) -> bool:
+        """True once partitions are assigned and the end offset of every one of them is known."""
+        with self._lock:
+            owned = [key for key in self._stored if key[0] == self.topic]
+            return bool(owned) and all(key in self._end_offsets for key in owned)
 
     def assigned_partitions(self) -> list[int]:
         """The partitions this member owns now (empty until the group assigned some)."""
@@ -412,6 +419,7 @@ class KafkaIngestConsumer:
                 self._stored[(tp.topic, tp.partition)] = offset
         if from_start:
             self._consumer.seek_to_beginning(*from_start)
+        self._housekeeping_at = 0.0  # learn the new partitions' end offsets (their lag) on the next loop
         log.info(
             "assigned %s; resuming from DuckDB offsets %s (from the beginning: %s)",
             sorted(tp.partition for tp in assigned),
@@ -482,10 +490,6 @@ class KafkaIngestConsumer:
     def _finish_one(self, future: Future[_Committed]) -> None:
         committed = future.result()  # re-raises a failed DuckDB commit: run() stops
         self._in_flight.popleft()
-        with self._lock:
-            for key, offset in committed.offsets.items():
-                if key in self._stored:  # still ours
-                    self._stored[key] = offset
         stats = self.stats
         stats.records += committed.records
         stats.recorded += committed.recorded
@@ -523,9 +527,12 @@ class KafkaIngestConsumer:
         except BaseException as exc:
             self._writer_failed = exc
             raise
+        with self._lock:  # as soon as readers can see the batch, lag() stops counting it
+            for key, offset in batch.offsets.items():
+                if key in self._stored:  # still ours
+                    self._stored[key] = offset
         statuses = [outcome.status for outcome in outcomes]
         return _Committed(
-            offsets=dict(batch.offsets),
             dead_letters=batch.dead_letters + blocked_letters,
             dead_letter_keys=batch.dead_letter_keys + blocked_keys,
             records=batch.records,

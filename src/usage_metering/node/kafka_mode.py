@@ -44,7 +44,7 @@ class KafkaMode:
         self._last_commit_at = lambda: consumer.last_commit_at or metering.last_commit_at
         observability = app.state.observability
         observability.set_lag_source(consumer.lag)
-        observability.add_readiness_check("kafka partitions assigned", lambda: bool(consumer.assigned_partitions()))
+        observability.add_readiness_check("kafka partitions assigned, lag known", consumer.lag_known)
         observability.add_readiness_check("kafka consumer running", lambda: self.failure is None)
         app.state.freshness = self.freshness
         self._thread.start()
@@ -59,10 +59,11 @@ class KafkaMode:
             log.exception("Kafka consumer stopped")
 
     def freshness(self) -> dict[str, Any]:
-        lag = self.consumer.lag() if self.consumer is not None else {}
+        """`consumer_lag` is None (left out of answers) until every owned partition's lag is known."""
+        known = self.consumer is not None and self.consumer.lag_known()
         return {
             "as_of": self._last_commit_at() or datetime.now(timezone.utc),
-            "consumer_lag": sum(lag.values()),
+            "consumer_lag": sum(self.consumer.lag().values()) if known else None,
         }
 
     def stop(self) -> None:
