@@ -18,13 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from contextlib import contextmanager
+import httpx
+
+from usage_metering import MeteringClient
 
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, median, verdict
 from .loadgen import LoadResult, build_request, run_in_process
@@ -62,12 +64,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _http(method: str, port: int, path: str, body: object | None = None) -> tuple[int, object]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.status, json.loads(response.read() or b"null")
+def _client(port: int) -> MeteringClient:
+    return MeteringClient(f"http://{HOST}:{port}", timeout=30)
 
 
 @contextmanager
@@ -82,9 +80,10 @@ def running_server(db_path: Path, profile_out: str = "") -> Iterator[Server]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _http("GET", port, "/healthz")[0] == 200:
-                    break
-            except OSError:
+                with _client(port) as client:
+                    if client.http.get("/healthz").status_code == 200:
+                        break
+            except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
@@ -150,12 +149,13 @@ PLAN = {
 
 def setup_catalog(port: int) -> None:
     """A plan with a BLOCK quota (so ingest runs the quota check) and TENANTS tenants on it."""
-    _http("PUT", port, f"/api/plans/{PLAN['plan_id']}", PLAN)
     metrics = {"api_calls": "SUM", "storage_gb": "MAX", "active_users": "UNIQUE_COUNT", "compute_minutes": "SUM"}
-    for name, aggregation in metrics.items():
-        _http("PUT", port, f"/api/metrics/{name}", {"name": name, "aggregation": aggregation})
-    for t in range(TENANTS):
-        _http("PUT", port, f"/api/tenants/tenant-{t:04d}", {"name": f"T{t}", "plan_id": PLAN["plan_id"]})
+    with _client(port) as client:
+        client.save_plan(PLAN)
+        for name, aggregation in metrics.items():
+            client.define_metric({"name": name, "aggregation": aggregation})
+        for t in range(TENANTS):
+            client.save_tenant({"tenant_id": f"tenant-{t:04d}", "name": f"T{t}", "plan_id": PLAN["plan_id"]})
 
 
 # -- running and reporting -----------------------------------------------------------------
@@ -266,7 +266,8 @@ def wrk_cross_check(seconds: int = 5) -> str | None:
         return None
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp, running_server(Path(tmp) / "w.duckdb") as server:
         setup_catalog(server.port)
-        _http("POST", server.port, "/api/events", {"tenant_id": "tenant-0000", "metric": "api_calls", "quantity": 1})
+        with _client(server.port) as client:
+            client.record({"tenant_id": "tenant-0000", "metric": "api_calls", "quantity": 1})
         out = subprocess.run([wrk, "-t1", "-c16", f"-d{seconds}s", "--latency",
                               f"http://{HOST}:{server.port}/api/quota/tenant-0000/api_calls"],
                              capture_output=True, text=True, timeout=seconds + 30)

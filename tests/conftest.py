@@ -15,7 +15,7 @@ if str(_TESTS_DIR) not in sys.path:
 
 # -- HTTP end-to-end: a real metering server process on a real DuckDB file -------------
 
-from http_client import ServerProcess, serving  # noqa: E402
+from nodes import InProcessNode, ServerProcess, serving  # noqa: E402
 
 
 @pytest.fixture
@@ -37,3 +37,10 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     """
     directory = tmp_path_factory.mktemp("shared-server")
     yield from serving(ServerProcess(directory / "metering.duckdb", demo=True))
+
+
+@pytest.fixture(scope="module")
+def app_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNode]:
+    """The HTTP app in-process (demo data on) for a whole test module; tests use unique tenant ids."""
+    with InProcessNode(tmp_path_factory.mktemp("app-node") / "metering.duckdb", demo=True) as node:
+        yield node

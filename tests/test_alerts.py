@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from http_client import ServerProcess
+from nodes import ServerProcess
 from usage_metering.cli import cli
 from usage_metering.consumer.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from http_client import ServerProcess
+from nodes import ServerProcess
 from usage_metering.cli import cli
 from usage_metering.metering import Metering
 

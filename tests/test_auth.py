@@ -17,9 +17,11 @@ from typing import Any, Iterator
 
 import duckdb
 import pytest
-from http_client import SRC_DIR, ServerProcess, request
+from nodes import SRC_DIR, InProcessNode, Node, ServerProcess, request, serving
 
 from usage_metering import Metering
+from usage_metering.client import MeteringHttpError
+from usage_metering.schemas import EventStatus
 from usage_metering.access import Principal, hash_token, key_id_of, new_token
 from usage_metering.api.auth import bearer_token
 
@@ -63,16 +65,16 @@ def assert_error(response: Response, status: int, code: str | None = None) -> di
 
 
 class Keyed:
-    """The running server plus the tokens made for it before it started."""
+    """A node (in-process, or a real server process) plus the tokens made for it before it started."""
 
-    def __init__(self, server: ServerProcess, tokens: dict[str, str], key_ids: dict[str, str]) -> None:
-        self.server = server
+    def __init__(self, node: Node, tokens: dict[str, str], key_ids: dict[str, str]) -> None:
+        self.node = node
         self.tokens = tokens
         self.key_ids = key_ids
 
     def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> Response:
         headers = bearer(self.tokens[key]) if key else {}
-        return self.server.request(method, path, headers=headers, **kwargs)
+        return self.node.request(method, path, headers=headers, **kwargs)
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
         status, _headers, body = self.call(method, path, "admin", **kwargs)
@@ -82,10 +84,15 @@ class Keyed:
     def usage_value(self, tenant: str) -> str:
         return self.admin("GET", f"/api/usage/{tenant}/{METRIC}")["value"]
 
+    def seed(self) -> Keyed:
+        for tenant in (TENANT_A, TENANT_B):
+            self.admin("PUT", f"/api/tenants/{tenant}", json_body={"name": tenant})
+            self.admin("POST", "/api/events", json_body=event(tenant, SEEDED[tenant], user_id="seed"))
+        return self
 
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
-    db_path = tmp_path_factory.mktemp("auth") / "metering.duckdb"
+
+def make_keys(db_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(tokens, key ids) by label: three made with the library, one with the CLI."""
     tokens: dict[str, str] = {}
     key_ids: dict[str, str] = {}
     with Metering.open(db_path) as metering:
@@ -102,22 +109,30 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     assert "shown only once" in made.stderr
     tokens["cli_admin"] = json.loads(made.stdout)["token"]
     key_ids["cli_admin"] = json.loads(made.stdout)["key_id"]
-
-    server = ServerProcess(db_path, demo=False)
-    try:
-        server.start()
-        keyed = Keyed(server, tokens, key_ids)
-        for tenant in (TENANT_A, TENANT_B):
-            keyed.admin("PUT", f"/api/tenants/{tenant}", json_body={"name": tenant})
-            keyed.admin("POST", "/api/events", json_body=event(tenant, SEEDED[tenant], user_id="seed"))
-        yield keyed
-        server.stop()
-    finally:
-        server.close()
+    return tokens, key_ids
 
 
-def test_the_server_logs_that_authentication_is_on(keyed: Keyed) -> None:
-    assert "authentication is on" in keyed.server.output()
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
+    """The auth matrices: the app in-process."""
+    db_path = tmp_path_factory.mktemp("auth") / "metering.duckdb"
+    tokens, key_ids = make_keys(db_path)
+    with InProcessNode(db_path, demo=False) as node:
+        yield Keyed(node, tokens, key_ids).seed()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
+    """The same keys on a real server process: for the CLI and MeteringClient over a socket."""
+    db_path = tmp_path_factory.mktemp("auth-server") / "metering.duckdb"
+    tokens, key_ids = make_keys(db_path)
+    for server in serving(ServerProcess(db_path, demo=False)):
+        yield Keyed(server, tokens, key_ids).seed()
+
+
+def test_the_server_logs_that_authentication_is_on(keyed_server: Keyed) -> None:
+    assert isinstance(keyed_server.node, ServerProcess)
+    assert "authentication is on" in keyed_server.node.output()
 
 
 def test_probes_stay_open(keyed: Keyed) -> None:
@@ -141,7 +156,7 @@ def test_probes_stay_open(keyed: Keyed) -> None:
 def test_requests_without_a_valid_key_get_401_and_record_nothing(
     keyed: Keyed, headers: dict[str, str], code: str
 ) -> None:
-    srv = keyed.server
+    srv = keyed.node
     assert_error(srv.request("POST", "/api/events", json_body=event(TENANT_A, 100), headers=headers), 401, code)
     batch = {"events": [event(TENANT_A, 100), event(TENANT_B, 100)]}
     assert_error(srv.request("POST", "/api/events/batch", json_body=batch, headers=headers), 401, code)
@@ -155,7 +170,7 @@ def test_requests_without_a_valid_key_get_401_and_record_nothing(
 
 def test_a_real_key_id_with_a_wrong_secret_is_refused(keyed: Keyed) -> None:
     forged = f"um_{keyed.key_ids['a']}_{'x' * 43}"
-    assert_error(keyed.server.request("POST", "/api/events", json_body=event(TENANT_A, 100), headers=bearer(forged)),
+    assert_error(keyed.node.request("POST", "/api/events", json_body=event(TENANT_A, 100), headers=bearer(forged)),
                  401, "invalid_key")
     assert keyed.usage_value(TENANT_A) == str(SEEDED[TENANT_A])
 
@@ -245,21 +260,36 @@ def test_admin_key_can_do_everything(keyed: Keyed) -> None:
     assert {TENANT_A, TENANT_B, "auth_tenant_c"} <= {i["tenant_id"] for i in invoices}
     batch = {"events": [event(TENANT_A, 1, event_id="admin-1"), event("auth_tenant_c", 1, event_id="admin-2")]}
     assert keyed.admin("POST", "/api/events/batch", json_body=batch)["recorded"] == 2
-    # The key made with the CLI works too, and the CLI works over --url with it.
+    # The key made with the CLI works too.
     assert keyed.call("GET", "/api/keys", "cli_admin")[0] == 200
-    listed = cli("--url", keyed.server.url, "--api-key", keyed.tokens["cli_admin"], "--format", "json", "keys", "list")
+
+
+def test_cli_over_http_with_keys(keyed_server: Keyed) -> None:
+    url = keyed_server.node.url
+    listed = cli("--url", url, "--api-key", keyed_server.tokens["cli_admin"], "--format", "json", "keys", "list")
     assert listed.returncode == 0, listed.stderr
-    assert {k["key_id"] for k in json.loads(listed.stdout)} == set(keyed.key_ids.values())
+    assert {k["key_id"] for k in json.loads(listed.stdout)} == set(keyed_server.key_ids.values())
     assert all("token" not in k and "key_hash" not in k for k in json.loads(listed.stdout))
-
-
-def test_cli_over_http_needs_an_admin_key(keyed: Keyed) -> None:
-    refused = cli("--url", keyed.server.url, "--api-key", keyed.tokens["a"], "keys", "list")
+    refused = cli("--url", url, "--api-key", keyed_server.tokens["a"], "keys", "list")
     assert refused.returncode == 1 and "admin key" in refused.stderr, refused.stderr
-    anonymous = cli("--url", keyed.server.url, "usage", TENANT_A, METRIC)
+    anonymous = cli("--url", url, "usage", TENANT_A, METRIC)
     assert anonymous.returncode == 1 and "API key is required" in anonymous.stderr, anonymous.stderr
-    own = cli("--url", keyed.server.url, "--api-key", keyed.tokens["a"], "--format", "json", "usage", TENANT_A, METRIC)
+    own = cli("--url", url, "--api-key", keyed_server.tokens["a"], "--format", "json", "usage", TENANT_A, METRIC)
     assert own.returncode == 0 and json.loads(own.stdout)["tenant_id"] == TENANT_A, own.stderr
+
+
+def test_metering_client_over_a_socket_with_keys(keyed_server: Keyed) -> None:
+    assert isinstance(keyed_server.node, ServerProcess)
+    with keyed_server.node.client(keyed_server.tokens["a"]) as own:
+        result = own.record(event(TENANT_A, 2, user_id="client"))
+        assert result.status == EventStatus.RECORDED and result.event_id
+        assert own.usage(TENANT_A, METRIC).value == SEEDED[TENANT_A] + 2
+        with pytest.raises(MeteringHttpError) as refused:
+            own.usage(TENANT_B, METRIC)
+        assert (refused.value.status, refused.value.code) == (403, "forbidden")
+    with keyed_server.node.client() as anonymous, pytest.raises(MeteringHttpError) as missing:
+        anonymous.quota(TENANT_A, METRIC)
+    assert (missing.value.status, missing.value.code) == (401, "missing_key")
 
 
 def test_revoked_key_fails_at_once(keyed: Keyed) -> None:
@@ -281,7 +311,7 @@ def test_keys_created_over_http_work_and_bad_ones_are_refused(keyed: Keyed) -> N
     status, _h, created = keyed.call("POST", "/api/keys", "admin", json_body={"name": "http c", "scope": "tenant",
                                                                                 "tenant_id": "auth_tenant_c"})
     assert status == 201 and created["token"].startswith(f"um_{created['key_id']}_")
-    assert keyed.server.request("GET", "/api/usage/auth_tenant_c", headers=bearer(created["token"]))[0] == 200
+    assert keyed.node.request("GET", "/api/usage/auth_tenant_c", headers=bearer(created["token"]))[0] == 200
     keyed.key_ids["http_c"] = created["key_id"]
     for body, field in (
         ({"name": "x", "scope": "root"}, "scope"),
@@ -315,9 +345,11 @@ def test_every_route_with_a_body_has_a_size_limit(keyed: Keyed) -> None:
     assert_error(keyed.call("POST", "/api/events/batch", "admin", json_body=too_many), 413, "batch_too_large")
 
 
-def test_only_the_hash_of_a_token_is_stored(keyed: Keyed) -> None:
-    keyed.server.stop()
-    db_path = keyed.server.db_path
+def test_only_the_hash_of_a_token_is_stored(keyed_server: Keyed) -> None:
+    keyed = keyed_server
+    assert isinstance(keyed.node, ServerProcess)
+    keyed.node.stop()
+    db_path = keyed.node.db_path
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         rows = con.execute("SELECT key_id, key_hash, * FROM api_keys").fetchall()

@@ -1,8 +1,10 @@
-"""End-to-end: a real server process, a real DuckDB file, plain HTTP over a socket.
+"""The HTTP API on a real DuckDB file: in-process for the answers, a real server process for the rest.
 
-Most tests share one module-scoped server (`shared_server`) and keep out of each
-other's way with unique tenant and plan ids; the restart tests get their own
-(`server`) because they stop and restart it.
+The report, pricing and 4xx matrices share one in-process app (`app_node`,
+Starlette's TestClient); the quick-start routes, concurrent posts and streamed
+bodies go over a socket to one module-scoped server process (`shared_server`);
+the restart tests get their own (`server`) because they stop and restart it.
+All keep out of each other's way with unique tenant and plan ids.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from http_client import ServerProcess
+from jsonschema import Draft202012Validator
+from nodes import InProcessNode, Node, ServerProcess
+
+from usage_metering.client import exact_json
 
 Response = tuple[int, dict[str, str], Any]
 
@@ -43,25 +48,25 @@ def dec(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def post_event(srv: ServerProcess, **event: Any) -> Response:
+def post_event(srv: Node, **event: Any) -> Response:
     return srv.request("POST", "/api/events", json_body=event)
 
 
-def record(srv: ServerProcess, **event: Any) -> dict[str, Any]:
+def record(srv: Node, **event: Any) -> dict[str, Any]:
     body = ok(post_event(srv, **event))
     assert body["status"] == "recorded", body
     return body
 
 
-def usage(srv: ServerProcess, tenant: str, metric: str, query: str = "") -> dict[str, Any]:
+def usage(srv: Node, tenant: str, metric: str, query: str = "") -> dict[str, Any]:
     return ok(srv.request("GET", f"/api/usage/{tenant}/{metric}{query}"))
 
 
-def quota(srv: ServerProcess, tenant: str, metric: str) -> dict[str, Any]:
+def quota(srv: Node, tenant: str, metric: str) -> dict[str, Any]:
     return ok(srv.request("GET", f"/api/quota/{tenant}/{metric}"))
 
 
-def invoice(srv: ServerProcess, tenant: str, **extra: Any) -> dict[str, Any]:
+def invoice(srv: Node, tenant: str, **extra: Any) -> dict[str, Any]:
     body = ok(srv.request("POST", "/api/billing-report", json_body={"tenant_id": tenant, **extra}))
     assert len(body["invoices"]) == 1, body
     result: dict[str, Any] = body["invoices"][0]
@@ -93,11 +98,11 @@ def assert_error(response: Response, status: int, field: str | None = None, *, c
     return error
 
 
-def put_plan(srv: ServerProcess, plan_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+def put_plan(srv: Node, plan_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     return ok(srv.request("PUT", f"/api/plans/{plan_id}", json_body=plan))
 
 
-def put_tenant(srv: ServerProcess, tenant_id: str, plan_id: str, anchor: int = 1) -> dict[str, Any]:
+def put_tenant(srv: Node, tenant_id: str, plan_id: str, anchor: int = 1) -> dict[str, Any]:
     body = ok(
         srv.request(
             "PUT",
@@ -164,8 +169,8 @@ def test_quick_start_compat_routes(shared_server: ServerProcess) -> None:
 
 # -- batch ---------------------------------------------------------------------------------
 
-def test_batch_mixed_valid_and_invalid(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_batch_mixed_valid_and_invalid(app_node: InProcessNode) -> None:
+    srv = app_node
     tenant = uid("batch")
     now = datetime.now(timezone.utc)
     events: list[Any] = [
@@ -324,8 +329,8 @@ def test_concurrent_duplicates_counted_once(shared_server: ServerProcess) -> Non
 
 # -- overage policies --------------------------------------------------------------------------
 
-def test_overage_policies_block_charge_notify(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_overage_policies_block_charge_notify(app_node: InProcessNode) -> None:
+    srv = app_node
     plan_id, tenant = uid("plan_pol"), uid("pol")
     plan = put_plan(
         srv,
@@ -418,8 +423,8 @@ def graduated(overage: Decimal, tiers: list[tuple[Decimal | None, Decimal]]) -> 
     return amount
 
 
-def test_graduated_tiers_and_csv(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_graduated_tiers_and_csv(app_node: InProcessNode) -> None:
+    srv = app_node
     plan_id, tenant = uid("plan_tier"), uid("tier")
     tiers = [(Decimal(50), Decimal("0.10")), (Decimal(150), Decimal("0.05")), (None, Decimal("0.01"))]
     put_plan(
@@ -486,8 +491,8 @@ def test_graduated_tiers_and_csv(shared_server: ServerProcess) -> None:
 
 # -- periods -------------------------------------------------------------------------------------
 
-def test_period_range_and_daily(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_period_range_and_daily(app_node: InProcessNode) -> None:
+    srv = app_node
     tenant = uid("period")
     now = datetime.now(timezone.utc)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -546,8 +551,8 @@ def test_period_range_and_daily(shared_server: ServerProcess) -> None:
 
 # -- top users and tenant usage ----------------------------------------------------------------------
 
-def test_top_users_ordering_and_limit(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_top_users_ordering_and_limit(app_node: InProcessNode) -> None:
+    srv = app_node
     tenant = uid("top")
     per_user = {"ann": [5, 5], "bob": [30], "cid": [1, 1, 1], "dee": [12, "0.5"], "eve": ["7.25"]}
     events = [
@@ -572,8 +577,8 @@ def test_top_users_ordering_and_limit(shared_server: ServerProcess) -> None:
     assert_error(srv.request("GET", f"/api/top-users/{tenant}/calls?limit=0"), 422, "limit")
 
 
-def test_tenant_usage_lists_all_metrics(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_tenant_usage_lists_all_metrics(app_node: InProcessNode) -> None:
+    srv = app_node
     tenant = uid("all")
     sent = {"alpha": [Decimal("1.5"), Decimal("2")], "beta": [Decimal(7)], "gamma": [Decimal("0.001")] * 3}
     for metric, quantities in sent.items():
@@ -590,7 +595,7 @@ def test_tenant_usage_lists_all_metrics(shared_server: ServerProcess) -> None:
 
 # -- restart and crash ----------------------------------------------------------------------------------
 
-def _snapshot(srv: ServerProcess, tenant: str) -> dict[str, Any]:
+def _snapshot(srv: Node, tenant: str) -> dict[str, Any]:
     return {
         "usage": usage(srv, tenant, "calls"),
         "usage_all": ok(srv.request("GET", f"/api/usage/{tenant}")),
@@ -676,8 +681,8 @@ def test_sigkill_after_ack_loses_nothing(server: ServerProcess) -> None:
 
 # -- bad input -------------------------------------------------------------------------------------------
 
-def test_bad_inputs_answer_4xx_and_lose_nothing(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_bad_inputs_answer_4xx_and_lose_nothing(app_node: InProcessNode) -> None:
+    srv = app_node
     tenant, metric = uid("bad"), "calls"
     record(srv, tenant_id=tenant, metric=metric, quantity="3.5", event_id="good-1")
     record(srv, tenant_id=tenant, metric=metric, quantity=4, event_id="good-2")
@@ -772,8 +777,8 @@ def test_bad_inputs_answer_4xx_and_lose_nothing(shared_server: ServerProcess) ->
 
 # -- plan versions and OpenAPI ----------------------------------------------------------------------------
 
-def test_plan_versioning(shared_server: ServerProcess) -> None:
-    srv = shared_server
+def test_plan_versioning(app_node: InProcessNode) -> None:
+    srv = app_node
     plan_id = uid("plan_ver")
 
     def definition(price: str) -> dict[str, Any]:
@@ -805,8 +810,8 @@ def test_plan_versioning(shared_server: ServerProcess) -> None:
     assert dec(line(bill, "calls")["amount"]) == money(Decimal(4) * Decimal("0.75"))
 
 
-def test_openapi_document(shared_server: ServerProcess) -> None:
-    status, headers, body = shared_server.request("GET", "/openapi.json")
+def test_openapi_document(app_node: InProcessNode) -> None:
+    status, headers, body = app_node.request("GET", "/openapi.json")
     assert status == 200 and headers["content-type"].startswith("application/json")
     assert isinstance(body, dict)
     assert str(body.get("openapi", "")).startswith("3.")
@@ -826,5 +831,45 @@ def test_openapi_document(shared_server: ServerProcess) -> None:
         assert path in paths, path
         assert method in paths[path], (path, sorted(paths[path]))
     # every documented path is served (not a 404 route miss)
-    probe = shared_server.request("GET", "/api/usage/tenant_acme/api_calls")
+    probe = app_node.request("GET", "/api/usage/tenant_acme/api_calls")
     assert probe[0] == 200
+
+
+def documented_validator(document: dict[str, Any], path: str, method: str, status: int) -> Any:
+    """A jsonschema validator for the answer `document` promises for (path, method, status)."""
+    answer = document["paths"][path][method]["responses"][str(status)]
+    schema = {**answer["content"]["application/json"]["schema"], "components": document["components"]}
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def test_answers_match_the_documented_schemas(app_node: InProcessNode) -> None:
+    document = ok(app_node.request("GET", "/openapi.json"))
+    tenant = uid("schema")
+    put_tenant(app_node, tenant, "pro")
+    blocked_event = {"tenant_id": "tenant_globex", "metric": "api_calls", "quantity": 10**9}
+    calls = [  # (method, documented path, concrete path, body, expected status)
+        ("post", "/api/events", "/api/events", {"tenant_id": tenant, "metric": "api_calls", "quantity": "2.5"}, 200),
+        ("post", "/api/events", "/api/events", blocked_event, 429),
+        ("post", "/api/events", "/api/events", {"tenant_id": tenant, "metric": "api_calls"}, 422),
+        ("post", "/api/events/batch", "/api/events/batch",
+         {"events": [{"tenant_id": tenant, "metric": "api_calls", "quantity": 1}, {"tenant_id": tenant}]}, 200),
+        ("get", "/api/usage/{tenant_id}/{metric}", f"/api/usage/{tenant}/api_calls?daily=true", None, 200),
+        ("get", "/api/usage/{tenant_id}/{metric}", "/api/usage/nobody_here/api_calls", None, 404),
+        ("get", "/api/usage/{tenant_id}", f"/api/usage/{tenant}", None, 200),
+        ("get", "/api/quota/{tenant_id}/{metric}", f"/api/quota/{tenant}/api_calls", None, 200),
+        ("get", "/api/top-users/{tenant_id}/{metric}", f"/api/top-users/{tenant}/api_calls?limit=0", None, 422),
+        ("get", "/api/top-users/{tenant_id}/{metric}", f"/api/top-users/{tenant}/api_calls", None, 200),
+        ("post", "/api/billing-report", "/api/billing-report", {"tenant_id": tenant}, 200),
+        ("get", "/api/plans", "/api/plans", None, 200),
+        ("get", "/api/tenants/{tenant_id}", f"/api/tenants/{tenant}", None, 200),
+        ("get", "/api/metrics", "/api/metrics", None, 200),
+        ("get", "/api/dead-letters", "/api/dead-letters", None, 200),
+        ("get", "/api/alerts", "/api/alerts", None, 200),
+        ("get", "/healthz", "/healthz", None, 200),
+    ]
+    for method, documented, concrete, body, status in calls:
+        got, _headers, answer = app_node.request(method.upper(), concrete, json_body=body)
+        assert got == status, (concrete, got, answer)
+        data = json.loads(exact_json(answer))  # Decimals (parsed exactly) back to JSON numbers' types
+        errors = [e.message for e in documented_validator(document, documented, method, status).iter_errors(data)]
+        assert errors == [], (concrete, status, errors)

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from http_client import ServerProcess, free_port, request, serving
+from nodes import ServerProcess, free_port, request, serving
 from usage_metering.api.app import create_app
 from usage_metering.api.metrics import PrometheusMetrics
 from usage_metering.schemas import EventStatus

@@ -9,7 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from http_client import free_port, request, wait_until_serving
+from nodes import free_port, request, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """Usage Metering: deduplicated usage events in DuckDB, per-plan quotas, billing reports."""
 
-from .metering import EventResult, Metering, NotFoundError
-from .schemas import ValidationError
+from .client import MeteringClient
+from .metering import EventResult, Metering
+from .schemas import NotFoundError, ValidationError
 
-__all__ = ["EventResult", "Metering", "NotFoundError", "ValidationError"]
+__all__ = ["EventResult", "Metering", "MeteringClient", "NotFoundError", "ValidationError"]
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from .schemas import (
     EventResult,
     EventStatus,
     MetricDefinition,
+    NotFoundError,
     Period,
     Plan,
     Tenant,
@@ -59,15 +60,6 @@ class EventPublisher(Protocol):
     def publish(self, events: Sequence[UsageEvent]) -> Future[None]:
         """Resolves once every event is durably accepted, or fails."""
         ...
-
-
-class NotFoundError(LookupError):
-    """An unknown tenant, plan or metric; `kind` names which."""
-
-    def __init__(self, kind: str, identifier: str) -> None:
-        super().__init__(f"unknown {kind} {identifier!r}")
-        self.kind = kind
-        self.identifier = identifier
 
 
 def _blocked_detail(quota: QuotaExceeded) -> ErrorDetail:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-from http_client import ServerProcess
+from nodes import ServerProcess
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:

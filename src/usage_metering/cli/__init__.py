@@ -7,7 +7,7 @@ Every command works two ways with the same output:
 - against a running node over HTTP (``--url http://HOST:PORT``, optionally
   ``--api-key``), since DuckDB allows one writer process per file.
 
-One module per command group; `common` (errors, options, backend choice) and
+One module per command group; `common` (errors, options, the library or its HTTP client) and
 `output` (JSON, CSV, tables) are the bottom they all build on. Exit codes are
 listed in `common`.
 """

@@ -1,4 +1,4 @@
-"""The bottom of the command line: errors and exit codes, shared options, and which backend a command talks to.
+"""The bottom of the command line: errors and exit codes, shared options, and what a command talks to.
 
 Exit codes:
 
@@ -15,14 +15,20 @@ Exit codes:
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
+from click.core import ParameterSource
 
-from usage_metering.metering import NotFoundError
-from usage_metering.schemas import ValidationError
+from usage_metering.client import MeteringHttpError, MeteringUnreachable
+from usage_metering.schemas import NotFoundError, ValidationError
 from usage_metering.store.database import StoreLockedError
+
+if TYPE_CHECKING:
+    from usage_metering.client import MeteringClient
+    from usage_metering.metering import Metering
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -49,6 +55,11 @@ class MeteringGroup(click.Group):
             raise CliError(str(error), EXIT_FAILED) from None
         except StoreLockedError as error:
             raise CliError(str(error), EXIT_FAILED) from None
+        except MeteringUnreachable as error:
+            raise CliError(str(error), EXIT_UNAVAILABLE) from None
+        except MeteringHttpError as error:  # 401/403 and 409 are refusals; 5xx (but a held file) is the node failing
+            failed = error.status >= 500 and error.code != "store_locked"
+            raise CliError(str(error), EXIT_UNAVAILABLE if failed else EXIT_FAILED) from None
 
 
 def load_json(text: str, what: str) -> Any:
@@ -66,6 +77,28 @@ def root_options(ctx: click.Context) -> dict[str, Any]:
 
 def output_format() -> str:
     return root_options(click.get_current_context())["format"]
+
+
+@contextmanager
+def open_metering(ctx: click.Context) -> Iterator[Metering | MeteringClient]:
+    """The node over HTTP when --url is given, else the library on the --db file (closed afterwards).
+
+    Both have the same methods and return types, so a command works the same either way.
+    """
+    options = root_options(ctx)
+    if options["url"]:
+        if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
+            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
+                           "own window applies (set it on its serve command)", EXIT_INVALID)
+        from usage_metering.client import MeteringClient
+
+        with MeteringClient(options["url"], api_key=options["api_key"]) as client:
+            yield client
+        return
+    from usage_metering.metering import Metering
+
+    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
+        yield metering
 
 
 def require_file_mode(ctx: click.Context, command: str) -> None:

@@ -6,12 +6,11 @@ from typing import IO, Any, Mapping
 
 import click
 
-from usage_metering.metering import NotFoundError
+from usage_metering.schemas import NotFoundError
 from usage_metering.schemas import Aggregation
 
-from .backends import open_backend
-from .common import load_json
-from .output import METRIC_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS, emit, emit_plan
+from .common import load_json, open_metering
+from .output import METRIC_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS, as_json, emit, emit_plan
 
 
 @click.group()
@@ -23,8 +22,8 @@ def plans() -> None:
 @click.pass_context
 def plans_list(ctx: click.Context) -> None:
     """The current version of every plan."""
-    with open_backend(ctx) as backend:
-        items = backend.plans()
+    with open_metering(ctx) as metering:
+        items = as_json(metering.plans())
     rows = [{**p, "metrics": ",".join(m["metric"] for m in p.get("metrics", []))} for p in items]
     emit(items, rows, PLAN_COLUMNS)
 
@@ -35,8 +34,8 @@ def plans_list(ctx: click.Context) -> None:
 @click.pass_context
 def plans_show(ctx: click.Context, plan_id: str, version: int | None) -> None:
     """One plan with its metrics, quotas and prices."""
-    with open_backend(ctx) as backend:
-        plan = backend.plan(plan_id, version)
+    with open_metering(ctx) as metering:
+        plan = as_json(metering.plan(plan_id, version))
     emit_plan(plan)
 
 
@@ -46,8 +45,8 @@ def plans_show(ctx: click.Context, plan_id: str, version: int | None) -> None:
 def plans_set(ctx: click.Context, plan_file: IO[str]) -> None:
     """Create a plan from a JSON file ('-' = stdin), or a new version if it changed."""
     data = load_json(plan_file.read(), getattr(plan_file, "name", "the plan file"))
-    with open_backend(ctx) as backend:
-        plan = backend.save_plan(data)
+    with open_metering(ctx) as metering:
+        plan = as_json(metering.save_plan(data))
     emit_plan(plan)
 
 
@@ -65,8 +64,8 @@ def tenants() -> None:
 @click.pass_context
 def tenants_list(ctx: click.Context) -> None:
     """Every tenant."""
-    with open_backend(ctx) as backend:
-        items = backend.tenants()
+    with open_metering(ctx) as metering:
+        items = as_json(metering.tenants())
     emit(items, items, TENANT_COLUMNS)
 
 
@@ -75,8 +74,8 @@ def tenants_list(ctx: click.Context) -> None:
 @click.pass_context
 def tenants_show(ctx: click.Context, tenant_id: str) -> None:
     """One tenant."""
-    with open_backend(ctx) as backend:
-        tenant = backend.tenant(tenant_id)
+    with open_metering(ctx) as metering:
+        tenant = as_json(metering.tenant(tenant_id))
     emit(tenant, [tenant], TENANT_COLUMNS)
 
 
@@ -93,12 +92,12 @@ def tenants_set(
 ) -> None:
     """Create a tenant, or change the given fields of an existing one."""
     changes = {"name": name, "plan_id": plan_id, "billing_anchor_day": anchor_day, "webhook_url": webhook_url}
-    with open_backend(ctx) as backend:
+    with open_metering(ctx) as metering:
         try:
-            current = backend.tenant(tenant_id)
+            current = as_json(metering.tenant(tenant_id))
         except NotFoundError:
             current = {"tenant_id": tenant_id}
-        tenant = backend.save_tenant(with_changes(current, changes))
+        tenant = as_json(metering.save_tenant(with_changes(current, changes)))
     emit(tenant, [tenant], TENANT_COLUMNS)
 
 
@@ -111,8 +110,8 @@ def metrics() -> None:
 @click.pass_context
 def metrics_list(ctx: click.Context) -> None:
     """Every defined metric (undefined metrics aggregate with SUM)."""
-    with open_backend(ctx) as backend:
-        items = backend.metrics()
+    with open_metering(ctx) as metering:
+        items = as_json(metering.metrics())
     emit(items, items, METRIC_COLUMNS)
 
 
@@ -131,7 +130,7 @@ def metrics_define(
 ) -> None:
     """Define a metric, or change the given fields of an existing one."""
     changes = {"aggregation": aggregation.upper() if aggregation else None, "unit": unit, "description": description}
-    with open_backend(ctx) as backend:
-        current = next((m for m in backend.metrics() if m["name"] == name), {"name": name})
-        metric = backend.define_metric(with_changes(current, changes))
+    with open_metering(ctx) as metering:
+        current = next((as_json(m) for m in metering.metrics() if m.name == name), {"name": name})
+        metric = as_json(metering.define_metric(with_changes(current, changes)))
     emit(metric, [metric], METRIC_COLUMNS)

@@ -18,13 +18,14 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, Typ
 
 import click
 
+from usage_metering.client import MeteringClient
+from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError, batch_summary
 from usage_metering.store import DeadLetter
 from usage_metering.store.dead_letters import dead_letter_reason
 
-from .backends import LocalBackend, open_backend
-from .common import EXIT_FAILED, EXIT_INVALID, CliError, output_format
-from .output import RECORD_COLUMNS, SUMMARY_COLUMNS, emit
+from .common import EXIT_FAILED, EXIT_INVALID, CliError, open_metering, output_format
+from .output import RECORD_COLUMNS, SUMMARY_COLUMNS, as_json, emit
 
 RECORD_CHUNK = 1000  # events per ingest batch (and per HTTP batch request)
 CSV_REQUIRED = ("tenant_id", "metric", "quantity")
@@ -117,8 +118,8 @@ def record(
     optional = {"user_id": user_id, "event_id": event_id, "timestamp": timestamp,
                 "properties": _parse_properties(properties)}
     event.update({k: v for k, v in optional.items() if v is not None})
-    with open_backend(ctx) as backend:
-        result = backend.record(event)
+    with open_metering(ctx) as metering:
+        result = as_json(metering.record(event))
     if result["status"] == "blocked":
         message = (result.get("error") or {}).get("message", "blocked by the quota")
         raise CliError(f"event {result.get('event_id')} blocked: {message}", EXIT_FAILED)
@@ -177,26 +178,25 @@ def _rejected(error: ValidationError) -> dict[str, Any]:
     return {"event_id": None, "status": "rejected", "error": error.as_dict()}
 
 
-def import_batch(backend: Any, rows: Sequence[Row], source: str) -> list[dict[str, Any]]:
-    """Record one chunk; a result per row in order. Locally, rejected rows become dead letters
-    (source 'import', topic = the file, offset = the line) in the same commit as the events."""
+def import_batch(metering: Metering | MeteringClient, rows: Sequence[Row], source: str) -> list[dict[str, Any]]:
+    """Record one chunk; a result per row in order. On the file (not over HTTP), rejected rows
+    become dead letters (source 'import', topic = the file, offset = the line) in the same commit."""
     valid = [row for row in rows if not isinstance(row[2], ValidationError)]
-    if isinstance(backend, LocalBackend):
+    events = [row[2] for row in valid]
+    if isinstance(metering, Metering):
         malformed = [_import_letter(source, row, row[2]) for row in rows if isinstance(row[2], ValidationError)]
-        results = iter(
-            result.to_json_dict()
-            for result in backend.metering.record_events(
-                [row[2] for row in valid],
-                dead_letter_for=lambda index, error: _import_letter(source, valid[index], error),
-                dead_letters=malformed,
-            )
+        recorded = metering.record_events(
+            events,
+            dead_letter_for=lambda index, error: _import_letter(source, valid[index], error),
+            dead_letters=malformed,
         )
     else:
-        results = iter(backend.record_batch([row[2] for row in valid]) if valid else [])
+        recorded = metering.record_events(events)
+    results = iter(as_json(recorded))
     return [_rejected(row[2]) if isinstance(row[2], ValidationError) else next(results) for row in rows]
 
 
-def import_rows(backend: Any, rows: Iterator[Row], source: str) -> dict[str, Any]:
+def import_rows(metering: Metering | MeteringClient, rows: Iterator[Row], source: str) -> dict[str, Any]:
     """Import in chunks: the batch summary and, per error code, how many and the first lines."""
     statuses: list[str] = []
     reasons: dict[str, dict[str, Any]] = {}
@@ -212,7 +212,7 @@ def import_rows(backend: Any, rows: Iterator[Row], source: str) -> dict[str, Any
                 group["lines"].append(line)
 
     for chunk in chunked(rows, RECORD_CHUNK):
-        for (line, _raw, _data), result in zip(chunk, import_batch(backend, chunk, source)):
+        for (line, _raw, _data), result in zip(chunk, import_batch(metering, chunk, source)):
             note(line, result)
     return {**batch_summary(statuses), "reasons": reasons}
 
@@ -221,12 +221,12 @@ def _reader(fmt: str) -> Callable[[IO[str], Callable[[int], None]], Iterator[Row
     return read_csv_rows if fmt == "csv" else read_json_lines
 
 
-def _import_stream(backend: Any, stream: IO[str], fmt: str, source: str, size: int | None) -> dict[str, Any]:
+def _import_stream(metering: Metering | MeteringClient, stream: IO[str], fmt: str, source: str, size: int | None) -> dict[str, Any]:
     """Import with a progress bar on stderr when the size is known (a file, not stdin)."""
     if not size:
-        return import_rows(backend, _reader(fmt)(stream, lambda _n: None), source)
+        return import_rows(metering, _reader(fmt)(stream, lambda _n: None), source)
     with click.progressbar(length=size, label="Importing events", file=sys.stderr) as bar:
-        return import_rows(backend, _reader(fmt)(stream, bar.update), source)
+        return import_rows(metering, _reader(fmt)(stream, bar.update), source)
 
 
 @click.command("import")
@@ -245,13 +245,13 @@ def import_command(ctx: click.Context, file: Path, fmt: str | None) -> None:
     """
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     newline = "" if fmt == "csv" else None
-    with open_backend(ctx) as backend:
+    with open_metering(ctx) as metering:
         if str(file) == "-":
             stream = click.open_file("-", encoding="utf-8")
-            summary = _import_stream(backend, stream, fmt, "stdin", None)
+            summary = _import_stream(metering, stream, fmt, "stdin", None)
         else:
             with file.open("r", encoding="utf-8", newline=newline) as stream:
-                summary = _import_stream(backend, stream, fmt, file.name, file.stat().st_size)
+                summary = _import_stream(metering, stream, fmt, file.name, file.stat().st_size)
     emit(summary, [summary], SUMMARY_COLUMNS)
     if output_format() != "json":
         for code, group in summary["reasons"].items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .backends import open_backend
-from .output import KEY_COLUMNS, emit
+from .common import open_metering
+from .output import KEY_COLUMNS, as_json, emit
 
 @click.group()
 def keys() -> None:
@@ -19,8 +19,9 @@ def keys() -> None:
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, scope: str, tenant_id: str | None) -> None:
     """Create a key and print its token: the only time it is shown (only a hash is stored)."""
-    with open_backend(ctx) as backend:
-        key = backend.create_key(name, scope, tenant_id)
+    with open_metering(ctx) as metering:
+        created, token = metering.create_api_key(name, scope, tenant_id)
+        key = {**as_json(created), "token": token}
     emit(key, [key], (*KEY_COLUMNS, "token"))
     click.echo("Store this token now: it is shown only once and cannot be recovered.", err=True)
 
@@ -29,8 +30,8 @@ def keys_create(ctx: click.Context, name: str, scope: str, tenant_id: str | None
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
     """Every key, revoked ones included (never the tokens)."""
-    with open_backend(ctx) as backend:
-        items = backend.keys()
+    with open_metering(ctx) as metering:
+        items = as_json(metering.list_api_keys())
     emit(items, items, KEY_COLUMNS)
 
 
@@ -39,6 +40,6 @@ def keys_list(ctx: click.Context) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key: requests with it fail from now on."""
-    with open_backend(ctx) as backend:
-        key = backend.revoke_key(key_id)
+    with open_metering(ctx) as metering:
+        key = as_json(metering.revoke_api_key(key_id))
     emit(key, [key], KEY_COLUMNS)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from .backends import open_backend
 from .common import (
     log_format_option,
     log_level_option,
+    open_metering,
     require_file_mode,
     root_options,
     webhook_secret_option,
@@ -59,6 +59,8 @@ def serve(
 def init_demo_command(ctx: click.Context) -> None:
     """Create the demo metrics, plans and tenants and record sample events (safe to repeat)."""
     require_file_mode(ctx, "init-demo")
-    with open_backend(ctx) as backend:
-        counts = backend.init_demo()
+    from usage_metering.node.demo import init_demo
+
+    with open_metering(ctx) as metering:
+        counts = init_demo(metering)
     emit(counts, [counts], SUMMARY_COLUMNS)

@@ -10,9 +10,18 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from usage_metering.schemas.wire import to_json_data
+
 from .common import output_format
 
 TABLE_CELL_MAX = 80
+
+
+def as_json(value: Any) -> Any:
+    """A library result (or a list of them) as its JSON shape: what `--format json` prints, what rows are made of."""
+    if isinstance(value, list):
+        return [to_json_data(item) for item in value]
+    return to_json_data(value)
 
 
 def _cell(value: Any, none: str) -> str:

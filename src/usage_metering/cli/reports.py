@@ -6,10 +6,9 @@ from datetime import date, datetime
 
 import click
 
-from usage_metering.reports.pricing import CSV_COLUMNS
+from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 
-from .backends import open_backend
-from .common import output_format, period_option
+from .common import open_metering, output_format, period_option
 from .output import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
@@ -17,6 +16,7 @@ from .output import (
     REPORT_TABLE_COLUMNS,
     TOP_USER_COLUMNS,
     USAGE_COLUMNS,
+    as_json,
     emit,
     flat_period,
 )
@@ -51,12 +51,12 @@ def usage(
     if daily and metric is None:
         raise click.UsageError("--daily needs a METRIC")
     window = {"period": period, "start": _day(start), "end": _day(end)}
-    with open_backend(ctx) as backend:
+    with open_metering(ctx) as metering:
         if metric is None:
-            summaries = backend.usage_all(tenant_id, **window)
+            summaries = as_json(metering.usage_all(tenant_id, **window).metrics)
             emit(summaries, [flat_period(s) for s in summaries], USAGE_COLUMNS)
             return
-        summary = backend.usage(tenant_id, metric, **window, daily=daily)
+        summary = as_json(metering.usage(tenant_id, metric, **window, daily=daily))
     if not daily:
         emit(summary, [flat_period(summary)], USAGE_COLUMNS)
         return
@@ -75,8 +75,8 @@ def usage(
 @click.pass_context
 def quota(ctx: click.Context, tenant_id: str, metric: str) -> None:
     """Usage of METRIC in the current period against the tenant's plan quota."""
-    with open_backend(ctx) as backend:
-        status = backend.quota(tenant_id, metric)
+    with open_metering(ctx) as metering:
+        status = as_json(metering.quota(tenant_id, metric))
     emit(status, [flat_period(status)], QUOTA_COLUMNS)
 
 
@@ -90,11 +90,12 @@ def report(ctx: click.Context, tenant_id: str | None, period: str | None) -> Non
     CSV has one row per base fee, line item and total (amounts add up per invoice).
     """
     output = output_format()
-    with open_backend(ctx) as backend:
-        if output == "json":
-            emit(backend.billing_report(tenant_id, period), [], CSV_COLUMNS)
-            return
-        rows = backend.billing_rows(tenant_id, period)
+    with open_metering(ctx) as metering:
+        invoices = metering.billing_report(tenant_id, period)
+    if output == "json":
+        emit(as_json(invoices), [], CSV_COLUMNS)
+        return
+    rows = invoice_csv_rows(invoices)
     emit(None, rows, CSV_COLUMNS if output == "csv" else REPORT_TABLE_COLUMNS)
 
 
@@ -106,8 +107,8 @@ def report(ctx: click.Context, tenant_id: str | None, period: str | None) -> Non
 @click.pass_context
 def top_users_command(ctx: click.Context, tenant_id: str, metric: str, limit: int, period: str | None) -> None:
     """A tenant's heaviest users of METRIC in the current (or given) period."""
-    with open_backend(ctx) as backend:
-        users = backend.top_users(tenant_id, metric, limit, period)
+    with open_metering(ctx) as metering:
+        users = as_json(metering.top_users(tenant_id, metric, limit=limit, period=period).users)
     emit(users, users, TOP_USER_COLUMNS)
 
 
@@ -116,8 +117,8 @@ def top_users_command(ctx: click.Context, tenant_id: str, metric: str, limit: in
 @click.pass_context
 def dead_letters(ctx: click.Context, limit: int) -> None:
     """Input that could not become an event, with the reason (newest first)."""
-    with open_backend(ctx) as backend:
-        letters = backend.dead_letters(limit)
+    with open_metering(ctx) as metering:
+        letters = as_json(metering.dead_letters(limit))
     emit(letters, letters, DEAD_LETTER_COLUMNS)
 
 
@@ -128,6 +129,6 @@ def dead_letters(ctx: click.Context, limit: int) -> None:
 @click.pass_context
 def alerts(ctx: click.Context, tenant_id: str | None, status: str | None, limit: int) -> None:
     """Quota alerts: thresholds crossed per period, and whether their webhook was delivered."""
-    with open_backend(ctx) as backend:
-        items = backend.alerts(tenant_id, status, limit)
+    with open_metering(ctx) as metering:
+        items = as_json(metering.alerts(tenant_id, status, limit))
     emit(items, [flat_period(a) for a in items], ALERT_COLUMNS)

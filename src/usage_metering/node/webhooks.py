@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import os
@@ -28,7 +27,8 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+
+import httpx
 
 from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError
@@ -112,10 +112,8 @@ def alert_body(alert: Alert) -> bytes:
     return json.dumps(alert.payload(), separators=(",", ":"), sort_keys=True).encode()
 
 
-def post_signed(url: str, body: bytes, secret: str, timeout: float) -> int:
+def post_signed(http: httpx.Client, url: str, body: bytes, secret: str) -> int:
     """POST `body` once; return the 2xx status or raise DeliveryError. Redirects are not followed."""
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
@@ -123,19 +121,13 @@ def post_signed(url: str, body: bytes, secret: str, timeout: float) -> int:
         TIMESTAMP_HEADER: timestamp,
         SIGNATURE_HEADER: sign(secret, timestamp, body),
     }
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
     try:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-    except (OSError, http.client.HTTPException) as error:
+        response = http.post(url, content=body, headers=headers)
+    except httpx.HTTPError as error:
         raise DeliveryError(f"{type(error).__name__}: {error}") from None
-    finally:
-        connection.close()
-    if not 200 <= response.status < 300:
-        raise DeliveryError(f"HTTP {response.status}")
-    return response.status
+    if not response.is_success:
+        raise DeliveryError(f"HTTP {response.status_code}")
+    return response.status_code
 
 
 class WebhookDispatcher:
@@ -146,9 +138,12 @@ class WebhookDispatcher:
         self.settings = settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=settings.timeout_seconds, follow_redirects=False)
 
     def start(self) -> WebhookDispatcher:
         if self._thread is None:
+            if self._http.is_closed:  # started again after a stop
+                self._http = httpx.Client(timeout=self.settings.timeout_seconds, follow_redirects=False)
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
             self._thread.start()
@@ -160,6 +155,7 @@ class WebhookDispatcher:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            self._http.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -181,7 +177,7 @@ class WebhookDispatcher:
 
     def _attempt(self, alert: Alert, url: str) -> int:
         try:
-            post_signed(url, alert_body(alert), self.settings.secret, self.settings.timeout_seconds)
+            post_signed(self._http, url, alert_body(alert), self.settings.secret)
         except DeliveryError as error:
             delay = self.settings.retry_delay(alert.attempts + 1)
             retry_at = self.metering.clock() + timedelta(seconds=delay)

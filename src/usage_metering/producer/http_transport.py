@@ -1,14 +1,13 @@
 """The HTTP transport: batches of events to `POST {url}/api/events/batch`.
 
-Standard library only. One background thread sends batches in order over one
-keep-alive connection. Event ids are fixed before the first attempt, so
+One background thread sends batches in order through one httpx client (a
+keep-alive connection). Event ids are fixed before the first attempt, so
 resending a batch whose response was lost is safe: the service answers
 "duplicate" for events it already has, which counts as delivered.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import threading
@@ -17,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from usage_metering.schemas import UsageEvent
 
@@ -27,7 +28,8 @@ from .events import encode_event
 BATCH_PATH = "/api/events/batch"
 MAX_BACKOFF_SECONDS = 30.0
 DELIVERED = frozenset({"recorded", "duplicate"})
-_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# What a kept-alive connection the server had closed fails with: worth one immediate retry.
+_STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class HttpStatusError(Exception):
@@ -78,22 +80,20 @@ class HttpUsageProducer(BaseUsageProducer):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be http(s)://host[:port][/prefix], got {url!r}")
         self.url = url
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path.rstrip("/") + BATCH_PATH
+        self._batch_url = url.rstrip("/") + BATCH_PATH
         self._batch_size = batch_size
         self._linger = linger_seconds
         self._max_retries = max_retries
         self._backoff = backoff_seconds
-        self._timeout = timeout
-        self._headers = {
+        headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": "usage-metering-producer",
         }
         if api_key is not None:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(headers=headers, timeout=timeout)
+        self._answered = 0  # requests answered on this client: a later failure may be a stale connection
 
         self._tracker = DeliveryTracker(on_error)
         self._cond = threading.Condition()
@@ -103,7 +103,6 @@ class HttpUsageProducer(BaseUsageProducer):
         self._done_through = -1  # every event up to this token is settled
         self._closing = False
         self._abort = threading.Event()  # close timed out: stop retrying
-        self._connection: http.client.HTTPConnection | None = None
         self._thread = threading.Thread(target=self._run, name="usage-metering-http-producer", daemon=True)
         self._thread.start()
 
@@ -162,7 +161,7 @@ class HttpUsageProducer(BaseUsageProducer):
                     self._done_through = batch[-1].token
                     self._cond.notify_all()
         finally:
-            self._drop_connection()
+            self._http.close()
             with self._cond:  # release any flush() waiting on a thread that stopped
                 self._done_through = self._last_token
                 self._cond.notify_all()
@@ -197,10 +196,10 @@ class HttpUsageProducer(BaseUsageProducer):
         stale_retry_used = False
         while True:
             retry_after: float | None = None
-            reused = self._connection is not None
+            reused = self._answered > 0
             try:
                 status, retry_after_header, data = self._post(body)
-            except (OSError, http.client.HTTPException) as exc:
+            except httpx.TransportError as exc:
                 error: Exception = exc
                 if reused and not stale_retry_used and isinstance(exc, _STALE_CONNECTION_ERRORS):
                     # A kept-alive connection the server had closed: retry at once.
@@ -235,28 +234,9 @@ class HttpUsageProducer(BaseUsageProducer):
         return min(delay, MAX_BACKOFF_SECONDS)
 
     def _post(self, body: bytes) -> tuple[int, str | None, bytes]:
-        connection = self._connection or self._connect()
-        self._connection = connection
-        try:
-            connection.request("POST", self._path, body=body, headers=self._headers)
-            response = connection.getresponse()
-            data = response.read()
-        except BaseException:
-            self._drop_connection()
-            raise
-        if response.will_close:
-            self._drop_connection()
-        return response.status, response.getheader("Retry-After"), data
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._scheme == "https":
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-
-    def _drop_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        response = self._http.post(self._batch_url, content=body)
+        self._answered += 1
+        return response.status_code, response.headers.get("Retry-After"), response.content
 
     def _settle(self, batch: list[_Queued], results: dict[int, dict[str, Any]]) -> None:
         for index, item in enumerate(batch):

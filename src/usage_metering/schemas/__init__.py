@@ -1,7 +1,7 @@
 """Event, metric and plan formats: one definition each, with validation."""
 
 from .aggregate import AggregateState, UsageTotals
-from .errors import ValidationError
+from .errors import NotFoundError, ValidationError
 from .event import (
     DEFAULT_LATE_WINDOW,
     EVENT_SCHEMA_VERSION,
@@ -31,7 +31,7 @@ from .status import ErrorDetail, EventResult, EventStatus, batch_summary
 __all__ = [
     "AggregateState", "Aggregation", "DEFAULT_LATE_WINDOW", "EVENT_SCHEMA_VERSION", "ErrorDetail", "EventResult", "EventStatus", "MetricDefinition",
     "OveragePolicy", "Period", "Plan", "PlanMetric", "PriceTier", "Tenant", "UsageEvent", "UsageTotals",
-    "ValidationError", "batch_summary", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
+    "NotFoundError", "ValidationError", "batch_summary", "check_id", "event_json_schema", "format_decimal", "format_timestamp",
     "parse_amount", "parse_event", "parse_metric_definition", "parse_period_label",
     "parse_plan", "parse_quantity", "parse_tenant", "parse_timestamp_value",
     "period_containing", "period_starting_in", "previous_period", "uuid7",

@@ -18,3 +18,12 @@ class ValidationError(ValueError):
 
     def as_dict(self) -> dict[str, str | None]:
         return {"code": self.code, "message": self.message, "field": self.field}
+
+
+class NotFoundError(LookupError):
+    """An unknown tenant, plan or metric; `kind` names which."""
+
+    def __init__(self, kind: str, identifier: str) -> None:
+        super().__init__(f"unknown {kind} {identifier!r}")
+        self.kind = kind
+        self.identifier = identifier

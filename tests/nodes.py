@@ -1,14 +1,15 @@
-"""A real metering server in a subprocess, and a tiny standard-library HTTP client.
+"""The node under test: a real server process on a real DuckDB file, or the same app in-process.
 
-Used by the end-to-end tests: `ServerProcess` runs
-`usage_metering.node.server.run_server(...)` in a fresh Python process (with
-`src/` on PYTHONPATH) on a real DuckDB file, and `request()` talks to it over a
-socket with `http.client`. No third-party dependencies.
+`ServerProcess` runs `usage_metering.node.server.run_server(...)` in a fresh
+Python process (with `src/` on PYTHONPATH) and is talked to over a socket.
+`InProcessNode` serves `create_app(...)` through Starlette's TestClient, for
+the auth and 4xx matrices where a process per test buys nothing. Both answer
+`request()` with the same (status, lower-cased headers, body) triple, and
+`client()` gives the library's `MeteringClient` on either.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -17,15 +18,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
+
+import httpx
+from starlette.testclient import TestClient
+
+from usage_metering import Metering, MeteringClient
+from usage_metering.api.app import create_app
+from usage_metering.client import exact_json
+from usage_metering.node.demo import init_demo
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 60.0
+
+Answer = tuple[int, dict[str, str], Any]
 
 
 def free_port() -> int:
@@ -35,54 +45,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)  # exact: sent as decimal text, which the API accepts
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def request(
+def call(
+    http: httpx.Client,
     method: str,
     url: str,
     json_body: Any = None,
     raw_body: bytes | str | None = None,
     headers: dict[str, str] | None = None,
-    timeout: float = REQUEST_TIMEOUT_SECONDS,
-) -> tuple[int, dict[str, str], Any]:
-    """One HTTP request on a new connection -> (status, lower-cased headers, body).
+) -> Answer:
+    """One request -> (status, lower-cased headers, body).
 
-    The body is parsed as JSON (numbers with a fraction as Decimal) when the
-    response says application/json, else returned as text.
+    A JSON body is sent with exact Decimals; the answer is parsed as JSON
+    (fractions as Decimal) when it says application/json, else returned as text.
     """
-    parts = urllib.parse.urlsplit(url)
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
     send_headers = dict(headers or {})
-    body: bytes | None = None
+    content: bytes | str | None = raw_body
     if json_body is not None:
-        body = json.dumps(json_body, default=_json_default).encode()
+        content = exact_json(json_body)
         send_headers.setdefault("Content-Type", "application/json")
-    elif raw_body is not None:
-        body = raw_body.encode() if isinstance(raw_body, str) else raw_body
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        try:
-            conn.request(method, path, body=body, headers=send_headers)
-        except (BrokenPipeError, ConnectionResetError):
-            # The server may answer (e.g. 413) and close before reading the whole
-            # body; its answer can still be waiting in the socket.
-            pass
-        response = conn.getresponse()
-        data = response.read()
-        response_headers = {k.lower(): v for k, v in response.getheaders()}
-        status = response.status
-    finally:
-        conn.close()
-    text = data.decode("utf-8", errors="replace")
-    if response_headers.get("content-type", "").startswith("application/json"):
-        return status, response_headers, json.loads(text, parse_float=Decimal)
-    return status, response_headers, text
+    response = http.request(method, url, content=content, headers=send_headers)
+    answer_headers = {name.lower(): value for name, value in response.headers.items()}
+    if answer_headers.get("content-type", "").startswith("application/json"):
+        return response.status_code, answer_headers, json.loads(response.text, parse_float=Decimal)
+    return response.status_code, answer_headers, response.text
+
+
+def request(method: str, url: str, timeout: float = REQUEST_TIMEOUT_SECONDS, **options: Any) -> Answer:
+    """`call` on a fresh connection (for one-off requests to a URL)."""
+    with httpx.Client(timeout=timeout) as http:
+        return call(http, method, url, **options)
+
+
+class Answering:
+    """`request()` on the node's httpx client `http` (a socket, or Starlette's TestClient)."""
+
+    http: httpx.Client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        raw_body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        return call(self.http, method, path, json_body=json_body, raw_body=raw_body, headers=headers)
 
 
 def wait_until_serving(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -92,13 +99,13 @@ def wait_until_serving(base_url: str, process: subprocess.Popen[bytes], timeout:
         try:
             if request("GET", f"{base_url}/healthz")[0] == 200:
                 return
-        except OSError:
+        except httpx.TransportError:
             pass
         assert process.poll() is None and time.monotonic() < deadline, "server did not start"
         time.sleep(0.2)
 
 
-class ServerProcess:
+class ServerProcess(Answering):
     """`run_server(db_path, port=port, demo=demo, **options)` in a subprocess, ready when /healthz answers.
 
     `options` are more keyword arguments for `run_server` (literals: they are
@@ -115,6 +122,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="metering-server-", suffix=".log", delete=False)
+        self.http = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_SECONDS)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -146,7 +154,7 @@ class ServerProcess:
                 status, _headers, body = request("GET", f"{self.url}/healthz", timeout=2)
                 if status == 200 and isinstance(body, dict) and body.get("status") == "ok":
                     return self
-            except OSError:
+            except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 self.kill()
@@ -178,6 +186,7 @@ class ServerProcess:
         """Teardown: make sure the process is gone (kill if still running) and drop the log."""
         if self.process is not None and self.process.poll() is None:
             self.kill()
+        self.http.close()
         self._log.close()
         try:
             os.unlink(self._log.name)
@@ -202,15 +211,8 @@ class ServerProcess:
 
     # -- convenience -----------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        json_body: Any = None,
-        raw_body: bytes | str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], Any]:
-        return request(method, f"{self.url}{path}", json_body=json_body, raw_body=raw_body, headers=headers)
+    def client(self, api_key: str | None = None) -> MeteringClient:
+        return MeteringClient(self.url, api_key=api_key)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -227,3 +229,31 @@ def serving(process: ServerProcess) -> Iterator[ServerProcess]:
         process.stop()
     finally:
         process.close()
+
+
+class InProcessNode(Answering):
+    """The node's HTTP app on a real DuckDB file, served in-process by Starlette's TestClient."""
+
+    def __init__(self, db_path: str | Path, demo: bool = True, **options: Any) -> None:
+        self.db_path = Path(db_path)
+        self.metering = Metering.open(self.db_path, **options)
+        if demo:
+            init_demo(self.metering)
+        self.app = create_app(self.metering)
+        self.http = TestClient(self.app, raise_server_exceptions=False)
+
+    def client(self, api_key: str | None = None) -> MeteringClient:
+        return MeteringClient("http://testserver", api_key=api_key, http=TestClient(self.app))
+
+    def close(self) -> None:
+        self.http.close()
+        self.metering.close()
+
+    def __enter__(self) -> InProcessNode:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+Node = ServerProcess | InProcessNode
