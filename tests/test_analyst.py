@@ -8,6 +8,8 @@ read-only from this process while the node keeps running.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -301,6 +303,33 @@ def test_snapshot_is_readable_while_the_node_runs_and_follows_new_events(node: S
     assert post_batch(node, [event("snapb", i, "3") for i in range(20)])["recorded"] == 20
     wait_for(lambda: query_snapshot(snapshot, "SELECT count(*) FROM events WHERE tenant_id = 'snapb'") == [(20,)])
     assert query_snapshot(snapshot, counted) == [(50, total)]
+
+
+def duckdb_cli() -> Path:
+    """The `duckdb` command from PyPI's duckdb-cli (what analysts install), next to this interpreter."""
+    command = Path(sys.executable).parent / "duckdb"
+    assert command.exists(), "duckdb-cli is a test dependency: pip install -e '.[test]'"
+    return command
+
+
+def test_the_duckdb_cli_analysts_install_reads_the_snapshot_and_the_stopped_nodes_file(
+    node: ServerProcess, tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "node.snapshot.duckdb"
+    assert post_batch(node, [event("clia", i, "0.125") for i in range(8)])["recorded"] == 8
+    wait_for(lambda: query_snapshot(snapshot, "SELECT count(*) FROM events WHERE tenant_id = 'clia'") == [(8,)])
+    sql = ("SELECT count(*) AS n, CAST(sum(quantity) AS VARCHAR) AS total, "
+           "(SELECT CAST(sum(quantity_sum) AS VARCHAR) FROM usage_daily WHERE tenant_id = 'clia') AS daily "
+           "FROM events WHERE tenant_id = 'clia'")
+    expected = [{"n": 8, "total": "1.000000000", "daily": "1.000000000"}]
+    for path in (snapshot, None):
+        if path is None:  # the node's own file, once the node has stopped
+            node.stop()
+            path = tmp_path / "node.duckdb"
+        shown = subprocess.run([str(duckdb_cli()), "-readonly", "-json", str(path), "-c", sql],
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == expected, shown.stdout
 
 
 def test_node_keeps_answering_while_snapshots_happen_and_each_is_consistent(node: ServerProcess, tmp_path: Path) -> None:

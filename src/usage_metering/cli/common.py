@@ -24,7 +24,7 @@ from click.core import ParameterSource
 
 from usage_metering.client import MeteringHttpError, MeteringUnreachable
 from usage_metering.schemas import NotFoundError, ValidationError
-from usage_metering.store.database import StoreLockedError
+from usage_metering.store import NewerFileFormatError, StoreLockedError
 
 if TYPE_CHECKING:
     from usage_metering.client import MeteringClient
@@ -53,7 +53,7 @@ class MeteringGroup(click.Group):
             raise CliError(str(error), EXIT_INVALID) from None
         except NotFoundError as error:
             raise CliError(str(error), EXIT_FAILED) from None
-        except StoreLockedError as error:
+        except (StoreLockedError, NewerFileFormatError) as error:
             raise CliError(str(error), EXIT_FAILED) from None
         except MeteringUnreachable as error:
             raise CliError(str(error), EXIT_UNAVAILABLE) from None

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from .common import (
+    EXIT_INVALID,
+    CliError,
     log_format_option,
     log_level_option,
     open_metering,
@@ -64,3 +66,27 @@ def init_demo_command(ctx: click.Context) -> None:
     with open_metering(ctx) as metering:
         counts = init_demo(metering)
     emit(counts, [counts], SUMMARY_COLUMNS)
+
+
+@click.command("upgrade-file")
+@click.pass_context
+def upgrade_file_command(ctx: click.Context) -> None:
+    """Convert a --db file written by DuckDB 2.x (an earlier version) to this version's DuckDB.
+
+    Exports it with DuckDB 2.0.1 (fetched from PyPI into a cache directory),
+    imports the export, checks every table's row count, and keeps the original
+    as <file>.duckdb-2.0.1. Stop the node first.
+    """
+    require_file_mode(ctx, "upgrade-file")
+    from usage_metering.store.file_format import convert_newer_file
+
+    path = root_options(ctx)["db"]
+    if not Path(path).exists():
+        raise CliError(f"{path} does not exist", EXIT_INVALID)
+    conversion = convert_newer_file(path)
+    if conversion is None:
+        click.echo(f"{path} is already readable by this version: nothing to convert", err=True)
+        return
+    summary = {"path": str(conversion.path), "backup": str(conversion.backup), "tables": len(conversion.rows),
+               "rows": sum(conversion.rows.values())}
+    emit(summary, [summary], ("path", "backup", "tables", "rows"))

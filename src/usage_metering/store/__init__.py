@@ -3,5 +3,6 @@
 from .catalog import Catalog, load_catalog
 from .database import DEFAULT_DB_PATH, Database, StoreLockedError
 from .dead_letters import DeadLetter
+from .file_format import NewerFileFormatError
 
-__all__ = ["Catalog", "DEFAULT_DB_PATH", "Database", "DeadLetter", "StoreLockedError", "load_catalog"]
+__all__ = ["Catalog", "DEFAULT_DB_PATH", "Database", "DeadLetter", "NewerFileFormatError", "StoreLockedError", "load_catalog"]

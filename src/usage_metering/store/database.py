@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from .file_format import NewerFileFormatError, is_newer_format_error
 from .migrations import apply_migrations
 
 DEFAULT_DB_PATH = Path("data/metering.duckdb")
@@ -29,8 +30,10 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
+    except duckdb.Error as exc:
+        if is_newer_format_error(exc):
+            raise NewerFileFormatError(path, str(exc)) from None
+        if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
             raise
         raise StoreLockedError(
             f"{path} is held by another process{_lock_holder(str(exc))}: DuckDB allows one "
