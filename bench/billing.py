@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+
+import duckdb
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -113,7 +115,7 @@ def dataset(events: int, tenants: int) -> tuple[Path, str]:
     from usage_metering.store.migrations import MIGRATIONS
 
     schema = max(version for version, _sql in MIGRATIONS)  # a cache from another schema is not reused
-    path = DATA_DIR / f"billing-v{FORMAT_VERSION}-s{schema}-{events}ev-{tenants}t-{label}.duckdb"
+    path = DATA_DIR / f"billing-v{FORMAT_VERSION}-s{schema}-duckdb{duckdb.__version__}-{events}ev-{tenants}t-{label}.duckdb"
     if path.exists():
         return path, "cached"
     DATA_DIR.mkdir(parents=True, exist_ok=True)

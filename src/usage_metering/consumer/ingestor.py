@@ -36,12 +36,19 @@ from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
-from usage_metering.store.events import add_to_rollups, delete_events, events_to_arrow, insert_new_events, select_rows
+from usage_metering.store.events import (
+    append_rollup_deltas,
+    delete_events,
+    events_to_arrow,
+    insert_new_events,
+    rollup_deltas,
+)
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import aggregate_states_for_windows
 
 from .alerts import detect_alerts
+from .compactor import DEFAULT_INTERVAL_SECONDS, RollupCompactor
 from .counters import QuotaCounters, StagedCounters, seed_windows
 from .observer import MeteringObserver
 
@@ -132,8 +139,10 @@ class Ingestor:
         max_wait_seconds: float = 0.001,
         clock: Callable[[], datetime] = _utc_now,
         observer: MeteringObserver | None = None,
+        compact_interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         self.database = database
+        self.compactor = RollupCompactor(database, clock, compact_interval_seconds)
         self.observer = observer  # told about every committed group; may be set later
         self.max_batch_events = max_batch_events
         self.max_wait_seconds = max_wait_seconds
@@ -152,6 +161,7 @@ class Ingestor:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
             self._thread.start()
+            self.compactor.start()
         return self
 
     @property
@@ -162,6 +172,7 @@ class Ingestor:
     def stop(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
         if self._thread is not None:
+            self.compactor.stop()
             self._queue.put(None)
             self._thread.join()
             self._thread = None
@@ -333,8 +344,8 @@ class Ingestor:
             decisions = self._decide(unique, inserted, catalog, staged)
             blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.BLOCKED]
             delete_events(cursor, blocked)
-            accepted_mask = [decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED for e in unique]
-            add_to_rollups(cursor, select_rows(table, accepted_mask))
+            recorded = [e for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED]
+            append_rollup_deltas(cursor, rollup_deltas(recorded))
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):
@@ -344,6 +355,8 @@ class Ingestor:
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
+        if recorded:
+            self.compactor.touched(min(event.timestamp for event in recorded))
         return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:

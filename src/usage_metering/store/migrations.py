@@ -135,18 +135,41 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        """
+        -- usage_hourly becomes append-only: each ingest batch appends its deltas (store/events.py)
+        -- and compact_rollups (store/usage.py) merges a group's rows later. Readers fold rows with
+        -- sum/max/arg_max, so the answers do not change; only the primary key (an in-memory index
+        -- rewritten by every upsert) goes.
+        CREATE TABLE usage_hourly_deltas (
+            tenant_id       VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            user_id         VARCHAR NOT NULL,
+            hour            TIMESTAMP NOT NULL,
+            quantity_sum    DECIMAL(38, 9) NOT NULL,
+            quantity_max    DECIMAL(38, 9) NOT NULL,
+            event_count     BIGINT NOT NULL,
+            latest_at       TIMESTAMP NOT NULL,
+            latest_quantity DECIMAL(38, 9) NOT NULL
+        );
+        INSERT INTO usage_hourly_deltas SELECT * FROM usage_hourly ORDER BY hour;
+        DROP TABLE usage_hourly;
+        ALTER TABLE usage_hourly_deltas RENAME TO usage_hourly;
+        """,
+    ),
 )
 
 
-def apply_migrations(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the database to the newest schema version; returns that version."""
+def apply_migrations(con: duckdb.DuckDBPyConnection, up_to: int | None = None) -> int:
+    """Bring the database to the newest schema version (or `up_to`, for tests of old files); returns it."""
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
     row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
     current = int(row[0][0])
     for version, sql in MIGRATIONS:
-        if version <= current:
+        if version <= current or (up_to is not None and version > up_to):
             continue
         with transaction(con):
             con.execute(sql)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from usage_metering.schemas import AggregateState, Aggregation, UsageTotals
 
 from .timeutil import from_naive_utc, to_naive_utc
+from .transaction import transaction
 
 _TOTALS_SQL = """
     sum(quantity_sum), sum(event_count), max(quantity_max),
@@ -177,3 +178,42 @@ def aggregate_states_for_windows(
             users=set(users or ()),
         )
     return states
+
+
+def compact_rollups(cursor: duckdb.DuckDBPyConnection, since: datetime) -> int:
+    """Merge the delta rows of every (tenant, metric, user, hour) from `since` on into one row each.
+
+    One transaction of its own. Ingest keeps appending meanwhile: rows it
+    commits after this transaction began are not visible here, so they are
+    neither deleted nor folded in (the next compaction takes them). Answers are
+    the same before and after. Returns how many rows went.
+    """
+    with transaction(cursor):
+        cursor.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE rollup_fold AS
+            SELECT tenant_id, metric, user_id, hour,
+                   sum(quantity_sum) AS quantity_sum, max(quantity_max) AS quantity_max,
+                   sum(event_count) AS event_count, max(latest_at) AS latest_at,
+                   arg_max(latest_quantity, latest_at) AS latest_quantity, count(*) AS merged
+            FROM usage_hourly WHERE hour >= ?
+            GROUP BY ALL HAVING count(*) > 1
+            """,
+            [to_naive_utc(since)],
+        )
+        merged, groups = cursor.execute("SELECT coalesce(sum(merged), 0), count(*) FROM rollup_fold").fetchall()[0]
+        if groups:
+            cursor.execute(
+                """
+                DELETE FROM usage_hourly u USING rollup_fold f
+                WHERE u.hour >= ? AND u.tenant_id = f.tenant_id AND u.metric = f.metric
+                  AND u.user_id = f.user_id AND u.hour = f.hour
+                """,
+                [to_naive_utc(since)],
+            )
+            cursor.execute(
+                "INSERT INTO usage_hourly SELECT tenant_id, metric, user_id, hour, quantity_sum, quantity_max, "
+                "event_count, latest_at, latest_quantity FROM rollup_fold ORDER BY hour"
+            )
+        cursor.execute("DROP TABLE rollup_fold")
+    return int(merged) - int(groups)

@@ -1,0 +1,83 @@
+"""Folding usage_hourly's delta rows in the background, off the ingest path.
+
+Each ingest batch appends its rollup deltas (store/events.py); a group that
+many batches touched (single-event POSTs: one row each) would make reads and
+the file grow with traffic rather than with (tenant, metric, user, hour)
+groups. A `RollupCompactor` thread merges them every `interval_seconds`, in
+its own transaction on its own cursor, so ingest never waits for it. It only
+looks at hours ingest touched since its last pass (and, after a start, at the
+last `startup_lookback`), so a pass costs what recent traffic wrote, not history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Callable
+
+from usage_metering.store import Database
+from usage_metering.store.usage import compact_rollups
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_SECONDS = 5.0
+STARTUP_LOOKBACK = timedelta(days=2)
+
+
+class RollupCompactor:
+    def __init__(
+        self,
+        database: Database,
+        clock: Callable[[], datetime],
+        interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+    ) -> None:
+        self.database = database
+        self.interval_seconds = interval_seconds
+        self._lock = threading.Lock()
+        self._dirty_since: datetime | None = None
+        self.touched(clock() - STARTUP_LOOKBACK)  # deltas a previous run left
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rows_removed = 0
+
+    def touched(self, earliest_hour: datetime) -> None:
+        """The writer appended deltas for hours from `earliest_hour` on (aware UTC)."""
+        hour = earliest_hour.replace(minute=0, second=0, microsecond=0)
+        with self._lock:
+            if self._dirty_since is None or hour < self._dirty_since:
+                self._dirty_since = hour
+
+    def compact(self) -> int:
+        """One pass now over the hours touched since the last one; returns the rows merged away."""
+        with self._lock:
+            since, self._dirty_since = self._dirty_since, None
+        if since is None:
+            return 0
+        try:
+            removed = compact_rollups(self.database.cursor(), since)
+        except BaseException:
+            self.touched(since)  # try those hours again next time
+            raise
+        self.rows_removed += removed
+        return removed
+
+    def start(self) -> RollupCompactor:
+        if self._thread is None and self.interval_seconds > 0:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="rollup-compactor", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                self.compact()
+            except Exception:  # a conflict or a hiccup: the hours stay dirty, the next pass retries
+                log.exception("rollup compaction failed; retrying next pass")

@@ -1,0 +1,116 @@
+"""Append-only rollups: ingest appends deltas, compaction folds them, and no answer changes.
+
+Also the migration that made usage_hourly append-only, on a file built with the
+schema before it (the earlier version's layout: one upserted row per group).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from usage_metering import Metering
+from usage_metering.consumer import Ingestor
+from usage_metering.schemas import parse_event
+from usage_metering.store import Database
+from usage_metering.store.migrations import MIGRATIONS, apply_migrations
+from usage_metering.store.usage import compact_rollups
+
+NOW = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
+
+
+def event(i: int, quantity: str = "1.5", **extra: Any) -> Any:
+    fields = {"tenant_id": "t1", "metric": "calls", "quantity": quantity, "user_id": f"u{i % 3}",
+              "event_id": f"e{i}", "timestamp": (NOW - timedelta(minutes=i % 90)).isoformat()}
+    return parse_event({**fields, **extra}, now=NOW + timedelta(minutes=1))
+
+
+def answers(metering: Metering) -> dict[str, Any]:
+    """Every read that folds rollups, for the demo-free tenant t1."""
+    return {
+        "usage": [metering.usage("t1", "calls", start=NOW.date() - timedelta(days=1), end=NOW.date(),
+                                 daily=True).to_json_dict()],
+        "all": metering.usage_all("t1", start=NOW.date() - timedelta(days=1), end=NOW.date()).to_json_dict(),
+        "top": metering.top_users("t1", "calls", limit=5).to_json_dict(),
+        "quota": str(metering.quota("t1", "calls").used),
+        "views": metering.database.cursor().execute(
+            "SELECT * FROM usage_daily WHERE tenant_id = 't1' ORDER BY ALL").fetchall(),
+    }
+
+
+def rollup_rows(database: Database) -> int:
+    return int(database.cursor().execute("SELECT count(*) FROM usage_hourly").fetchall()[0][0])
+
+
+@pytest.mark.parametrize("metric_aggregation", ["SUM", "MAX", "LATEST", "UNIQUE_COUNT"])
+def test_compaction_merges_deltas_without_changing_any_answer(tmp_path: Path, metric_aggregation: str) -> None:
+    with Metering.open(tmp_path / "m.duckdb") as metering:
+        metering.ingestor.compactor.stop()  # compaction only when the test says
+        metering.define_metric({"name": "calls", "aggregation": metric_aggregation})
+        for i in range(60):  # one batch each: one delta row each
+            metering.record_events([event(i, quantity=str(Decimal(i % 7) + Decimal("0.25")))])
+        metering.record_events([event(i, quantity="2") for i in range(60, 120)])
+        rows_before = rollup_rows(metering.database)
+        before = answers(metering)
+        removed = compact_rollups(metering.database.cursor(), NOW - timedelta(days=1))
+        groups = metering.database.cursor().execute(
+            "SELECT count(*) FROM (SELECT DISTINCT tenant_id, metric, user_id, hour FROM usage_hourly)").fetchall()[0][0]
+        assert removed == rows_before - groups > 0
+        assert rollup_rows(metering.database) == groups
+        assert answers(metering) == before
+        assert compact_rollups(metering.database.cursor(), NOW - timedelta(days=1)) == 0  # nothing left to merge
+
+
+def test_compaction_running_beside_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    database = Database(tmp_path / "m.duckdb")
+    ingestor = Ingestor(database, compact_interval_seconds=0.01).start()
+    try:
+        rng = random.Random(7)
+        expected = Decimal(0)
+        futures = []
+        for i in range(1500):
+            quantity = Decimal(rng.randint(1, 999)) / 100
+            expected += quantity
+            futures.append(ingestor.submit([event(i, quantity=str(quantity))]))
+        assert all(f.result()[0].status == "recorded" for f in futures)
+        ingestor.compactor.compact()
+    finally:
+        ingestor.stop()
+    assert ingestor.compactor.rows_removed > 0
+    total, count = database.cursor().execute(
+        "SELECT sum(quantity_sum), sum(event_count) FROM usage_hourly").fetchall()[0]
+    assert (Decimal(total), count) == (expected, 1500)
+    groups = database.cursor().execute(
+        "SELECT count(*), count(DISTINCT (tenant_id, metric, user_id, hour)) FROM usage_hourly").fetchall()[0]
+    assert groups[0] == groups[1]  # one row per group once compaction caught up
+    database.close()
+
+
+def test_a_file_with_the_upserted_layout_migrates_and_answers_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    assert apply_migrations(con, up_to=3) == 3
+    hour = NOW.replace(tzinfo=None, minute=0)
+    con.execute(
+        "INSERT INTO usage_hourly VALUES (?, 'calls', 'u1', ?, 10.5, 7, 3, ?, 2), (?, 'calls', '', ?, 4, 4, 1, ?, 4)",
+        ["t1", hour, hour, "t1", hour - timedelta(hours=1), hour - timedelta(hours=1)],
+    )
+    con.execute("INSERT INTO tenants VALUES ('t1', 't1', NULL, 1, now(), NULL)")
+    with pytest.raises(duckdb.ConstraintException):  # the old layout: one row per group
+        con.execute("INSERT INTO usage_hourly VALUES ('t1', 'calls', 'u1', ?, 1, 1, 1, ?, 1)", [hour, hour])
+    con.close()
+
+    with Metering.open(path) as metering:
+        assert metering.database.schema_version == max(version for version, _sql in MIGRATIONS)
+        usage = metering.usage("t1", "calls", start=NOW.date() - timedelta(days=1), end=NOW.date())
+        assert (usage.value, usage.event_count) == (Decimal("14.5"), 4)
+        assert metering.record(event(1, quantity="1", user_id="u1", timestamp=hour.isoformat() + "Z")).status == "recorded"
+        usage = metering.usage("t1", "calls", start=NOW.date() - timedelta(days=1), end=NOW.date())
+        assert (usage.value, usage.event_count) == (Decimal("15.5"), 5)
