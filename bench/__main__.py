@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .common import Row, machine_info, markdown_table
 
-SECTIONS = ("ingest", "http-batch", "http-single", "quota", "billing")
+SECTIONS = ("ingest", "scale", "http-batch", "http-single", "quota", "billing")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 
 
@@ -50,6 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also print cProfile of in-process ingest and of the HTTP server's event loop")
     parser.add_argument("--wrk", action="store_true", help="cross-check quota GETs with wrk if installed")
+    parser.add_argument("--scale-sizes", default=None, metavar="N,N,...",
+                        help="stored-event counts for the scale section (default 0,1000000,10000000; quick 0,1000000)")
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
     if unknown:
@@ -73,6 +75,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
                          + profile_ingest(min(sizes.ingest_events, 100_000)) + "```")
             notes.append("### cProfile: 100 group commits of 32 pre-validated events\n\n```\n"
                          + profile_small_commits() + "```")
+    if "scale" in sections:
+        from .scale import bench_scale
+
+        _step("scale curve (first run builds the stores)")
+        default = "0,1000000" if args.quick else "0,1000000,10000000"
+        scale_rows, info = bench_scale([int(n) for n in (args.scale_sizes or default).split(",")])
+        rows += scale_rows
+        notes.append(info)
     http = {"http-batch": "batch", "http-single": "single", "quota": "quota"}
     http_sections = {http[s] for s in sections & http.keys()}
     if http_sections:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import time
-
-import duckdb
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+
+import duckdb
 
 from usage_metering.metering import Metering
 from usage_metering.reports.pricing import Invoice

@@ -41,7 +41,7 @@ from usage_metering.store.events import (
     delete_events,
     events_to_arrow,
     insert_new_events,
-    rollup_deltas,
+    select_rows,
 )
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.transaction import transaction
@@ -344,8 +344,8 @@ class Ingestor:
             decisions = self._decide(unique, inserted, catalog, staged)
             blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.BLOCKED]
             delete_events(cursor, blocked)
-            recorded = [e for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED]
-            append_rollup_deltas(cursor, rollup_deltas(recorded))
+            recorded_mask = [decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED for e in unique]
+            append_rollup_deltas(cursor, select_rows(table, recorded_mask))
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):
@@ -355,8 +355,8 @@ class Ingestor:
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
-        if recorded:
-            self.compactor.touched(min(event.timestamp for event in recorded))
+        if any(recorded_mask):
+            self.compactor.touched(min(e.timestamp for e, recorded in zip(unique, recorded_mask) if recorded))
         return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -80,59 +80,29 @@ def delete_events(cursor: duckdb.DuckDBPyConnection, keys: Iterable[EventKey]) -
         cursor.unregister("doomed_events")
 
 
-ROLLUP_ARROW_SCHEMA = pa.schema(
-    [
-        ("tenant_id", pa.string()),
-        ("metric", pa.string()),
-        ("user_id", pa.string()),
-        ("hour", pa.timestamp("us")),
-        ("quantity_sum", pa.decimal128(38, 9)),
-        ("quantity_max", pa.decimal128(38, 9)),
-        ("event_count", pa.int64()),
-        ("latest_at", pa.timestamp("us")),
-        ("latest_quantity", pa.decimal128(38, 9)),
-    ]
-)
+def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:
+    return batch.filter(pa.array(mask, type=pa.bool_()))
 
 
-def rollup_deltas(events: Sequence[UsageEvent]) -> pa.Table:
-    """One usage_hourly row per (tenant, metric, user, hour) the batch touches: what it adds there.
+def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+    """Append what a batch of newly stored events adds to usage_hourly: no row is updated on the ingest path.
 
-    Folded in Python: a batch touches few groups, and a plain INSERT of the
-    result costs a fraction of an upsert. Quantities are exact Decimals; the
-    caller's decimal context must be wide enough for the sums (the ingestor's is).
+    One delta row per (tenant, metric, user, hour) the batch touches. Every
+    reader folds a group's rows (sum, max, arg_max, count distinct), so several
+    delta rows answer exactly as one; `compact_rollups` merges them later.
     """
-    groups: dict[tuple[str, str, str, datetime], list[Any]] = {}
-    for event in events:
-        at = event.timestamp.replace(tzinfo=None)
-        key = (event.tenant_id, event.metric, event.user_id or "", at.replace(minute=0, second=0, microsecond=0))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [event.quantity, event.quantity, 1, at, event.quantity]
-            continue
-        group[0] += event.quantity
-        group[1] = max(group[1], event.quantity)
-        group[2] += 1
-        if at >= group[3]:  # the later event (on a tie, the later in the batch) is the latest
-            group[3], group[4] = at, event.quantity
-    rows = [(*key, *values) for key, values in groups.items()]
-    columns = list(zip(*rows)) if rows else [[] for _ in ROLLUP_ARROW_SCHEMA]
-    return pa.Table.from_arrays(
-        [pa.array(column, type=f.type) for column, f in zip(columns, ROLLUP_ARROW_SCHEMA)],
-        schema=ROLLUP_ARROW_SCHEMA,
-    )
-
-
-def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, deltas: pa.Table) -> None:
-    """Append a batch's rollup deltas to usage_hourly: no row is updated on the ingest path.
-
-    Every reader folds the rows of a group (sum, max, arg_max, count distinct),
-    so several delta rows answer exactly as one; `compact_rollups` merges them later.
-    """
-    if deltas.num_rows == 0:
+    if batch.num_rows == 0:
         return
-    cursor.register("rollup_deltas", deltas)
+    cursor.register("rollup_input", batch)
     try:
-        cursor.execute("INSERT INTO usage_hourly SELECT * FROM rollup_deltas")
+        cursor.execute(
+            """
+            INSERT INTO usage_hourly
+            SELECT tenant_id, metric, coalesce(user_id, '') AS user_id, date_trunc('hour', ts) AS hour,
+                   sum(quantity), max(quantity), count(*), max(ts), arg_max(quantity, ts)
+            FROM rollup_input
+            GROUP BY ALL
+            """
+        )
     finally:
-        cursor.unregister("rollup_deltas")
+        cursor.unregister("rollup_input")

@@ -1,0 +1,163 @@
+"""How ingest cost grows with stored history: the scale curve.
+
+For each size N (events already stored), a store is built once through the
+same schema code (`Database` migrations, then the billing dataset's SQL for
+events and compacted rollups) and cached in bench/.data. A fresh child process
+per size then measures, on that store:
+
+- re-open: `Metering.open` until it answers (migrations, catalog, quota counters);
+- RSS right after opening, and the peak after ingesting;
+- the 32-event group commit (what concurrent single-event POSTs pay), median of 100;
+- validate+ingest (`Metering.record_events`, 10k chunks), median of the chunks;
+- the file's size on disk.
+
+Each run adds its events to the cached store (unique ids per run), so a store
+grows by ~60k events a run: negligible against N, and it keeps stores honest
+(nothing is rolled back between runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from .billing import DATA_DIR, build_dataset
+from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict
+
+COMMITS = 100
+SMALL_GROUP = 32
+CHUNKS = 5
+CHUNK = 10_000
+TENANTS = 1_000
+TARGET_COMMIT_MS = 2.0
+TARGET_RATE = 100_000
+
+
+def store(events: int) -> tuple[Path, str]:
+    """The cached store holding `events` events (0: a fresh file each time)."""
+    from usage_metering.store.migrations import MIGRATIONS
+
+    schema = max(version for version, _sql in MIGRATIONS)
+    path = DATA_DIR / f"scale-s{schema}-duckdb{duckdb.__version__}-{events}ev.duckdb"
+    if events == 0:
+        path.unlink(missing_ok=True)
+        return path, "empty"
+    if path.exists():
+        return path, "cached"
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    seconds = build_dataset(partial, events, TENANTS, datetime.now(timezone.utc))
+    partial.replace(path)
+    return path, f"built in {seconds:.0f} s"
+
+
+# Runs in a fresh interpreter per size, so RSS and re-open time are this store's alone.
+_MEASURE = r"""
+import json, resource, statistics, sys, time
+from datetime import datetime, timedelta, timezone
+from usage_metering.metering import Metering
+from usage_metering.schemas import parse_event
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+path, run_id, commits, group, chunks, chunk = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+started = time.perf_counter()
+metering = Metering.open(path)
+metering.plans()  # answering (the ingestor loaded catalog and counters at open)
+reopen = time.perf_counter() - started
+rss_open = rss_mb()
+now = datetime.now(timezone.utc)
+
+def event(i):
+    return {"tenant_id": f"tenant-{i % 1000:05d}", "metric": ("api_calls", "storage_gb")[i % 2],
+            "quantity": str(i % 997 + 1), "user_id": f"user-{i % 20}", "event_id": f"scale-{run_id}-{i}",
+            "timestamp": (now - timedelta(seconds=i % 3600)).isoformat()}
+
+small = [parse_event(event(i), now=now) for i in range(commits * group)]
+commit_seconds = []
+for k in range(commits):
+    begin = time.perf_counter()
+    metering.ingestor.ingest(small[k * group:(k + 1) * group])
+    commit_seconds.append(time.perf_counter() - begin)
+rates = []
+offset = commits * group
+for k in range(chunks):
+    batch = [event(offset + k * chunk + i) for i in range(chunk)]
+    begin = time.perf_counter()
+    results = metering.record_events(batch)
+    rates.append(chunk / (time.perf_counter() - begin))
+    assert all(r.status == "recorded" for r in results)
+stored = metering.database.cursor().execute("SELECT count(*) FROM events").fetchall()[0][0]
+metering.close()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"reopen_s": reopen, "rss_open_mb": rss_open, "rss_peak_mb": peak, "stored": stored,
+                  "commit_ms": statistics.median(commit_seconds) * 1000,
+                  "rate": statistics.median(rates)}))
+"""
+
+
+def measure(path: Path, run_id: str) -> dict[str, float]:
+    import usage_metering
+
+    env = {**os.environ, "PYTHONPATH": str(Path(usage_metering.__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), run_id, str(COMMITS), str(SMALL_GROUP), str(CHUNKS), str(CHUNK)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scale measurement on {path.name} failed:\n{done.stderr}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["disk_mb"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+    return result
+
+
+def _label(events: int) -> str:
+    return f"{events / 1_000_000:g}M" if events >= 1_000_000 else f"{events:,}"
+
+
+def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
+    rows: list[Row] = []
+    infos = []
+    empty_rate = None
+    for events in sizes:
+        path, origin = store(events)
+        result = measure(path, f"{int(time.time())}")
+        infos.append(f"{_label(events)}: {origin}")
+        if events == 0:
+            empty_rate = result["rate"]
+            path.unlink(missing_ok=True)
+        size = _label(events)
+        rows.append(Row(
+            f"scale {size} stored: 32-event group commit",
+            f"{result['commit_ms']:.2f} ms",
+            target=f"<= {TARGET_COMMIT_MS:g} ms",
+            met=verdict(result["commit_ms"] <= TARGET_COMMIT_MS),
+            notes=f"median of {COMMITS} commits of pre-validated events (Ingestor.ingest)",
+        ))
+        rows.append(Row(
+            f"scale {size} stored: validate+ingest",
+            fmt_rate(result["rate"], "ev/s"),
+            baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same run)" if empty_rate else "-",
+            ratio=fmt_ratio(result["rate"], empty_rate) if empty_rate else "-",
+            target=f">= {TARGET_RATE:,} ev/s and >= 0.8x empty",
+            met=verdict(result["rate"] >= TARGET_RATE and (not empty_rate or result["rate"] >= 0.8 * empty_rate)),
+            notes=f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
+        ))
+        rows.append(Row(
+            f"scale {size} stored: memory, re-open, disk",
+            f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
+            notes=f"re-open {fmt_ms(result['reopen_s'])}; disk {result['disk_mb']:,.0f} MB; "
+                  f"{int(result['stored']):,} events after the run",
+        ))
+    return rows, "scale stores: " + "; ".join(infos)
