@@ -11,7 +11,6 @@ last `startup_lookback`), so a pass costs what recent traffic wrote, not history
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime, timedelta
 from typing import Callable
@@ -19,7 +18,7 @@ from typing import Callable
 from usage_metering.store import Database
 from usage_metering.store.usage import compact_rollups
 
-log = logging.getLogger(__name__)
+from .periodic import PeriodicTask
 
 DEFAULT_INTERVAL_SECONDS = 5.0
 STARTUP_LOOKBACK = timedelta(days=2)
@@ -37,8 +36,7 @@ class RollupCompactor:
         self._lock = threading.Lock()
         self._dirty_since: datetime | None = None
         self.touched(clock() - STARTUP_LOOKBACK)  # deltas a previous run left
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("rollup-compactor", interval_seconds, self.compact)
         self.rows_removed = 0
 
     def touched(self, earliest_hour: datetime) -> None:
@@ -63,21 +61,9 @@ class RollupCompactor:
         return removed
 
     def start(self) -> RollupCompactor:
-        if self._thread is None and self.interval_seconds > 0:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="rollup-compactor", daemon=True)
-            self._thread.start()
+        if self.interval_seconds > 0:
+            self._task.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.compact()
-            except Exception:  # a conflict or a hiccup: the hours stay dirty, the next pass retries
-                log.exception("rollup compaction failed; retrying next pass")
+        self._task.stop()

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from usage_metering.consumer.periodic import PeriodicTask
 from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError
 from usage_metering.schemas.plan import parse_webhook_url
@@ -136,41 +136,28 @@ class WebhookDispatcher:
     def __init__(self, metering: Metering, settings: WebhookSettings) -> None:
         self.metering = metering
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("webhooks", settings.poll_seconds, self.deliver_due)
         self._http = httpx.Client(timeout=settings.timeout_seconds, follow_redirects=False)
 
     def start(self) -> WebhookDispatcher:
-        if self._thread is None:
+        if not self._task.running:
             if self._http.is_closed:  # started again after a stop
                 self._http = httpx.Client(timeout=self.settings.timeout_seconds, follow_redirects=False)
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-            self._thread.start()
+            self._task.start()
         return self
 
     def stop(self) -> None:
         """Finish the attempt in flight (and record it), then stop."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        if self._task.running:
+            self._task.stop()
             self._http.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.deliver_due()
-            except Exception:  # a database hiccup must not end delivery for good
-                log.exception("webhook dispatch failed; retrying")
-            self._stop.wait(self.settings.poll_seconds)
 
     def deliver_due(self) -> int:
         """One pass over the due alerts; returns how many were delivered."""
         due = self.metering.due_alerts(self.settings.url)
         delivered = 0
         for alert, url in due:
-            if self._stop.is_set():
+            if self._task.stopping:
                 break
             delivered += self._attempt(alert, url)
         return delivered

@@ -125,7 +125,7 @@ def parse_timestamp_value(name: str, value: Any) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-def _parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> datetime:
+def parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> datetime:
     if value is None:
         return ctx.now
     timestamp = parse_timestamp_value(name, value)
@@ -147,7 +147,7 @@ def _json_number(value: Any) -> float | int:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[str, Any] | None:
+def parse_properties(name: str, value: Any, _ctx: ValidationContext) -> dict[str, Any] | None:
     """A JSON-only copy of the properties object (so later changes by the caller don't leak in)."""
     if value is None:
         return None
@@ -207,13 +207,13 @@ EVENT_FIELDS: tuple[FieldSpec, ...] = (
             "description": "When the usage happened: RFC 3339 or epoch seconds; default now (UTC). "
             "At most 5 minutes in the future, not older than the late-arrival window.",
         },
-        _parse_event_timestamp,
+        parse_event_timestamp,
     ),
     FieldSpec(
         "properties",
         False,
         {"type": "object", "description": "Free-form attributes, at most 8 KiB as JSON."},
-        _parse_properties,
+        parse_properties,
     ),
 )
 _FIELD_NAMES = frozenset(spec.name for spec in EVENT_FIELDS)

@@ -8,9 +8,10 @@ import uuid_utils
 
 from .errors import ValidationError
 
-ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"  # the JSON Schema's (ECMA: `$` is the very end)
 ID_MAX_LENGTH = 128
-_ID_RE = re.compile(ID_PATTERN)
+ID_FULL_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}\Z"  # the same for Python's re, where `$` also matches before a final newline
+_ID_RE = re.compile(ID_FULL_PATTERN)
 
 
 def check_id(field: str, value: object, *, required: bool = True) -> str | None:

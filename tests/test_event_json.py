@@ -1,0 +1,125 @@
+"""The msgspec event decoder agrees with the reference (json + parse_event) on every input: same event, or
+the same error word for word."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usage_metering.schemas import UsageEvent, ValidationError, check_id
+from usage_metering.schemas.event_json import _reference, decode_event_json
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+ids = st.one_of(
+    st.sampled_from(["acme", "tenant_acme", "a.b:c@d-e_f", "x" * 128, "x" * 129, "", "a b", "acme\n", "é", "\u0000"]),
+    st.text(min_size=0, max_size=6),
+    st.integers(), st.none(), st.booleans(), st.lists(st.integers(), max_size=1),
+)
+quantities = st.one_of(
+    st.integers(min_value=-5, max_value=10**19),
+    st.sampled_from(["1", "1.5", "0.000000001", "0.0000000001", "1e3", " 1", "-1", "NaN", "1_000", "", "12.50",
+                     "1000000000000000000", "999999999999999999.999999999"]),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(lambda d: Decimal(str(d))),
+    st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(), st.lists(st.integers(), max_size=1),
+)
+timestamps = st.one_of(
+    st.none(),
+    st.sampled_from([
+        "2026-12-01T11:00:00Z", "2026-12-01T11:00:00z", "2026-12-01t11:00:00Z", "2026-12-01T11:00:00+02:00",
+        "2026-12-01 11:00:00Z", "2026-12-01T11:00:00", "2026-12-01T11:00:00.123456789Z", "2026-12-01",
+        "2026-12-01T12:10:00Z", "2026-10-01T11:00:00Z", "not a time", "2026-12-01T11:00:00.5+00:00",
+        "20261201T110000Z", " 2026-12-01T11:00:00Z",
+    ]),
+    st.integers(min_value=1_760_000_000, max_value=1_770_000_000),
+    st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+)
+properties = st.one_of(
+    st.none(), st.dictionaries(st.text(max_size=3), st.one_of(st.integers(), st.text(max_size=5),
+                                                               st.decimals(allow_nan=False, allow_infinity=False)),
+                               max_size=3),
+    st.lists(st.integers(), max_size=1), st.text(max_size=3),
+)
+FIELDS = {"tenant_id": ids, "metric": ids, "quantity": quantities, "user_id": ids, "event_id": ids,
+          "timestamp": timestamps, "properties": properties, "colour": st.text(max_size=3)}
+
+
+def to_json(value: Any) -> str:
+    """JSON text with Decimals written as exact JSON numbers."""
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else '"nan"'
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{to_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def outcome(decode: Any, raw: bytes) -> Any:
+    try:
+        event = decode(raw)
+    except ValidationError as error:
+        return ("error", error.field, error.code, error.message)
+    return event
+
+
+def same(fast: Any, reference: Any, given_id: bool) -> None:
+    if isinstance(fast, UsageEvent) and isinstance(reference, UsageEvent) and not given_id:
+        fast, reference = replace(fast, event_id="generated"), replace(reference, event_id="generated")
+    assert fast == reference
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.fixed_dictionaries({}, optional=FIELDS))
+def test_the_fast_decoder_agrees_with_the_reference(event: dict[str, Any]) -> None:
+    raw = to_json(event).encode()
+    fast = outcome(lambda r: decode_event_json(r, now=NOW), raw)
+    reference = outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw)
+    same(fast, reference, given_id=isinstance(event.get("event_id"), str))
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b"null", b"{", b'{"tenant_id": NaN}', b"\xff\xfe", b'"x"',
+                                 b'{"tenant_id":"a","metric":"m","quantity":1,"tenant_id":"b"}',
+                                 b'{"tenant_id":"a\\ud800","metric":"m","quantity":1}'])
+def test_odd_bytes_get_the_reference_answer(raw: bytes) -> None:
+    same(outcome(lambda r: decode_event_json(r, now=NOW), raw),
+         outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw), given_id=False)
+
+
+def test_a_valid_event_decodes_exactly() -> None:
+    raw = b'{"tenant_id":"acme","metric":"api_calls","quantity":0.1,"user_id":"u1","event_id":"e1",' \
+          b'"timestamp":"2026-12-01T13:00:00+02:00","properties":{"region":"eu","n":1.50}}'
+    event = decode_event_json(raw, now=NOW)
+    assert event == UsageEvent("acme", "api_calls", Decimal("0.1"), "e1", datetime(2026, 12, 1, 11, tzinfo=timezone.utc),
+                               "u1", {"region": "eu", "n": 1.5})
+
+
+def test_an_identifier_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        check_id("tenant_id", "acme\n")
+    with pytest.raises(ValidationError) as refused:
+        decode_event_json(b'{"tenant_id":"acme\\n","metric":"m","quantity":1}', now=NOW)
+    assert (refused.value.field, refused.value.code) == ("tenant_id", "invalid_id")
+
+
+VALID_IDS = st.sampled_from(["acme", "t-1", "u.2:x@y", "x" * 128])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS, "quantity": quantities},
+                             optional={"user_id": VALID_IDS, "event_id": ids, "timestamp": timestamps,
+                                       "properties": properties}))
+def test_the_fast_path_itself_agrees_with_the_reference(event: dict[str, Any]) -> None:
+    """Mostly well-formed events, so most take the msgspec path rather than falling back."""
+    raw = to_json(event).encode()
+    fast = outcome(lambda r: decode_event_json(r, now=NOW), raw)
+    reference = outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw)
+    same(fast, reference, given_id=isinstance(event.get("event_id"), str))
