@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install install-test browser demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test browser postgres demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,22 +31,30 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+# Debian's PostgreSQL server binaries: the peer in the benchmarks' scale section (bench/postgres_peer.py).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing postgresql with apt-get"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	fi
+
 demo: install  ## the demo server on port 8005 with demo tenants, plans and events
 	$(BIN)/python src/main.py --init-demo --port $(PORT)
 
-test: install-test browser  ## the whole suite, Kafka tests included (starts a local broker)
+test: install-test browser postgres  ## the whole suite, Kafka tests included (starts a local broker)
 	$(BIN)/python -m pytest
 
-test-fast: install-test browser  ## everything but the Kafka tests
+test-fast: install-test browser postgres  ## everything but the Kafka tests
 	$(BIN)/python -m pytest --ignore=tests/kafka
 
-bench: install-test
+bench: install-test postgres
 	PYTHONPATH=src $(BIN)/python -m bench
 
 bench-kafka: install-test  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
 	PYTHONPATH=src $(BIN)/python -m bench.kafka_pipeline --events 200000 --runs 3
 
-bench-quick: install-test
+bench-quick: install-test postgres
 	PYTHONPATH=src $(BIN)/python -m bench --quick
 
 kafka-start:

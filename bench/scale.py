@@ -9,7 +9,8 @@ per size then measures, on that store:
 - RSS right after opening, and the peak after ingesting;
 - the 32-event group commit (what concurrent single-event POSTs pay), median of 100;
 - validate+ingest (`Metering.record_events`, 10k chunks), median of the chunks;
-- the file's size on disk.
+- the file's size on disk;
+- beside it, the PostgreSQL peer (bench/postgres_peer.py) on a store of the same size.
 
 Each run adds its events to the cached store (unique ids per run), so a store
 grows by ~60k events a run: negligible against N, and it keeps stores honest
@@ -30,6 +31,7 @@ import duckdb
 
 from .billing import DATA_DIR, build_dataset
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict
+from .postgres_peer import measure_peer, peer_events
 
 COMMITS = 100
 SMALL_GROUP = 32
@@ -98,12 +100,19 @@ for k in range(chunks):
     results = metering.record_events(batch)
     rates.append(chunk / (time.perf_counter() - begin))
     assert all(r.status == "recorded" for r in results)
+offset += chunks * chunk
+ingest_rates = []
+for k in range(chunks):
+    batch = [parse_event(event(offset + k * chunk + i), now=now) for i in range(chunk)]
+    begin = time.perf_counter()
+    metering.ingestor.ingest(batch)
+    ingest_rates.append(chunk / (time.perf_counter() - begin))
 stored = metering.database.cursor().execute("SELECT count(*) FROM events").fetchall()[0][0]
 metering.close()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"reopen_s": reopen, "rss_open_mb": rss_open, "rss_peak_mb": peak, "stored": stored,
                   "commit_ms": statistics.median(commit_seconds) * 1000,
-                  "rate": statistics.median(rates)}))
+                  "rate": statistics.median(rates), "ingest_rate": statistics.median(ingest_rates)}))
 """
 
 
@@ -137,13 +146,27 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
         if events == 0:
             empty_rate = result["rate"]
             path.unlink(missing_ok=True)
+        run_id = f"{int(time.time())}"
+        peer = measure_peer(events, peer_events(run_id, COMMITS * SMALL_GROUP),
+                            [peer_events(run_id, CHUNK, COMMITS * SMALL_GROUP + k * CHUNK) for k in range(CHUNKS)])
         size = _label(events)
         rows.append(Row(
             f"scale {size} stored: 32-event group commit",
             f"{result['commit_ms']:.2f} ms",
+            baseline=f"{peer['commit_ms']:.2f} ms (PostgreSQL peer)",
+            ratio=fmt_ratio(result["commit_ms"], peer["commit_ms"], higher_is_better=False),
             target=f"<= {TARGET_COMMIT_MS:g} ms",
             met=verdict(result["commit_ms"] <= TARGET_COMMIT_MS),
             notes=f"median of {COMMITS} commits of pre-validated events (Ingestor.ingest)",
+        ))
+        rows.append(Row(
+            f"scale {size} stored: ingest only (pre-validated)",
+            fmt_rate(result["ingest_rate"], "ev/s"),
+            baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer)",
+            ratio=fmt_ratio(result["ingest_rate"], peer["rate"]),
+            target="ahead of the PostgreSQL peer",
+            met=verdict(result["ingest_rate"] > peer["rate"]),
+            notes=f"Ingestor.ingest vs COPY + ON CONFLICT DO NOTHING + rollup upsert; median of {CHUNKS} x {CHUNK:,}",
         ))
         rows.append(Row(
             f"scale {size} stored: validate+ingest",
