@@ -11,6 +11,7 @@ generate_series and cached as data directories in bench/.data.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
@@ -94,6 +95,9 @@ def measure_peer(stored: int, small: list[Any], chunks: list[list[Any]]) -> dict
 
     server_class = _server_class()
     cached = DATA_DIR / f"pg-{stored}ev"
+    built = DATA_DIR / f"pg-{stored}ev.built"  # written once the store is complete
+    if stored and not built.exists():
+        shutil.rmtree(cached, ignore_errors=True)  # a build that was cut short
     server = server_class.temporary() if stored == 0 else server_class(cached)
     fresh = not (server.data_dir / "PG_VERSION").exists()
     server.start()
@@ -104,6 +108,7 @@ def measure_peer(stored: int, small: list[Any], chunks: list[list[Any]]) -> dict
                 if stored:
                     connection.execute(BUILD.replace("{events}", str(stored)))
                     connection.execute("VACUUM ANALYZE")
+                    built.touch()
             commit_seconds = []
             for k in range(0, len(small), 32):
                 rows = _rows(small[k:k + 32])
