@@ -1,4 +1,10 @@
-"""Writing events and their hourly rollups: columnar (Arrow) batches, one transaction."""
+"""Writing events and their hourly rollups: columnar (Arrow) batches, one transaction.
+
+The two statements every commit runs read their Arrow batch through DuckDB's
+replacement scan (a local variable named in the SQL) rather than
+`register`/`unregister`: registering creates and drops a view inside the
+transaction, which cost ~1 ms per statement of a 32-event commit.
+"""
 
 from __future__ import annotations
 
@@ -54,14 +60,10 @@ def insert_new_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> set
     is skipped by ON CONFLICT DO NOTHING, so it is not in the returned set.
     `batch` must not repeat a key.
     """
-    cursor.register("incoming_events", batch)
-    try:
-        rows = cursor.execute(
-            "INSERT INTO events SELECT * FROM incoming_events "
-            "ON CONFLICT DO NOTHING RETURNING tenant_id, event_id"
-        ).fetchall()
-    finally:
-        cursor.unregister("incoming_events")
+    incoming_events = batch  # read by name from this frame (DuckDB's replacement scan), see below
+    rows = cursor.execute(
+        "INSERT INTO events SELECT * FROM incoming_events ON CONFLICT DO NOTHING RETURNING tenant_id, event_id"
+    ).fetchall()
     return {(tenant_id, event_id) for tenant_id, event_id in rows}
 
 
@@ -93,16 +95,13 @@ def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> 
     """
     if batch.num_rows == 0:
         return
-    cursor.register("rollup_input", batch)
-    try:
-        cursor.execute(
-            """
-            INSERT INTO usage_hourly
-            SELECT tenant_id, metric, coalesce(user_id, '') AS user_id, date_trunc('hour', ts) AS hour,
-                   sum(quantity), max(quantity), count(*), max(ts), arg_max(quantity, ts)
-            FROM rollup_input
-            GROUP BY ALL
-            """
-        )
-    finally:
-        cursor.unregister("rollup_input")
+    rollup_input = batch  # read by name from this frame (DuckDB's replacement scan), see below
+    cursor.execute(
+        """
+        INSERT INTO usage_hourly
+        SELECT tenant_id, metric, coalesce(user_id, '') AS user_id, date_trunc('hour', ts) AS hour,
+               sum(quantity), max(quantity), count(*), max(ts), arg_max(quantity, ts)
+        FROM rollup_input
+        GROUP BY ALL
+        """
+    )
