@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 from click.core import ParameterSource
 
-from usage_metering.client import MeteringHttpError, MeteringUnreachable
+from usage_metering.client import MeteringClient, MeteringHttpError, MeteringUnreachable
 from usage_metering.schemas import NotFoundError, ValidationError
 from usage_metering.store import NewerFileFormatError, StoreLockedError
 
 if TYPE_CHECKING:
-    from usage_metering.client import MeteringClient
     from usage_metering.metering import Metering
 
 EXIT_FAILED = 1
@@ -90,8 +89,6 @@ def open_metering(ctx: click.Context) -> Iterator[Metering | MeteringClient]:
         if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
             raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
                            "own window applies (set it on its serve command)", EXIT_INVALID)
-        from usage_metering.client import MeteringClient
-
         with MeteringClient(options["url"], api_key=options["api_key"]) as client:
             yield client
         return
