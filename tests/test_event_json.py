@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from usage_metering.schemas import UsageEvent, ValidationError, check_id
 from usage_metering.client import exact_json
-from usage_metering.schemas.event_json import _reference, decode_event_json
+from usage_metering.schemas.event_json import (
+    RejectedEvent,
+    _reference,
+    decode_event_batch,
+    decode_event_json,
+    encode_event_batch,
+)
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -112,3 +118,44 @@ def test_the_fast_path_itself_agrees_with_the_reference(event: dict[str, Any]) -
     fast = outcome(lambda r: decode_event_json(r, now=NOW), raw)
     reference = outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw)
     same(fast, reference, given_id=isinstance(event.get("event_id"), str))
+
+
+# -- the SDK's batch envelope ----------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS, "quantity": quantities},
+                                      optional={"event_id": ids, "timestamp": timestamps}), max_size=6))
+def test_each_event_of_a_batch_decodes_as_it_would_alone(events: list[dict[str, Any]]) -> None:
+    encoded = [exact_json(event).encode() for event in events]
+    decoded = decode_event_batch(encode_event_batch(encoded), now=NOW)
+    assert len(decoded) == len(events)
+    for index, (raw, item, event) in enumerate(zip(encoded, decoded, events)):
+        alone = outcome(lambda r: decode_event_json(r, now=NOW), raw)
+        if isinstance(item, RejectedEvent):
+            assert (item.index, item.raw) == (index, raw)  # its own bytes, as sent
+            item = ("error", item.error.field, item.error.code, item.error.message)
+        same(item, alone, given_id=isinstance(event.get("event_id"), str))
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b'{"version":2,"events":[]}', "unsupported_version"),
+    (b'{"events":[]}', "invalid_batch"),
+    (b'[{"tenant_id":"a","metric":"m","quantity":1}]', "invalid_batch"),
+    (b'{"version":1,"events":[{"tenant_id":"a","metric":"m","quantity":1}', "invalid_batch"),
+    (b'{"version":1,"events":[],"extra":1}', "invalid_batch"),
+    (b'{"version":1,"events":[' + b'{"tenant_id":"a","metric":"m","quantity":1},' * 30_000 + b"{}]}",
+     "batch_too_large"),
+])
+def test_an_unreadable_envelope_is_refused_whole(raw: bytes, code: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        decode_event_batch(raw, now=NOW)
+    assert refused.value.code == code
+
+
+def test_a_too_large_event_inside_a_batch_is_refused_alone() -> None:
+    big = exact_json({"tenant_id": "a", "metric": "m", "quantity": 1, "user_id": "u" * 70_000}).encode()
+    small = b'{"tenant_id":"a","metric":"m","quantity":2,"event_id":"e2"}'
+    first, second = decode_event_batch(encode_event_batch([big, small]), now=NOW)
+    assert isinstance(first, RejectedEvent) and first.error.code == "event_too_large"
+    assert isinstance(second, UsageEvent) and second.quantity == 2

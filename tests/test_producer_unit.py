@@ -31,6 +31,7 @@ from usage_metering.producer import (
     UsageProducer,
 )
 from usage_metering.producer import kafka_transport
+from usage_metering.producer.events import build_event
 from usage_metering.schemas import ValidationError
 
 
@@ -54,6 +55,7 @@ class FakeKafkaProducer:
         self.closed = False
         self.flush_times_out = False
         self.send_raises: Exception | None = None
+        self.fail_at: dict[int, Exception] = {}  # the n-th send fails with this when flushed
         self._lock = threading.Lock()
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
@@ -70,9 +72,12 @@ class FakeKafkaProducer:
         if self.flush_times_out:
             raise KafkaTimeoutError("Timeout waiting for future")
         with self._lock:
-            pending = [s.future for s in self.sent if not s.future.is_done]
-        for future in pending:
-            future.success(SimpleNamespace(offset=0))
+            pending = [(n, s.future) for n, s in enumerate(self.sent) if not s.future.is_done]
+        for n, future in pending:
+            if n in self.fail_at:
+                future.failure(self.fail_at[n])
+            else:
+                future.success(SimpleNamespace(offset=0))
 
     def close(self, timeout: float | None = None) -> None:
         self.flush(timeout)
@@ -90,24 +95,35 @@ def fake_of(producer: UsageProducer) -> FakeKafkaProducer:
     return fake
 
 
+def sent_events(producer: UsageProducer) -> list[dict[str, Any]]:
+    """Flush, then every event sent so far, in order, out of the records' batch envelopes."""
+    producer.flush()
+    events = []
+    for sent in fake_of(producer).sent:
+        envelope = json.loads(sent.value)
+        assert envelope["version"] == 1 and 1 <= len(envelope["events"]) <= 500
+        events.extend(envelope["events"])
+    return events
+
+
 def test_kafka_config_is_durable_and_ordered(fake_kafka: None) -> None:
     producer = UsageProducer("broker:9092", "metering")
     configs = fake_of(producer).configs
     assert configs["bootstrap_servers"] == "broker:9092"
     assert configs["acks"] == "all"
     assert configs["enable_idempotence"] is True
-    assert configs["compression_type"] == "gzip"
-    assert configs["linger_ms"] == 20
-    assert configs["batch_size"] == 256 * 1024
+    assert configs["compression_type"] == "lz4"
+    assert "linger_ms" not in configs  # the SDK lingers while packing a tenant's events; Kafka need not
+    assert configs["batch_size"] == 1024 * 1024
     assert configs.get("retries", float("inf")) > 1000
 
 
 def test_kafka_options_override_defaults(fake_kafka: None) -> None:
-    producer = UsageProducer(["a:9092", "b:9092"], compression_type=None, linger_ms=5, client_id="svc")
+    producer = UsageProducer(["a:9092", "b:9092"], compression_type=None, batch_size=5, client_id="svc")
     configs = fake_of(producer).configs
     assert configs["bootstrap_servers"] == ["a:9092", "b:9092"]
     assert configs["compression_type"] is None
-    assert configs["linger_ms"] == 5
+    assert configs["batch_size"] == 5
     assert configs["client_id"] == "svc"
 
 
@@ -143,14 +159,13 @@ def test_generated_ids_are_unique_uuid7_and_carried_in_the_value(fake_kafka: Non
     ids = [producer.record("acme", "api_calls", 1) for _ in range(500)]
     assert len(set(ids)) == 500
     assert all(uuid.UUID(event_id).version == 7 for event_id in ids)
-    values = [json.loads(sent.value) for sent in fake_of(producer).sent]
-    assert [value["event_id"] for value in values] == ids
+    assert [value["event_id"] for value in sent_events(producer)] == ids
 
 
 def test_explicit_event_id_is_kept(fake_kafka: None) -> None:
     producer = UsageProducer()
     assert producer.record("acme", "api_calls", 1, event_id="req-123") == "req-123"
-    assert json.loads(fake_of(producer).sent[0].value)["event_id"] == "req-123"
+    assert sent_events(producer)[0]["event_id"] == "req-123"
 
 
 def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
@@ -160,13 +175,15 @@ def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
         "acme", "storage_gb", Decimal("0.1"), user_id="u-1", timestamp=at,
         properties={"region": "eu", "size": Decimal("1.50"), "café": "ü"},
     )
+    (event,) = sent_events(producer)
     sent = fake_of(producer).sent[0]
     assert sent.topic == "usage-events"
     assert sent.key == b"acme"
-    assert sent.headers == [("schema-version", b"1"), ("content-type", b"application/json")]
+    assert sent.headers == [("schema-version", b"1"),
+                            ("content-type", b"application/vnd.usage-metering.events+json; version=1")]
     assert b" " not in sent.value.replace(b'"', b"").split(b"properties")[0]  # compact separators
     assert "café".encode() in sent.value  # UTF-8, not \u escapes
-    assert json.loads(sent.value) == {
+    assert event == {
         "tenant_id": "acme",
         "metric": "storage_gb",
         "quantity": "0.1",
@@ -185,20 +202,20 @@ def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
 def test_quantity_is_an_exact_decimal_string(fake_kafka: None, quantity: Any, text: str) -> None:
     producer = UsageProducer()
     producer.record("acme", "m", quantity)
-    assert json.loads(fake_of(producer).sent[0].value)["quantity"] == text
+    assert sent_events(producer)[0]["quantity"] == text
 
 
 def test_failed_send_makes_flush_raise_and_calls_on_error(fake_kafka: None) -> None:
     errors: list[tuple[str, Exception]] = []
     producer = UsageProducer(on_error=lambda event_id, exc: errors.append((event_id, exc)))
     ok_id = producer.record("acme", "api_calls", 1)
-    bad_id = producer.record("acme", "api_calls", 2)
+    bad_id = producer.record("globex", "api_calls", 2)  # another tenant: another record
     boom = NotLeaderForPartitionError("leader moved")
-    fake_of(producer).sent[1].future.failure(boom)
+    fake_of(producer).fail_at[1] = boom
 
-    assert errors == [(bad_id, boom)]
     with pytest.raises(DeliveryError) as caught:
         producer.flush()
+    assert errors == [(bad_id, boom)]
     assert caught.value.event_ids == [bad_id]
     assert caught.value.first_exception is boom
     assert bad_id in str(caught.value) and ok_id not in str(caught.value)
@@ -211,24 +228,28 @@ def test_on_error_that_raises_does_not_hide_the_failure(fake_kafka: None) -> Non
 
     producer = UsageProducer(on_error=broken)
     event_id = producer.record("acme", "api_calls", 1)
-    fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+    fake_of(producer).fail_at[0] = KafkaTimeoutError("expired")
     with pytest.raises(DeliveryError) as caught:
         producer.flush()
     assert caught.value.event_ids == [event_id]
 
 
-def test_send_that_raises_propagates_from_record(fake_kafka: None) -> None:
+def test_a_send_that_raises_fails_the_events_of_its_record(fake_kafka: None) -> None:
     producer = UsageProducer()
     fake_of(producer).send_raises = KafkaTimeoutError("no metadata")
-    with pytest.raises(KafkaTimeoutError):
-        producer.record("acme", "api_calls", 1)
-    producer.close()  # already told the caller; not a delivery failure too
+    ids = [producer.record("acme", "api_calls", 1) for _ in range(3)]
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_ids == ids
+    assert isinstance(caught.value.first_exception, KafkaTimeoutError)
+    fake_of(producer).send_raises = None
+    producer.close()  # reported once
 
 
 def test_close_flushes_closes_and_raises_for_failures(fake_kafka: None) -> None:
     producer = UsageProducer()
     event_id = producer.record("acme", "api_calls", 1)
-    fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+    fake_of(producer).fail_at[0] = KafkaTimeoutError("expired")
     with pytest.raises(DeliveryError) as caught:
         producer.close()
     assert caught.value.event_ids == [event_id]
@@ -267,7 +288,7 @@ def test_context_manager_raises_delivery_error(fake_kafka: None) -> None:
     with pytest.raises(DeliveryError):
         with UsageProducer() as producer:
             producer.record("acme", "api_calls", 1)
-            fake_of(producer).sent[0].future.failure(KafkaTimeoutError("expired"))
+            fake_of(producer).fail_at[0] = KafkaTimeoutError("expired")
 
 
 def record_from_threads(producer: Any, threads: int, per_thread: int) -> list[str]:
@@ -291,9 +312,65 @@ def record_from_threads(producer: Any, threads: int, per_thread: int) -> list[st
 def test_record_from_many_threads(fake_kafka: None) -> None:
     producer = UsageProducer()
     ids = record_from_threads(producer, threads=8, per_thread=200)
+    assert sorted(event["event_id"] for event in sent_events(producer)) == sorted(ids)
     producer.close()
     assert len(set(ids)) == 1600
-    assert len(fake_of(producer).sent) == 1600
+
+
+def test_a_tenants_events_are_packed_in_order_up_to_the_count_and_byte_bounds(fake_kafka: None) -> None:
+    producer = UsageProducer(max_batch_events=4, max_batch_bytes=10_000, linger_ms=60_000)
+    ids = {tenant: [producer.record(tenant, "m", 1) for _ in range(10)] for tenant in ("acme", "globex")}
+    big = [producer.record("initech", "m", 1, properties={"pad": "x" * 3000}) for _ in range(7)]
+    events = sent_events(producer)
+    records = fake_of(producer).sent
+    by_tenant: dict[bytes, list[str]] = {}
+    for record in records:
+        batch = json.loads(record.value)["events"]
+        assert {event["tenant_id"].encode() for event in batch} == {record.key}
+        assert len(batch) <= 4 and len(record.value) <= 10_000 + 100
+        by_tenant.setdefault(record.key, []).extend(event["event_id"] for event in batch)
+    assert by_tenant == {b"acme": ids["acme"], b"globex": ids["globex"], b"initech": big}
+    assert len([r for r in records if r.key == b"acme"]) == 3  # 4 + 4 + 2
+    assert len([r for r in records if r.key == b"initech"]) == 3  # 3 + 3 + 1: bytes bound first
+    assert len(events) == 27
+    producer.close()
+
+
+def test_an_open_record_is_sent_once_its_first_event_has_lingered(fake_kafka: None) -> None:
+    producer = UsageProducer(linger_ms=50)
+    started = time.monotonic()
+    producer.record("acme", "m", 1)
+    producer.record("acme", "m", 2)
+    wait_until(lambda: len(fake_of(producer).sent) == 1)
+    assert time.monotonic() - started >= 0.045
+    assert [e["quantity"] for e in json.loads(fake_of(producer).sent[0].value)["events"]] == ["1", "2"]
+    producer.close()
+
+
+def test_one_event_per_record_when_asked(fake_kafka: None) -> None:
+    producer = UsageProducer(max_batch_events=1)
+    event_id = producer.record("acme", "m", 1)
+    producer.flush()
+    (sent,) = fake_of(producer).sent
+    assert sent.headers == [("schema-version", b"1"), ("content-type", b"application/json")]
+    assert json.loads(sent.value)["event_id"] == event_id
+    producer.close()
+
+
+def test_publish_resolves_once_every_record_is_acknowledged(fake_kafka: None) -> None:
+    producer = UsageProducer(linger_ms=1)
+    events = [build_event(tenant, "m", 1) for tenant in ("a", "b", "a")]
+    done = producer.publish(events)
+    wait_until(lambda: len(fake_of(producer).sent) == 2)
+    assert not done.done()
+    fake_of(producer).flush()
+    assert done.result(timeout=1) is None
+    fake_of(producer).fail_at[2] = NotLeaderForPartitionError("moved")
+    failed = producer.publish([build_event("c", "m", 1)])
+    wait_until(lambda: len(fake_of(producer).sent) == 3)
+    fake_of(producer).flush()
+    assert isinstance(failed.exception(timeout=1), NotLeaderForPartitionError)
+    producer.close()
 
 
 # -- HTTP transport, with a tiny real server ------------------------------

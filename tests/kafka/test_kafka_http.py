@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+from kafka import KafkaProducer
+
 from nodes import ServerProcess
 
 
@@ -66,6 +68,20 @@ def test_quick_start_flow_through_the_broker(tmp_path: Path, kafka_bootstrap: st
         ]})
         assert status == 200 and batch["accepted"] == 1 and batch["rejected"] == 1
 
-        status, _, metrics = server.request("GET", "/metrics")
-        assert status == 200 and "usage_metering_consumer_lag" in metrics
+        # records another producer wrote that are not events: dead letters, counted in /metrics
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", compression_type="snappy")
+        for value in (None, b"\xff not json", b'{"tenant_id": "tenant_acme"}'):
+            producer.send(topic, key=b"tenant_acme", value=value)
+        producer.close()
+        wait_for(lambda: dead_letters_counted(server) == 3)
+        letters = server.request("GET", "/api/dead-letters")[2]["dead_letters"]
+        assert sorted(letter["reason"].split(":")[0] for letter in letters) == [
+            "invalid_json", "invalid_json", "missing_field"]
         assert server.stop() == 0
+
+
+def dead_letters_counted(server: ServerProcess) -> float:
+    status, _, metrics = server.request("GET", "/metrics")
+    assert status == 200 and "usage_metering_consumer_lag" in metrics
+    line = next(line for line in metrics.splitlines() if line.startswith("usage_metering_dead_letters_total "))
+    return float(line.split()[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from usage_metering.consumer.names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_GROUP_ID, DEFAULT_PARTITIONS, DEFAULT_TOPIC
+from usage_metering.consumer.names import DEFAULT_GROUP_ID, DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from usage_metering.schemas import ValidationError
 from usage_metering.store import StoreLockedError
 
@@ -37,13 +37,16 @@ def kafka_group() -> None:
 @_TOPIC
 @click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=click.IntRange(1, 10_000),
               help="Partitions of the events topic (the unit of scale-out; events are keyed by tenant).")
-@click.option("--dead-letter-topic", default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True)
-def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str) -> None:
+@click.option("--dead-letter-topic", default=None, help="Default: <topic>-dead-letters ('' = none).")
+def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str | None) -> None:
     """Create the events topic and its dead-letter topic (existing ones are left as they are)."""
+    from usage_metering.consumer.names import dead_letter_topic_for
     from usage_metering.consumer.topics import create_topics
 
+    if dead_letter_topic is None:
+        dead_letter_topic = dead_letter_topic_for(topic)
     created = create_topics(bootstrap_servers, topic, partitions, dead_letter_topic)
-    for name in (topic, dead_letter_topic):
+    for name in [topic] + ([dead_letter_topic] if dead_letter_topic else []):
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
 
@@ -52,8 +55,9 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @_TOPIC
 @click.option("--group-id", default=DEFAULT_GROUP_ID, show_default=True, help="Consumer group.")
 @click.option("--instance-id", default=None, help="Static membership: a restart takes its partitions back at once.")
-@click.option("--dead-letter-topic", default=DEFAULT_DEAD_LETTER_TOPIC, show_default=True,
-              help="Where malformed and blocked messages are copied ('' = only the dead_letters table).")
+@click.option("--dead-letter-topic", default=None,
+              help="Where malformed and blocked messages are copied. Default: <topic>-dead-letters "
+                   "('' = only the dead_letters table).")
 @click.option("--max-poll-records", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most records per poll batch (one DuckDB transaction).")
 @webhook_url_option
@@ -62,7 +66,7 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @log_level_option
 @click.pass_context
 def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
-                    dead_letter_topic: str, max_poll_records: int, webhook_url: str | None, webhook_secret: str | None,
+                    dead_letter_topic: str | None, max_poll_records: int, webhook_url: str | None, webhook_secret: str | None,
                     log_format: str, log_level: str) -> None:
     """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT (then exit 0).
 
@@ -90,7 +94,7 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
         try:
             consumer = metering.kafka_consumer(
                 bootstrap_servers, topic=topic, group_id=group_id, group_instance_id=instance_id,
-                dead_letter_topic=dead_letter_topic or None, max_poll_records=max_poll_records,
+                dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
             )
             code = run_consumer(consumer)
         finally:

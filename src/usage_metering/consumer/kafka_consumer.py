@@ -17,6 +17,10 @@ was rolled back.
 Events the ingestor blocks (a `block` quota policy) become dead letters
 (`quota_exceeded: ...`) in the same transaction that advances the offsets past
 them (the ingestor's `dead_letter_blocked` hook).
+
+Input never stops the consumer: a record whose value is not an event, and a
+record that kafka-python cannot even unpack (a codec it lacks, a failed CRC),
+becomes a dead letter committed with the offset past it.
 """
 
 from __future__ import annotations
@@ -28,23 +32,22 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
-from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus, UsageEvent, ValidationError
-from usage_metering.schemas.event_json import decode_event_json
+from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus
 from usage_metering.store import Database, DeadLetter
-from usage_metering.store.dead_letters import dead_letter_reason
 from usage_metering.store.offsets import PartitionKey, load_offsets
 
 from .ingestor import IngestOutcome, Ingestor
-from .names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_GROUP_ID, DEFAULT_TOPIC
+from .kafka_records import PolledBatch, blocked_letter, decode_polled, undecodable_record
+from .names import DEFAULT_GROUP_ID, DEFAULT_TOPIC, dead_letter_topic_for
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +57,28 @@ _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting
 _TOPIC_WAIT_SECONDS = 1.0  # between checks for a topic that does not exist yet
 
 
-# -- decoding ------------------------------------------------------------------------
+def _undecodable_position(consumer: KafkaConsumer) -> tuple[TopicPartition, int] | None:
+    """The partition and offset whose records kafka-python failed to unpack in the last poll, if any.
 
-
-def _record_time(timestamp_ms: int | None) -> datetime:
-    if timestamp_ms is None or timestamp_ms < 0:
-        return datetime.now(timezone.utc)
-    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
-
-
-def decode_event(value: bytes | None, produced_at: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW) -> UsageEvent:
-    """One Kafka message value into a validated event, or raise ValidationError.
-
-    Validation is relative to `produced_at` (the record's Kafka timestamp), so a
-    replay after downtime accepts what was valid when it was sent.
+    kafka-python 3.0.12 raises from poll() without saying which partition
+    failed; its fetcher keeps the failed partition's records as next in line,
+    stopped at the offset it could not unpack, which is also the partition's
+    position. Reads private attributes, hence the version pin in
+    pyproject.toml and tests/kafka/test_interop.py.
     """
-    if value is None:
-        raise ValidationError(None, "empty message (no value)", "invalid_json")
-    return decode_event_json(value, now=produced_at, late_window=late_window)
+    fetcher = getattr(consumer, "_fetcher", None)
+    records = getattr(fetcher, "_next_partition_records", None)
+    tp = getattr(records, "topic_partition", None)
+    offset = getattr(records, "next_fetch_offset", None)
+    if tp is None or offset is None or tp not in consumer.assignment():
+        return None
+    if consumer.position(tp) != offset:
+        return None
+    return tp, offset
 
-
-def _blocked_letter(record: Any, outcome: IngestOutcome) -> DeadLetter:
-    return DeadLetter("kafka", record.value or b"", _quota_reason(outcome), record.topic, record.partition, record.offset)
-
-
-def _quota_reason(outcome: IngestOutcome) -> str:
-    quota = outcome.quota
-    if quota is None:
-        return "quota_exceeded: -: blocked by a quota"
-    return (
-        f"quota_exceeded: {quota.metric}: usage {quota.used} of {quota.limit} included "
-        f"in period {quota.period.label()} (policy block)"
-    )
 
 
 # -- batches -------------------------------------------------------------------------
-
-
-@dataclass
-class _Batch:
-    events: list[UsageEvent] = field(default_factory=list)
-    sources: list[Any] = field(default_factory=list)  # the ConsumerRecord of each event (parallel)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    dead_letter_keys: list[bytes | None] = field(default_factory=list)  # parallel to dead_letters
-    offsets: dict[PartitionKey, int] = field(default_factory=dict)  # next offset per partition
-    records: int = 0
 
 
 @dataclass
@@ -160,7 +140,7 @@ class KafkaIngestConsumer:
         *,
         topic: str = DEFAULT_TOPIC,
         group_id: str = DEFAULT_GROUP_ID,
-        dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+        dead_letter_topic: str | None = None,
         max_poll_records: int = 5000,
         late_window: timedelta = DEFAULT_LATE_WINDOW,
         group_instance_id: str | None = None,
@@ -172,7 +152,8 @@ class KafkaIngestConsumer:
         self.database = database
         self.topic = topic
         self.group_id = group_id
-        self.dead_letter_topic = dead_letter_topic
+        # None: `<topic>-dead-letters`; "": dead letters only in the dead_letters table.
+        self.dead_letter_topic = dead_letter_topic_for(topic) if dead_letter_topic is None else dead_letter_topic
         self.max_poll_records = max_poll_records
         self.late_window = late_window
         self.poll_timeout_ms = poll_timeout_ms
@@ -239,7 +220,7 @@ class KafkaIngestConsumer:
                 polled = self._poll(stop)
                 self._finish_committed(block=False)
                 if polled:
-                    self._submit(self._decode(polled))
+                    self._submit(decode_polled(polled, self.late_window))
                 self._maybe_housekeep()
         finally:
             # Finish what was handed to the writer (a rolled-back batch re-raises here).
@@ -275,18 +256,42 @@ class KafkaIngestConsumer:
     def _poll(self, stop: threading.Event) -> Mapping[TopicPartition, Sequence[Any]]:
         """One poll; a broker that is down or moving (retriable errors) means wait and poll again.
 
-        Nothing is lost by retrying: positions only move past records we were given.
+        Nothing is lost by retrying: positions only move past records we were
+        given, or past a record that cannot be unpacked once its dead letter
+        is handed to the writer.
         """
         try:
             polled = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
-        except KafkaError as exc:
-            if not exc.retriable:
+        except Exception as exc:
+            if isinstance(exc, KafkaError) and exc.retriable:
+                log.warning("Kafka unavailable (%s); retrying", exc)
+                stop.wait(_RETRY_BACKOFF_SECONDS)
+                return {}
+            if not self._skip_undecodable_record(exc):
                 raise
-            log.warning("Kafka unavailable (%s); retrying", exc)
-            stop.wait(_RETRY_BACKOFF_SECONDS)
             return {}
         self._rejoin_if_assignment_was_dropped()
         return polled
+
+    def _skip_undecodable_record(self, error: Exception) -> bool:
+        """Dead-letter the record kafka-python failed to unpack and move past it; False if `error` is not that.
+
+        The record's bytes are not available (the batch around it could not
+        be decompressed or failed its CRC), so the dead letter keeps its
+        topic, partition, offset and the error. A compressed batch is skipped
+        one offset at a time: each poll fails again on the same batch until
+        the position is past its last record.
+        """
+        if isinstance(error, KafkaError) and not isinstance(error, (UnsupportedCodecError, CorruptRecordError)):
+            return False
+        stuck = _undecodable_position(self._consumer)
+        if stuck is None:
+            return False
+        tp, offset = stuck
+        log.error("cannot unpack %s/%d@%d (%r); dead-lettering it", tp.topic, tp.partition, offset, error)
+        self._submit(undecodable_record(tp.topic, tp.partition, offset, error))
+        self._consumer.seek(tp, offset + 1)
+        return True
 
     def _rejoin_if_assignment_was_dropped(self) -> None:
         """Work around kafka-python 3.0.x leaving this member with no partitions, forever.
@@ -430,40 +435,7 @@ class KafkaIngestConsumer:
 
     # -- the batch pipeline ------------------------------------------------------------
 
-    def _decode(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> _Batch:
-        batch = _Batch()
-        late_window = self.late_window
-        times: dict[int, datetime] = {}
-        for tp, records in polled.items():
-            if not records:
-                continue
-            for record in records:
-                value = record.value
-                produced_at = times.get(record.timestamp)
-                if produced_at is None:
-                    produced_at = times[record.timestamp] = _record_time(record.timestamp)
-                try:
-                    event = decode_event(value, produced_at, late_window)
-                except ValidationError as error:
-                    self._add_dead_letter(batch, record, dead_letter_reason(error))
-                    continue
-                except Exception as exc:  # a validator bug must not stop the partition
-                    log.exception("unexpected error validating %s/%d@%d", record.topic, record.partition, record.offset)
-                    self._add_dead_letter(batch, record, f"internal_error: -: {exc!r}")
-                    continue
-                batch.events.append(event)
-                batch.sources.append(record)
-            batch.records += len(records)
-            batch.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-        return batch
-
-    @staticmethod
-    def _add_dead_letter(batch: _Batch, record: Any, reason: str) -> None:
-        raw = record.value if record.value is not None else b""
-        batch.dead_letters.append(DeadLetter("kafka", raw, reason, record.topic, record.partition, record.offset))
-        batch.dead_letter_keys.append(record.key)
-
-    def _submit(self, batch: _Batch) -> None:
+    def _submit(self, batch: PolledBatch) -> None:
         while len(self._in_flight) >= _MAX_IN_FLIGHT:
             self._finish_one(self._in_flight[0])
         self._in_flight.append(self._writer.submit(self._commit, batch))
@@ -488,7 +460,7 @@ class KafkaIngestConsumer:
 
     # -- on the writer thread -----------------------------------------------------------
 
-    def _commit(self, batch: _Batch) -> _Committed:
+    def _commit(self, batch: PolledBatch) -> _Committed:
         if self._writer_failed is not None:
             raise RuntimeError("an earlier batch failed to commit; not committing later ones") from self._writer_failed
         try:
@@ -499,7 +471,7 @@ class KafkaIngestConsumer:
 
             def letter_for_blocked(index: int, outcome: IngestOutcome) -> DeadLetter:
                 source = batch.sources[index]
-                blocked_letters.append(_blocked_letter(source, outcome))
+                blocked_letters.append(blocked_letter(source, batch.events[index], outcome))
                 blocked_keys.append(source.key)  # for the copy on the dead-letter topic
                 return blocked_letters[-1]
 

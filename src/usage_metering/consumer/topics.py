@@ -7,7 +7,7 @@ import logging
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
-from .names import DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, DEFAULT_TOPIC
+from .names import DEFAULT_PARTITIONS, DEFAULT_TOPIC, dead_letter_topic_for
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ def create_topics(
     bootstrap_servers: str | list[str],
     topic: str = DEFAULT_TOPIC,
     partitions: int = DEFAULT_PARTITIONS,
-    dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+    dead_letter_topic: str | None = None,
     *,
     replication_factor: int = 1,
     timeout_ms: int = 30_000,
@@ -26,8 +26,11 @@ def create_topics(
     Returns the names that were newly created. An existing topic is left as it
     is, even if its partition count differs (partitions are the unit of scale
     and of stored offsets; changing them is a deliberate admin action).
-    The dead-letter topic gets as many partitions as the events topic.
+    The dead-letter topic (None: `<topic>-dead-letters`; "": none) gets as
+    many partitions as the events topic.
     """
+    if dead_letter_topic is None:
+        dead_letter_topic = dead_letter_topic_for(topic)
     wanted = [topic] + ([dead_letter_topic] if dead_letter_topic else [])
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="usage-metering-admin",
                              request_timeout_ms=timeout_ms)

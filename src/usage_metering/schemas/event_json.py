@@ -12,9 +12,10 @@ word for word; tests check that both paths agree on valid and invalid input.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence
 
 import msgspec
 
@@ -29,6 +30,8 @@ from .event import (
     parse_quantity,
 )
 from .ids import ID_FULL_PATTERN, ID_MAX_LENGTH, uuid7
+
+MAX_EVENT_JSON_BYTES = 64 * 1024  # one event's JSON: an HTTP body, a Kafka record value
 
 _Identifier = Annotated[str, msgspec.Meta(pattern=ID_FULL_PATTERN, max_length=ID_MAX_LENGTH)]
 
@@ -54,12 +57,17 @@ _REFERENCE = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_consta
 
 def decode_event_json(raw: bytes, *, now: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW) -> UsageEvent:
     """One event's JSON (UTF-8 bytes) as a validated event, or raise ValidationError (code `invalid_json`
-    when the bytes are not JSON at all)."""
+    when the bytes are not JSON at all, `event_too_large` over MAX_EVENT_JSON_BYTES)."""
+    if len(raw) > MAX_EVENT_JSON_BYTES:
+        raise ValidationError(None, f"is {len(raw)} bytes; at most {MAX_EVENT_JSON_BYTES}", "event_too_large")
     try:
         wire = _FAST.decode(raw)
     except msgspec.MsgspecError:
         return _reference(raw, now, late_window)
-    ctx = ValidationContext(now=now, late_window=late_window)
+    return _to_event(wire, ValidationContext(now=now, late_window=late_window))
+
+
+def _to_event(wire: _WireEvent, ctx: ValidationContext) -> UsageEvent:
     return UsageEvent(
         tenant_id=wire.tenant_id,
         metric=wire.metric,
@@ -69,6 +77,80 @@ def decode_event_json(raw: bytes, *, now: datetime, late_window: timedelta = DEF
         user_id=wire.user_id,
         properties=None if wire.properties is None else parse_properties("properties", wire.properties, ctx),
     )
+
+
+# -- many events in one record ---------------------------------------------------------------
+
+EVENT_BATCH_CONTENT_TYPE = "application/vnd.usage-metering.events+json; version=1"
+EVENT_BATCH_VERSION = 1
+MAX_EVENT_BATCH_JSON_BYTES = 1024 * 1024  # a whole batch record's value (Kafka's default message limit)
+
+
+class _WireBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    version: int
+    events: list[_WireEvent]
+
+
+class _RawBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    version: int
+    events: list[msgspec.Raw]
+
+
+_FAST_BATCH = msgspec.json.Decoder(_WireBatch, float_hook=Decimal)
+_RAW_BATCH = msgspec.json.Decoder(_RawBatch)
+
+
+@dataclass(frozen=True)
+class RejectedEvent:
+    """An event of a batch that is not valid; the rest of its batch still counts."""
+
+    index: int  # its place in the batch's `events`
+    raw: bytes  # its JSON, as sent
+    error: ValidationError
+
+
+def encode_event_batch(encoded_events: Sequence[bytes]) -> bytes:
+    """The envelope around events already encoded as JSON: `{"version": 1, "events": [...]}`."""
+    return b'{"version":1,"events":[' + b",".join(encoded_events) + b"]}"
+
+
+def decode_event_batch(
+    raw: bytes, *, now: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW
+) -> list[UsageEvent | RejectedEvent]:
+    """A batch envelope as its events in order, each validated or rejected on its own.
+
+    Raises ValidationError when the envelope itself cannot be read (then no
+    event of it counts): `invalid_batch`, `unsupported_version`, `batch_too_large`.
+    """
+    if len(raw) > MAX_EVENT_BATCH_JSON_BYTES:
+        raise ValidationError(None, f"is {len(raw)} bytes; at most {MAX_EVENT_BATCH_JSON_BYTES}", "batch_too_large")
+    try:
+        batch = _FAST_BATCH.decode(raw)
+        if batch.version == EVENT_BATCH_VERSION:
+            ctx = ValidationContext(now=now, late_window=late_window)
+            return [_to_event(wire, ctx) for wire in batch.events]
+    except (msgspec.MsgspecError, ValidationError):
+        pass  # some event (or the envelope) is not valid: read them one by one for exact errors
+    return _decode_one_by_one(raw, now, late_window)
+
+
+def _decode_one_by_one(raw: bytes, now: datetime, late_window: timedelta) -> list[UsageEvent | RejectedEvent]:
+    try:
+        envelope = _RAW_BATCH.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise ValidationError(None, f'not a batch of events ({{"version": 1, "events": [...]}}): {exc}',
+                              "invalid_batch") from None
+    if envelope.version != EVENT_BATCH_VERSION:
+        raise ValidationError("version", f"is {envelope.version}; only version {EVENT_BATCH_VERSION} is read",
+                              "unsupported_version")
+    decoded: list[UsageEvent | RejectedEvent] = []
+    for index, item in enumerate(envelope.events):
+        event_raw = bytes(item)
+        try:
+            decoded.append(decode_event_json(event_raw, now=now, late_window=late_window))
+        except ValidationError as error:
+            decoded.append(RejectedEvent(index, event_raw, error))
+    return decoded
 
 
 def _reference(raw: bytes, now: datetime, late_window: timedelta) -> UsageEvent:

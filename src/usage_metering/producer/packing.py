@@ -1,0 +1,102 @@
+"""Packing events into records: one open record per key, shipped when full or when it has lingered.
+
+A record is shipped when it holds `max_events` events, when the next event
+would take it over `max_bytes`, when its first event has waited
+`linger_seconds`, or on `ship_all()`. Records of one key are shipped in the
+order their events were added (shipping happens under the packer's lock), so
+a tenant's events stay in order on its partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+# Called once per event with None when its record was acknowledged, or with the error.
+Settle = Callable[[BaseException | None], None]
+# Sends one record: (key, the events' JSON payloads, their settle callbacks).
+Ship = Callable[[bytes, list[bytes], list[Settle]], None]
+
+
+class _OpenRecord:
+    __slots__ = ("payloads", "settles", "size", "due")
+
+    def __init__(self, due: float) -> None:
+        self.payloads: list[bytes] = []
+        self.settles: list[Settle] = []
+        self.size = 0
+        self.due = due
+
+
+class RecordPacker:
+    """Thread-safe; a background thread ships records whose linger time is up."""
+
+    def __init__(self, ship: Ship, *, max_events: int, max_bytes: int, linger_seconds: float) -> None:
+        if max_events < 1 or max_bytes < 1 or linger_seconds < 0:
+            raise ValueError("max_events and max_bytes must be >= 1, linger_seconds >= 0")
+        self._ship = ship
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._linger = linger_seconds
+        self._cond = threading.Condition()
+        # Insertion order is due order: every record lingers the same time from its creation.
+        self._open: dict[bytes, _OpenRecord] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._ship_when_due, name="usage-metering-record-packer", daemon=True)
+        self._thread.start()
+
+    def add(self, key: bytes, payload: bytes, settle: Settle) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the producer is closed")
+            record = self._open.get(key)
+            if record is not None and record.size + len(payload) > self._max_bytes:
+                self._ship_locked(key)
+                record = None
+            if record is None:
+                record = self._open[key] = _OpenRecord(time.monotonic() + self._linger)
+                if len(self._open) == 1:
+                    self._cond.notify()  # the shipping thread waits without a deadline when nothing is open
+            record.payloads.append(payload)
+            record.settles.append(settle)
+            record.size += len(payload) + 1
+            if len(record.payloads) >= self._max_events or record.size >= self._max_bytes:
+                self._ship_locked(key)
+
+    def ship_all(self) -> None:
+        """Ship every open record now (flush)."""
+        with self._cond:
+            for key in list(self._open):
+                self._ship_locked(key)
+
+    def close(self) -> None:
+        """Ship what is open and stop the shipping thread; `add` raises afterwards."""
+        with self._cond:
+            for key in list(self._open):
+                self._ship_locked(key)
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _ship_locked(self, key: bytes) -> None:
+        record = self._open.pop(key)
+        try:
+            self._ship(key, record.payloads, record.settles)
+        except Exception as exc:  # not queued: each of its events fails (the caller learns at flush)
+            for settle in record.settles:
+                settle(exc)
+
+    def _ship_when_due(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if not self._open:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for key, record in list(self._open.items()):
+                    if record.due > now:
+                        break
+                    self._ship_locked(key)
+                if self._open:
+                    self._cond.wait(next(iter(self._open.values())).due - now)
