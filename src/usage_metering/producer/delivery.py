@@ -66,21 +66,29 @@ class DeliveryTracker:
     """Thread-safe record of pending events and unreported failures.
 
     `start()` hands out increasing tokens, so a transport that completes events
-    in order (the HTTP one) can use the token as a sequence number.
+    in order (the HTTP one) can use the token as a sequence number. A token may
+    stand for several events delivered together (`start_many`, one Kafka record).
     """
 
     def __init__(self, on_error: ErrorCallback | None = None) -> None:
         self._on_error = on_error
         self._lock = threading.Lock()
         self._next_token = 0
-        self._pending: dict[int, str] = {}
+        self._pending: dict[int, str | list[str]] = {}
         self._failures: list[tuple[str, Exception]] = []
 
     def start(self, event_id: str) -> int:
+        return self._start(event_id)
+
+    def start_many(self, event_ids: list[str]) -> int:
+        """One token for events that succeed or fail together."""
+        return self._start(event_ids)
+
+    def _start(self, pending: str | list[str]) -> int:
         with self._lock:
             token = self._next_token
             self._next_token += 1
-            self._pending[token] = event_id
+            self._pending[token] = pending
             return token
 
     def succeeded(self, token: int) -> None:
@@ -94,11 +102,13 @@ class DeliveryTracker:
 
     def failed(self, token: int, error: Exception) -> None:
         with self._lock:
-            event_id = self._pending.pop(token, None)
-            if event_id is None:  # already settled (e.g. failed by close)
+            pending = self._pending.pop(token, None)
+            if pending is None:  # already settled (e.g. failed by close)
                 return
-            self._failures.append((event_id, error))
-        self._report(event_id, error)
+            event_ids = [pending] if isinstance(pending, str) else pending
+            self._failures.extend((event_id, error) for event_id in event_ids)
+        for event_id in event_ids:
+            self._report(event_id, error)
 
     def fail_all_pending(self, error: Exception) -> None:
         """Fail every event still pending (used when close() gives up on them)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from functools import partial
+from collections import Counter
 from typing import Any, Sequence
 
 from kafka import KafkaProducer
@@ -28,7 +28,7 @@ from usage_metering.schemas.event_json import EVENT_BATCH_CONTENT_TYPE, encode_e
 from .base import BaseUsageProducer
 from .delivery import DeliveryTracker, ErrorCallback
 from .events import encode_event
-from .packing import RecordPacker, Settle
+from .packing import RecordPacker
 
 DEFAULT_KAFKA_OPTIONS: dict[str, Any] = {
     "acks": "all",
@@ -52,6 +52,28 @@ SINGLE_EVENT_HEADERS: list[tuple[str, bytes]] = [
     ("schema-version", str(EVENT_SCHEMA_VERSION).encode("ascii")),
     ("content-type", b"application/json"),
 ]
+
+
+class _Publication:
+    """The events of one `publish()` call: done when all are acknowledged, failed at the first error."""
+
+    def __init__(self, count: int) -> None:
+        self.done: Future[None] = Future()
+        self._remaining = count
+        self._lock = threading.Lock()
+        if count == 0:
+            self.done.set_result(None)
+
+    def settle(self, count: int, error: BaseException | None) -> None:
+        with self._lock:
+            if self.done.done():
+                return
+            if error is not None:
+                self.done.set_exception(error)
+                return
+            self._remaining -= count
+            if self._remaining <= 0:
+                self.done.set_result(None)
 
 
 class UsageProducer(BaseUsageProducer):
@@ -84,20 +106,13 @@ class UsageProducer(BaseUsageProducer):
         self._single_events = max_batch_events == 1
         options = {**DEFAULT_KAFKA_OPTIONS, **kafka_options, "bootstrap_servers": bootstrap_servers}
         self._producer = KafkaProducer(**options)
-        self._packer = RecordPacker(self._ship, max_events=max_batch_events, max_bytes=max_batch_bytes,
+        self._packer: RecordPacker[str | _Publication] = RecordPacker(self._ship, max_events=max_batch_events, max_bytes=max_batch_bytes,
                                     linger_seconds=linger_ms / 1000)
 
     def _send(self, event: UsageEvent) -> None:
         if self._closed:
             raise RuntimeError("UsageProducer is closed")
-        token = self._tracker.start(event.event_id)
-        self._packer.add(event.tenant_id.encode("utf-8"), encode_event(event), partial(self._settle, token))
-
-    def _settle(self, token: int, error: BaseException | None) -> None:
-        if error is None:
-            self._tracker.succeeded(token)
-        else:
-            self._tracker.failed(token, error if isinstance(error, Exception) else RuntimeError(repr(error)))
+        self._packer.add(event.tenant_id.encode("utf-8"), encode_event(event), event.event_id)
 
     def publish(self, events: Sequence[UsageEvent]) -> Future[None]:
         """Send validated events; the future resolves once Kafka acknowledged all (acks=all).
@@ -105,51 +120,42 @@ class UsageProducer(BaseUsageProducer):
         For a front end that answers its caller only after the broker has the
         events (the HTTP node in Kafka mode). Fails with the first send error.
         """
-        done: Future[None] = Future()
-        if not events:
-            done.set_result(None)
-            return done
-        remaining = [len(events)]
-        lock = threading.Lock()
-
-        def settle(error: BaseException | None) -> None:
-            with lock:
-                if done.done():
-                    return
-                if error is not None:
-                    done.set_exception(error)
-                    return
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set_result(None)
-
+        publication = _Publication(len(events))
         try:
             if self._closed:
                 raise RuntimeError("UsageProducer is closed")
             for event in events:
-                self._packer.add(event.tenant_id.encode("utf-8"), encode_event(event), settle)
+                self._packer.add(event.tenant_id.encode("utf-8"), encode_event(event), publication)
         except Exception as exc:
-            settle(exc)
-        return done
+            publication.settle(1, exc)
+        return publication.done
 
-    def _ship(self, key: bytes, payloads: list[bytes], settles: list[Settle]) -> None:
-        """One record to Kafka (called by the packer, in order per tenant)."""
+    def _ship(self, key: bytes, payloads: list[bytes], items: list[str | _Publication]) -> None:
+        """One record to Kafka (called by the packer, in order per tenant); settles its events when answered."""
+        event_ids = [item for item in items if isinstance(item, str)]
+        token = self._tracker.start_many(event_ids) if event_ids else None
+        publications = Counter(item for item in items if isinstance(item, _Publication))
+
+        def settle(error: BaseException | None) -> None:
+            if token is not None:
+                if error is None:
+                    self._tracker.succeeded(token)
+                else:
+                    self._tracker.failed(token, error if isinstance(error, Exception) else RuntimeError(repr(error)))
+            for publication, count in publications.items():
+                publication.settle(count, error)
+
         if self._single_events:
             value, headers = payloads[0], list(SINGLE_EVENT_HEADERS)
         else:
             value, headers = encode_event_batch(payloads), list(BATCH_HEADERS)
-        future = self._producer.send(self.topic, value=value, key=key, headers=headers)
-
-        def acknowledged(_metadata: object) -> None:
-            for settle in settles:
-                settle(None)
-
-        def failed(error: BaseException) -> None:
-            for settle in settles:
-                settle(error)
-
-        future.add_callback(acknowledged)
-        future.add_errback(failed)
+        try:
+            future = self._producer.send(self.topic, value=value, key=key, headers=headers)
+        except Exception as exc:  # not queued (no metadata, buffer full past max_block_ms, closed)
+            settle(exc)
+            return
+        future.add_callback(lambda _metadata: settle(None))
+        future.add_errback(settle)
 
     def flush(self, timeout: float | None = None) -> None:
         # Failures are settled by the errbacks before kafka-python's flush returns.

@@ -9,30 +9,35 @@ a tenant's events stay in order on its partition.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
-# Called once per event with None when its record was acknowledged, or with the error.
-Settle = Callable[[BaseException | None], None]
-# Sends one record: (key, the events' JSON payloads, their settle callbacks).
-Ship = Callable[[bytes, list[bytes], list[Settle]], None]
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")  # what the transport wants back with each event's payload (e.g. its event id)
 
 
-class _OpenRecord:
-    __slots__ = ("payloads", "settles", "size", "due")
+class _OpenRecord(Generic[Item]):
+    __slots__ = ("payloads", "items", "size", "due")
 
     def __init__(self, due: float) -> None:
         self.payloads: list[bytes] = []
-        self.settles: list[Settle] = []
+        self.items: list[Item] = []
         self.size = 0
         self.due = due
 
 
-class RecordPacker:
-    """Thread-safe; a background thread ships records whose linger time is up."""
+class RecordPacker(Generic[Item]):
+    """Thread-safe; a background thread ships records whose linger time is up.
 
-    def __init__(self, ship: Ship, *, max_events: int, max_bytes: int, linger_seconds: float) -> None:
+    `ship(key, payloads, items)` sends one record; it must not raise (a
+    transport settles its own send errors).
+    """
+
+    def __init__(self, ship: Callable[[bytes, list[bytes], list[Item]], None], *,
+                 max_events: int, max_bytes: int, linger_seconds: float) -> None:
         if max_events < 1 or max_bytes < 1 or linger_seconds < 0:
             raise ValueError("max_events and max_bytes must be >= 1, linger_seconds >= 0")
         self._ship = ship
@@ -41,12 +46,12 @@ class RecordPacker:
         self._linger = linger_seconds
         self._cond = threading.Condition()
         # Insertion order is due order: every record lingers the same time from its creation.
-        self._open: dict[bytes, _OpenRecord] = {}
+        self._open: dict[bytes, _OpenRecord[Item]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._ship_when_due, name="usage-metering-record-packer", daemon=True)
         self._thread.start()
 
-    def add(self, key: bytes, payload: bytes, settle: Settle) -> None:
+    def add(self, key: bytes, payload: bytes, item: Item) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the producer is closed")
@@ -59,7 +64,7 @@ class RecordPacker:
                 if len(self._open) == 1:
                     self._cond.notify()  # the shipping thread waits without a deadline when nothing is open
             record.payloads.append(payload)
-            record.settles.append(settle)
+            record.items.append(item)
             record.size += len(payload) + 1
             if len(record.payloads) >= self._max_events or record.size >= self._max_bytes:
                 self._ship_locked(key)
@@ -82,10 +87,9 @@ class RecordPacker:
     def _ship_locked(self, key: bytes) -> None:
         record = self._open.pop(key)
         try:
-            self._ship(key, record.payloads, record.settles)
-        except Exception as exc:  # not queued: each of its events fails (the caller learns at flush)
-            for settle in record.settles:
-                settle(exc)
+            self._ship(key, record.payloads, record.items)
+        except Exception:  # a transport bug: keep the shipping thread alive
+            log.exception("shipping a record of %d events failed", len(record.items))
 
     def _ship_when_due(self) -> None:
         with self._cond:

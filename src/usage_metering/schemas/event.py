@@ -75,7 +75,10 @@ def format_decimal(value: Decimal) -> str:
 
 
 def format_timestamp(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with `Z`; microseconds only when there are some."""
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat()[:-6] + "Z"  # an aware UTC isoformat() ends with +00:00
 
 
 def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None) -> Decimal:
