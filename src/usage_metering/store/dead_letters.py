@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Sequence
 
 import duckdb
+import pyarrow as pa
 from pydantic import Field
 
 from usage_metering.schemas import ValidationError
@@ -39,13 +40,21 @@ class StoredDeadLetter(JsonShape):
 
 
 def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLetter]) -> None:
+    """One columnar insert (executemany would run a statement per letter); DuckDB reads `letter_rows` by name."""
     if not letters:
         return
-    now = utc_now_naive()
-    cursor.executemany(
+    letter_rows = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
+        "received_at": pa.array([utc_now_naive()] * len(letters), pa.timestamp("us")),
+        "source": pa.array([d.source for d in letters], pa.string()),
+        "topic": pa.array([d.topic for d in letters], pa.string()),
+        "partition": pa.array([d.partition for d in letters], pa.int32()),
+        "offset": pa.array([d.offset for d in letters], pa.int64()),
+        "raw": pa.array([d.raw for d in letters], pa.binary()),
+        "reason": pa.array([d.reason for d in letters], pa.string()),
+    })
+    cursor.execute(
         'INSERT INTO dead_letters (received_at, source, topic, partition, "offset", raw, reason) '
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[now, d.source, d.topic, d.partition, d.offset, d.raw, d.reason] for d in letters],
+        "SELECT * FROM letter_rows"
     )
 
 
