@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import importlib.util
 import io
+import json
 import multiprocessing
 import os
 import pstats
@@ -41,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +53,9 @@ from kafka import KafkaConsumer, TopicPartition
 from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
 from usage_metering.consumer.topics import create_topics, end_offsets
 from usage_metering.producer import UsageProducer
+from usage_metering.producer.events import build_event, encode_event
+from usage_metering.schemas import parse_event
+from usage_metering.schemas.event_json import decode_event_batch, decode_event_json, encode_event_batch
 from usage_metering.store import Database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -256,6 +262,32 @@ def visible_latency(bootstrap: str, db_dir: Path, rate: int = 10_000, seconds: f
         running.stop()
 
 
+def decode_rates(count: int, runs: int) -> dict[str, float]:
+    """In-process decode + validate only, events/s (median of `runs`): the three ways a record is read."""
+    rng = random.Random(3)
+    producer_events = [build_event(TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)],
+                                   Decimal(rng.randint(0, 10_000_000)) / 1000) for _ in range(count)]
+    singles = [encode_event(event) for event in producer_events]
+    packed = [encode_event_batch(singles[i:i + 500]) for i in range(0, count, 500)]
+    now = datetime.now(timezone.utc)
+    ways: dict[str, Callable[[], object]] = {
+        "packed records (decode_event_batch, one msgspec pass per record)":
+            lambda: [decode_event_batch(raw, now=now) for raw in packed],
+        "one event per record (decode_event_json, msgspec)":
+            lambda: [decode_event_json(raw, now=now) for raw in singles],
+        "one event per record, reference (json.loads + parse_event)":
+            lambda: [parse_event(json.loads(raw, parse_float=Decimal), now=now) for raw in singles],
+    }
+    seconds: dict[str, list[float]] = {label: [] for label in ways}
+    for _ in range(runs):  # interleaved, each from a collected heap, so GC and noise hit all three alike
+        for label, decode in ways.items():
+            gc.collect()
+            started = time.perf_counter()
+            decode()
+            seconds[label].append(time.perf_counter() - started)
+    return {label: count / statistics.median(times) for label, times in seconds.items()}
+
+
 def _fmt(rate: float) -> str:
     return f"{rate:,.0f}"
 
@@ -315,6 +347,7 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
     rows.append((f"end to end: first produce -> last DuckDB commit (10% resends, {args.producers} producer "
                  "process(es))", "packed records", statistics.median(e2e_rates), None))
 
+    decoding = decode_rates(n, runs)
     latencies = sorted(visible_latency(bootstrap, db_dir))
     p50, p99 = (latencies[int(len(latencies) * q)] * 1000 for q in (0.50, 0.99))
     print(f"  latency: {len(latencies):,} events, p50 {p50:.0f} ms, p99 {p99:.0f} ms", file=sys.stderr)
@@ -327,6 +360,11 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
         print(f"| {stage} | {label} | {_fmt(rate)} | {_fmt(record_rate) if record_rate else ''} | "
               f"{rate / ceilings[label]:.2f}x | {rate / TARGET:.2f}x |")
 
+    print("\n| decode + validate only (in process, no Kafka) | events/s | vs reference |")
+    print("|---|---:|---:|")
+    reference = list(decoding.values())[-1]
+    for label, rate in decoding.items():
+        print(f"| {label} | {_fmt(rate)} | {rate / reference:.2f}x |")
     print(f"\nproduce -> visible in DuckDB at a steady 10,000 ev/s (SDK defaults, 20 ms linger; polled every 5 ms): "
           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies):,} events")
 
