@@ -30,6 +30,7 @@ import logging
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ HOUSEKEEPING_SECONDS = 1.0  # how often end offsets (lag) are refreshed and Kafk
 _MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet committed
 _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting, leader moving)
 _TOPIC_WAIT_SECONDS = 1.0  # between checks for a topic that does not exist yet
+
+
+def _raised_unpacking_records(error: BaseException) -> bool:
+    """True if `error` came out of kafka-python's record unpacking (decompression, CRC, record parsing)."""
+    return any(frame.name == "_unpack_records" for frame in traceback.extract_tb(error.__traceback__))
 
 
 def _undecodable_position(consumer: KafkaConsumer) -> tuple[TopicPartition, int] | None:
@@ -283,6 +289,8 @@ class KafkaIngestConsumer:
         the position is past its last record.
         """
         if isinstance(error, KafkaError) and not isinstance(error, (UnsupportedCodecError, CorruptRecordError)):
+            return False
+        if not _raised_unpacking_records(error):  # e.g. a bug elsewhere: never skip a record for it
             return False
         stuck = _undecodable_position(self._consumer)
         if stuck is None:

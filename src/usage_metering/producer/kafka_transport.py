@@ -15,8 +15,8 @@ restart) carry the same event id and the consumer drops them.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from collections import Counter
+from concurrent.futures import Future
 from typing import Any, Sequence
 
 from kafka import KafkaProducer
