@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install install-test browser postgres demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test browser postgres jdk demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,19 @@ postgres:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	fi
 
+# A JDK (java + javac) and Maven for the Kafka tests: the broker runs from Maven Central jars, and
+# tests/kafka/test_interop.py compiles a producer against Apache Kafka's Java client; skipped when present.
+jdk:
+	@if ! command -v javac >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing openjdk-17-jdk-headless and maven with apt-get"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven; \
+	fi
+
 demo: install  ## the demo server on port 8005 with demo tenants, plans and events
 	$(BIN)/python src/main.py --init-demo --port $(PORT)
 
-test: install-test browser postgres  ## the whole suite, Kafka tests included (starts a local broker)
+test: install-test browser postgres jdk  ## the whole suite, Kafka tests included (starts a local broker)
 	$(BIN)/python -m pytest
 
 test-fast: install-test browser postgres  ## everything but the Kafka tests
@@ -51,7 +60,7 @@ test-fast: install-test browser postgres  ## everything but the Kafka tests
 bench: install-test postgres
 	PYTHONPATH=src $(BIN)/python -m bench
 
-bench-kafka: install-test  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
+bench-kafka: install-test jdk  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
 	PYTHONPATH=src $(BIN)/python -m bench.kafka_pipeline --events 200000 --runs 3
 
 bench-quick: install-test postgres
