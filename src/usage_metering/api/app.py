@@ -24,6 +24,7 @@ from usage_metering.reports.quota import QuotaStatus
 from usage_metering.reports.top_users import TopUsers
 from usage_metering.reports.usage import TenantUsage, UsageSummary
 from usage_metering.schemas import EventStatus, MetricDefinition, Plan, Tenant, batch_summary, event_json_schema
+from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
 from usage_metering.schemas.wire import Identifier
 
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
@@ -53,7 +54,6 @@ from .requests import (
     MAX_ADMIN_BODY_BYTES,
     MAX_BATCH_BODY_BYTES,
     MAX_BATCH_EVENTS,
-    MAX_EVENT_BODY_BYTES,
     query_date,
     query_flag,
     query_int,
@@ -77,7 +77,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) ->
 # -- events ----------------------------------------------------------------------
 
 async def post_event(request: Request) -> Response:
-    data = require_object(await read_json(request, MAX_EVENT_BODY_BYTES), "an event")
+    data = require_object(await read_json(request, MAX_EVENT_JSON_BYTES), "an event")
     check_event_tenants(request, [data])
     result: EventResult = (await asyncio.wrap_future(_metering(request).submit_events([data])))[0]
     if result.status == EventStatus.REJECTED and result.error is not None:

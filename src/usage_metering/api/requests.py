@@ -9,12 +9,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
-
 from .errors import ApiError
 from .openapi import errors
 
-MAX_EVENT_BODY_BYTES = MAX_EVENT_JSON_BYTES
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_EVENTS = 10_000
 MAX_ADMIN_BODY_BYTES = 1024 * 1024

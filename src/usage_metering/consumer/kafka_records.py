@@ -65,10 +65,11 @@ def decode_polled(polled: Mapping[Any, Sequence[Any]], late_window: timedelta = 
             if produced_at is None:
                 produced_at = times[record.timestamp] = _record_time(record.timestamp)
             try:
+                value = _value_of(record)
                 if record.headers and is_event_batch(record.headers):
-                    _add_event_batch(batch, record, produced_at, late_window)
+                    _add_event_batch(batch, record, value, produced_at, late_window)
                 else:
-                    batch.events.append(decode_event(record.value, produced_at, late_window))
+                    batch.events.append(decode_event_json(value, now=produced_at, late_window=late_window))
                     batch.sources.append(record)
             except ValidationError as error:
                 batch.add_dead_letter(record, dead_letter_reason(error))
@@ -80,11 +81,11 @@ def decode_polled(polled: Mapping[Any, Sequence[Any]], late_window: timedelta = 
     return batch
 
 
-def decode_event(value: bytes | None, produced_at: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW) -> UsageEvent:
-    """One Kafka message value into a validated event, or raise ValidationError."""
-    if value is None:
+def _value_of(record: Any) -> bytes:
+    """The record's value; a tombstone (no value) is not an event."""
+    if record.value is None:
         raise ValidationError(None, "empty message (no value)", "invalid_json")
-    return decode_event_json(value, now=produced_at, late_window=late_window)
+    return record.value
 
 
 def is_event_batch(headers: Sequence[tuple[str, bytes | None]]) -> bool:
@@ -95,10 +96,9 @@ def is_event_batch(headers: Sequence[tuple[str, bytes | None]]) -> bool:
     return False
 
 
-def _add_event_batch(batch: PolledBatch, record: Any, produced_at: datetime, late_window: timedelta) -> None:
-    if record.value is None:
-        raise ValidationError(None, "empty message (no value)", "invalid_json")
-    for item in decode_event_batch(record.value, now=produced_at, late_window=late_window):
+def _add_event_batch(batch: PolledBatch, record: Any, value: bytes, produced_at: datetime,
+                     late_window: timedelta) -> None:
+    for item in decode_event_batch(value, now=produced_at, late_window=late_window):
         if isinstance(item, RejectedEvent):
             error = item.error
             path = f"events[{item.index}]" + (f".{error.field}" if error.field else "")
