@@ -29,7 +29,9 @@ from pathlib import Path
 
 import duckdb
 
-from .billing import DATA_DIR, build_dataset
+from usage_metering.consumer.dedup import index_directory
+
+from .billing import DATA_DIR, build_dataset, index_keys
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict
 from .postgres_peer import measure_peer, peer_events
 
@@ -49,7 +51,7 @@ def store(events: int) -> tuple[Path, str]:
     schema = max(version for version, _sql in MIGRATIONS)
     path = DATA_DIR / f"scale-s{schema}-duckdb{duckdb.__version__}-{events}ev.duckdb"
     if events == 0:
-        path.unlink(missing_ok=True)
+        remove_store(path)
         return path, "empty"
     if path.exists():
         return path, "cached"
@@ -58,7 +60,19 @@ def store(events: int) -> tuple[Path, str]:
     partial.unlink(missing_ok=True)
     seconds = build_dataset(partial, events, TENANTS, datetime.now(timezone.utc))
     partial.replace(path)
+    seconds += index_keys(path)
     return path, f"built in {seconds:.0f} s"
+
+
+def store_files(path: Path) -> list[Path]:
+    """The DuckDB file, its WAL and its event key index's files."""
+    found = [*path.parent.glob(path.name + "*"), *index_directory(path).glob("*")]
+    return [p for p in found if p.is_file()]
+
+
+def remove_store(path: Path) -> None:
+    for file in store_files(path):
+        file.unlink()
 
 
 # Runs in a fresh interpreter per size, so RSS and re-open time are this store's alone.
@@ -127,7 +141,7 @@ def measure(path: Path, run_id: str) -> dict[str, float]:
     if done.returncode != 0:
         raise RuntimeError(f"scale measurement on {path.name} failed:\n{done.stderr}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["disk_mb"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+    result["disk_mb"] = sum(p.stat().st_size for p in store_files(path)) / 2**20
     return result
 
 
@@ -145,7 +159,7 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
         infos.append(f"{_label(events)}: {origin}")
         if events == 0:
             empty_rate = result["rate"]
-            path.unlink(missing_ok=True)
+            remove_store(path)
         run_id = f"{int(time.time())}"
         peer = measure_peer(events, peer_events(run_id, COMMITS * SMALL_GROUP),
                             [peer_events(run_id, CHUNK, COMMITS * SMALL_GROUP + k * CHUNK) for k in range(CHUNKS)])

@@ -360,8 +360,9 @@ def test_only_the_hash_of_a_token_is_stored(keyed_server: Keyed) -> None:
         assert stored[keyed.key_ids[label]] == hashlib.sha256(token.encode()).hexdigest()
         secret = token.split("_", 2)[2]
         assert not any(secret in str(cell) for row in rows for cell in row), label
-        for path in db_path.parent.glob(db_path.name + "*"):  # the file and any WAL
-            assert secret.encode() not in path.read_bytes(), (label, path)
+        for path in db_path.parent.glob(db_path.name + "*"):  # the file, any WAL and the event key index
+            for file in path.rglob("*") if path.is_dir() else [path]:
+                assert secret.encode() not in file.read_bytes(), (label, file)
 
 
 # -- no keys: the quick start, on loopback only ---------------------------------------------

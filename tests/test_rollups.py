@@ -7,7 +7,6 @@ schema before it (the earlier version's layout: one upserted row per group).
 from __future__ import annotations
 
 import random
-import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path

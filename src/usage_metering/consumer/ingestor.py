@@ -36,13 +36,7 @@ from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
-from usage_metering.store.events import (
-    append_rollup_deltas,
-    delete_events,
-    events_to_arrow,
-    insert_new_events,
-    select_rows,
-)
+from usage_metering.store.events import EventKey, append_events, append_rollup_deltas, event_fingerprint, events_to_arrow
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import aggregate_states_for_windows
@@ -50,6 +44,7 @@ from usage_metering.store.usage import aggregate_states_for_windows
 from .alerts import detect_alerts
 from .compactor import DEFAULT_INTERVAL_SECONDS, RollupCompactor
 from .counters import QuotaCounters, StagedCounters, seed_windows
+from .dedup import EventKeyIndex, index_directory
 from .observer import MeteringObserver
 
 log = logging.getLogger(__name__)
@@ -148,6 +143,7 @@ class Ingestor:
         self.max_wait_seconds = max_wait_seconds
         self.clock = clock
         self.counters = QuotaCounters()
+        self.keys = EventKeyIndex(index_directory(database.path))
         self.catalog = Catalog()
         self.last_commit_at: datetime | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
@@ -159,6 +155,7 @@ class Ingestor:
 
     def start(self) -> Ingestor:
         if self._thread is None:
+            self._load_keys(self.database.cursor())
             self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
             self._thread.start()
             self.compactor.start()
@@ -176,6 +173,7 @@ class Ingestor:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        self.keys.wait_for_merge()
 
     def __enter__(self) -> Ingestor:
         return self.start()
@@ -315,6 +313,15 @@ class Ingestor:
             self._report(requests, outcomes, seconds)
         for request, request_outcomes in zip(requests, outcomes):
             request.future.set_result(request_outcomes)
+        self._flush_keys()
+
+    def _flush_keys(self) -> None:
+        """After the callers heard back: a full recent-key set becomes a run (see consumer/dedup.py)."""
+        try:
+            with self._write_lock:
+                self.keys.flush_if_full(self.database.cursor())
+        except Exception:  # the keys stay in memory and the next batch tries again
+            log.exception("saving a run of event keys failed")
 
     def _report(self, requests: list[_Request], outcomes: list[list[IngestOutcome]], seconds: float) -> None:
         """Tell the observer before the callers hear back, so a scrape after a 2xx sees the events."""
@@ -328,35 +335,44 @@ class Ingestor:
         except Exception:  # observing must never fail a commit that already happened
             log.exception("ingest observer failed")
 
+    def _load_keys(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        if not self.keys.loaded:
+            with self._write_lock:
+                self.keys.load(cursor)
+
     def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
         events = [event for request in requests for event in request.events]
-        first_index: dict[tuple[str, str], int] = {}
+        first_index: dict[EventKey, int] = {}
         for index, event in enumerate(events):
             first_index.setdefault((event.tenant_id, event.event_id), index)
         unique = [events[i] for i in sorted(first_index.values())]
+        keys = [(e.tenant_id, e.event_id) for e in unique]
+        fingerprints = [event_fingerprint(tenant_id, event_id) for tenant_id, event_id in keys]
         now = self.clock()
-        table = events_to_arrow(unique, now)
+        cursor = self.database.cursor()
+        self._load_keys(cursor)
+        stored = self.keys.stored(cursor, keys, fingerprints)
 
-        with transaction(self.database.cursor()) as cursor:
-            inserted = insert_new_events(cursor, table)
+        with transaction(cursor):
             catalog = self._register_new_tenants(cursor, unique)
             staged = self.counters.stage()
-            decisions = self._decide(unique, inserted, catalog, staged)
-            blocked = [(e.tenant_id, e.event_id) for e in unique if decisions[(e.tenant_id, e.event_id)].status == EventStatus.BLOCKED]
-            delete_events(cursor, blocked)
-            recorded_mask = [decisions[(e.tenant_id, e.event_id)].status == EventStatus.RECORDED for e in unique]
-            append_rollup_deltas(cursor, select_rows(table, recorded_mask))
+            decisions = self._decide(unique, stored, catalog, staged)
+            recorded = [i for i, key in enumerate(keys) if decisions[key].status == EventStatus.RECORDED]
+            table = events_to_arrow([unique[i] for i in recorded], [fingerprints[i] for i in recorded], now)
+            append_events(cursor, table)
+            append_rollup_deltas(cursor, table)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):
                 save_offsets(cursor, request.offsets)
                 request.dead_letters = [*request.dead_letters, *_blocked_letters(request, request_outcomes)]
                 add_dead_letters(cursor, request.dead_letters)
+        self.keys.add(keys[i] for i in recorded)
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
-        if any(recorded_mask):
-            self.compactor.touched(min(e.timestamp for e, recorded in zip(unique, recorded_mask) if recorded))
+        if recorded:
+            self.compactor.touched(min(unique[i].timestamp for i in recorded))
         return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
@@ -369,16 +385,16 @@ class Ingestor:
     def _decide(
         self,
         events: Sequence[UsageEvent],
-        inserted: set[tuple[str, str]],
+        stored: set[EventKey],
         catalog: Catalog,
         staged: StagedCounters,
-    ) -> dict[tuple[str, str], IngestOutcome]:
-        """Per unique event, in arrival order: duplicate, blocked by quota, or recorded."""
-        decisions: dict[tuple[str, str], IngestOutcome] = {}
+    ) -> dict[EventKey, IngestOutcome]:
+        """Per unique event, in arrival order: duplicate (stored before), blocked by quota, or recorded."""
+        decisions: dict[EventKey, IngestOutcome] = {}
         rules: dict[tuple[str, str], _MeteringRule] = {}
         for event in events:
             key = (event.tenant_id, event.event_id)
-            if key not in inserted:
+            if key in stored:
                 decisions[key] = IngestOutcome(event.event_id, EventStatus.DUPLICATE)
                 continue
             rule = rules.get((event.tenant_id, event.metric))
@@ -401,8 +417,8 @@ class Ingestor:
     @staticmethod
     def _outcomes(
         requests: list[_Request],
-        decisions: dict[tuple[str, str], IngestOutcome],
-        first_index: dict[tuple[str, str], int],
+        decisions: dict[EventKey, IngestOutcome],
+        first_index: dict[EventKey, int],
         events: list[UsageEvent],
     ) -> list[list[IngestOutcome]]:
         """One outcome per submitted event; a repeat within the group is a duplicate of the first."""

@@ -8,11 +8,13 @@ transaction, which cost ~1 ms per statement of a 32-event commit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from usage_metering.schemas import UsageEvent
@@ -20,6 +22,16 @@ from usage_metering.schemas import UsageEvent
 from .timeutil import to_naive_utc
 
 EventKey = tuple[str, str]  # (tenant_id, event_id)
+
+# The 64-bit fingerprint of an event's key, in SQL (migrations, rebuilds) and in Python (ingest): the
+# first 8 bytes of MD5("tenant_id/event_id") as a little-endian integer. "/" never occurs in an id
+# (schemas/ids.py), so the text names one key. tests/test_event_keys.py checks that the two agree.
+FINGERPRINT_SQL = "md5_number_upper(tenant_id || '/' || event_id)"
+
+
+def event_fingerprint(tenant_id: str, event_id: str) -> int:
+    digest = hashlib.md5(f"{tenant_id}/{event_id}".encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "little")
 
 EVENT_ARROW_SCHEMA = pa.schema(
     [
@@ -31,11 +43,12 @@ EVENT_ARROW_SCHEMA = pa.schema(
         ("ts", pa.timestamp("us")),
         ("properties", pa.string()),
         ("received_at", pa.timestamp("us")),
+        ("fingerprint", pa.uint64()),
     ]
 )
 
 
-def events_to_arrow(events: Sequence[UsageEvent], received_at: datetime) -> pa.Table:
+def events_to_arrow(events: Sequence[UsageEvent], fingerprints: Sequence[int], received_at: datetime) -> pa.Table:
     received = to_naive_utc(received_at)
     columns = [
         [e.tenant_id for e in events],
@@ -46,6 +59,7 @@ def events_to_arrow(events: Sequence[UsageEvent], received_at: datetime) -> pa.T
         [e.timestamp.replace(tzinfo=None) for e in events],  # parse_event gives UTC
         [None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
         [received] * len(events),
+        fingerprints,
     ]
     return pa.Table.from_arrays(
         [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_ARROW_SCHEMA)],
@@ -53,33 +67,44 @@ def events_to_arrow(events: Sequence[UsageEvent], received_at: datetime) -> pa.T
     )
 
 
-def insert_new_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> set[EventKey]:
-    """Insert rows whose (tenant_id, event_id) is not stored yet; return the keys inserted.
-
-    The primary key decides: a key already stored (from any earlier batch, ever)
-    is skipped by ON CONFLICT DO NOTHING, so it is not in the returned set.
-    `batch` must not repeat a key.
-    """
-    incoming_events = batch  # read by name from this frame (DuckDB's replacement scan), see below
-    rows = cursor.execute(
-        "INSERT INTO events SELECT * FROM incoming_events ON CONFLICT DO NOTHING RETURNING tenant_id, event_id"
-    ).fetchall()
-    return {(tenant_id, event_id) for tenant_id, event_id in rows}
-
-
-def delete_events(cursor: duckdb.DuckDBPyConnection, keys: Iterable[EventKey]) -> None:
-    keys = list(keys)
-    if not keys:
+def append_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+    """Append new events. The table has no key: the ingestor decided that none of them is stored yet."""
+    if batch.num_rows == 0:
         return
-    table = pa.table({"tenant_id": [k[0] for k in keys], "event_id": [k[1] for k in keys]})
-    cursor.register("doomed_events", table)
-    try:
-        cursor.execute(
-            "DELETE FROM events USING doomed_events d "
-            "WHERE events.tenant_id = d.tenant_id AND events.event_id = d.event_id"
-        )
-    finally:
-        cursor.unregister("doomed_events")
+    incoming_events = batch  # noqa: F841 (read by name from this frame: DuckDB's replacement scan)
+    cursor.execute("INSERT INTO events SELECT * FROM incoming_events")
+
+
+# Rows are only ever appended to `events` (no update, no delete), so a rowid names one event for good;
+# the dedup key index (consumer/dedup.py) keeps rowids to confirm a fingerprint match exactly.
+
+
+def stored_event_rows(cursor: duckdb.DuckDBPyConnection) -> int:
+    """How many rows `events` holds: the next rowid."""
+    return int(cursor.execute("SELECT count(*) FROM events").fetchall()[0][0])
+
+
+def fingerprint_at_row(cursor: duckdb.DuckDBPyConnection, row: int) -> int | None:
+    found = cursor.execute("SELECT fingerprint FROM events WHERE rowid = ?", [row]).fetchall()
+    return int(found[0][0]) if found else None
+
+
+def fingerprints_in_rows(cursor: duckdb.DuckDBPyConnection, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids, fingerprints) of rows start <= rowid < end, as numpy arrays (int64, uint64)."""
+    columns = cursor.execute(
+        "SELECT rowid, fingerprint FROM events WHERE rowid >= ? AND rowid < ?", [start, end]
+    ).fetchnumpy()
+    return np.asarray(columns["rowid"], dtype=np.int64), np.asarray(columns["fingerprint"], dtype=np.uint64)
+
+
+def keys_from_row(cursor: duckdb.DuckDBPyConnection, start: int) -> list[EventKey]:
+    rows = cursor.execute("SELECT tenant_id, event_id FROM events WHERE rowid >= ?", [start]).fetchall()
+    return [(tenant_id, event_id) for tenant_id, event_id in rows]
+
+
+def keys_at_rows(cursor: duckdb.DuckDBPyConnection, rows: Sequence[int]) -> set[EventKey]:
+    found = cursor.execute("SELECT tenant_id, event_id FROM events WHERE rowid = ANY(?)", [list(rows)]).fetchall()
+    return {(tenant_id, event_id) for tenant_id, event_id in found}
 
 
 def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:

@@ -158,6 +158,31 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE usage_hourly_deltas RENAME TO usage_hourly;
         """,
     ),
+    (
+        5,
+        """
+        -- events becomes append-only without a primary key: the key's in-memory index (an ART over
+        -- every stored (tenant_id, event_id)) grew with history and was rewritten by every commit.
+        -- Dedup moves to the ingestor's key index (consumer/dedup.py), which finds keys by this
+        -- fingerprint (store/events.py, FINGERPRINT_SQL) and confirms them by rowid. Rows keep their
+        -- order, so rowids follow arrival.
+        CREATE TABLE events_appended (
+            tenant_id   VARCHAR NOT NULL,
+            event_id    VARCHAR NOT NULL,
+            metric      VARCHAR NOT NULL,
+            quantity    DECIMAL(38, 9) NOT NULL,
+            user_id     VARCHAR,
+            ts          TIMESTAMP NOT NULL,   -- when the usage happened, UTC
+            properties  JSON,
+            received_at TIMESTAMP NOT NULL,   -- when the node committed it, UTC
+            fingerprint UBIGINT NOT NULL      -- of (tenant_id, event_id): the dedup key index's
+        );
+        INSERT INTO events_appended
+            SELECT *, md5_number_upper(tenant_id || '/' || event_id) FROM events ORDER BY rowid;
+        DROP TABLE events;
+        ALTER TABLE events_appended RENAME TO events;
+        """,
+    ),
 )
 
 

@@ -1,0 +1,306 @@
+"""Which (tenant_id, event_id) keys are stored: exact over all history, at a bounded cost per batch.
+
+`events` has no primary key (an index over every key ever stored lives in
+memory and is rewritten by each commit). The writer asks this index instead:
+
+- **recent keys**, exactly, in a set: every event committed since the last
+  flush (at most `recent_limit`, about 140 bytes each). A retry or a Kafka
+  replay is almost always one of these.
+- **runs**: immutable, sorted arrays of 64-bit key fingerprints with the rowid
+  of each event (store/events.py), in files beside the store, memory-mapped
+  (16 bytes per stored event on disk; the pages are the kernel's cache, not
+  this process's heap). When the recent set is full, the committed rows it
+  covers become a new run; runs of similar size merge in the background, up to
+  `max_run_keys`, so a batch searches a few dozen runs at most.
+- A fingerprint found in a run is **confirmed** by reading that rowid's key
+  from the store, so a fingerprint collision never drops an event. This costs a
+  point query per batch that resends an old key; the rare, documented worst case.
+
+The runs are derived from committed rows only (the rows from `covered_rows` on
+are read back into the recent set at start), so they never claim an event that
+a rolled-back or crashed commit did not store. If the directory is missing or
+does not match the store (a copied or restored file), it is rebuilt from the
+store's fingerprint column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import duckdb
+import numpy as np
+
+from usage_metering.store.events import (
+    EventKey,
+    fingerprint_at_row,
+    fingerprints_in_rows,
+    keys_at_rows,
+    keys_from_row,
+    stored_event_rows,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+DEFAULT_RECENT_LIMIT = 200_000
+DEFAULT_MAX_RUN_KEYS = 16_000_000  # 256 MB of files; what a merge holds in memory at most, three times
+
+
+def index_directory(store_path: Path) -> Path:
+    """Where a store's key runs live: `<file>.keys/` beside it."""
+    return Path(f"{store_path}.keys")
+
+
+@dataclass(frozen=True)
+class KeyRun:
+    """Rows first_row <= rowid < end_row of `events`, as fingerprints sorted ascending, with their rowids."""
+
+    first_row: int
+    end_row: int
+    fingerprints: np.ndarray  # uint64, sorted
+    rows: np.ndarray  # int64, rows[i] holds fingerprints[i]
+
+    @property
+    def keys(self) -> int:
+        return len(self.fingerprints)
+
+    @property
+    def name(self) -> str:
+        return f"run-{self.first_row:012d}-{self.end_row:012d}"
+
+    def candidate_rows(self, fingerprints: np.ndarray) -> list[int]:
+        """Rowids whose fingerprint is one of `fingerprints`."""
+        low = np.searchsorted(self.fingerprints, fingerprints, side="left")
+        high = np.searchsorted(self.fingerprints, fingerprints, side="right")
+        rows: list[int] = []
+        for index in np.nonzero(low < high)[0]:
+            rows.extend(int(row) for row in self.rows[low[index]:high[index]])
+        return rows
+
+
+def sorted_run(first_row: int, end_row: int, rows: np.ndarray, fingerprints: np.ndarray) -> KeyRun:
+    order = np.argsort(fingerprints)
+    return KeyRun(first_row, end_row, fingerprints[order], rows[order])
+
+
+def merge_runs(older: KeyRun, newer: KeyRun) -> KeyRun:
+    """Two adjacent runs as one, in linear passes (each input is sorted)."""
+    assert older.end_row == newer.first_row
+    total = older.keys + newer.keys
+    newer_at = np.searchsorted(older.fingerprints, newer.fingerprints, side="right") + np.arange(newer.keys)
+    from_newer = np.zeros(total, dtype=bool)
+    from_newer[newer_at] = True
+    fingerprints = np.empty(total, dtype=np.uint64)
+    rows = np.empty(total, dtype=np.int64)
+    fingerprints[newer_at], rows[newer_at] = newer.fingerprints, newer.rows
+    fingerprints[~from_newer], rows[~from_newer] = older.fingerprints, older.rows
+    return KeyRun(older.first_row, newer.end_row, fingerprints, rows)
+
+
+class RunFiles:
+    """A directory of runs: `<name>.fp.npy` and `<name>.row.npy` each, and a manifest naming the live ones."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def read_manifest(self) -> dict[str, object] | None:
+        try:
+            manifest = json.loads((self.directory / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT_VERSION else None
+
+    def load(self, manifest: dict[str, object]) -> list[KeyRun]:
+        runs = []
+        for entry in manifest["runs"]:  # type: ignore[union-attr]
+            name = entry["name"]
+            fingerprints = np.load(self.directory / f"{name}.fp.npy", mmap_mode="r")
+            rows = np.load(self.directory / f"{name}.row.npy", mmap_mode="r")
+            runs.append(KeyRun(entry["first_row"], entry["end_row"], fingerprints, rows))
+        return runs
+
+    def write(self, run: KeyRun) -> KeyRun:
+        """Save a run's arrays (fsynced) and return it backed by the files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for suffix, array in (("fp", run.fingerprints), ("row", run.rows)):
+            path = self.directory / f"{run.name}.{suffix}.npy"
+            with open(path, "wb") as file:
+                np.save(file, array)
+                file.flush()
+                os.fsync(file.fileno())
+        return KeyRun(run.first_row, run.end_row, *self._mapped(run.name))
+
+    def _mapped(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.load(self.directory / f"{name}.fp.npy", mmap_mode="r"),
+            np.load(self.directory / f"{name}.row.npy", mmap_mode="r"),
+        )
+
+    def save_manifest(self, runs: Sequence[KeyRun], covered_rows: int, last_fingerprint: int | None) -> None:
+        """Atomically name the live runs."""
+        manifest = {
+            "format": FORMAT_VERSION,
+            "covered_rows": covered_rows,
+            "last_fingerprint": last_fingerprint,
+            "runs": [{"name": r.name, "first_row": r.first_row, "end_row": r.end_row} for r in runs],
+        }
+        temporary = self.directory / f"{MANIFEST}.tmp"
+        with open(temporary, "w") as file:
+            json.dump(manifest, file)
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(self.directory / MANIFEST)
+
+    def remove(self, runs: Iterable[KeyRun]) -> None:
+        """Delete runs the manifest no longer names (a search still holding their mapping keeps working)."""
+        for run in runs:
+            for suffix in ("fp", "row"):
+                (self.directory / f"{run.name}.{suffix}.npy").unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*"):
+            path.unlink(missing_ok=True)
+
+
+class EventKeyIndex:
+    """The keys of `events`, for the single writer; `merge_in_background` runs on a thread of its own."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        recent_limit: int = DEFAULT_RECENT_LIMIT,
+        max_run_keys: int = DEFAULT_MAX_RUN_KEYS,
+    ) -> None:
+        self.files = RunFiles(directory)
+        self.recent_limit = recent_limit
+        self.max_run_keys = max_run_keys
+        self.loaded = False
+        self._recent: set[EventKey] = set()
+        self._runs: tuple[KeyRun, ...] = ()
+        self._covered_rows = 0
+        self._lock = threading.Lock()  # guards _runs and the manifest between the writer and a merge
+        self._merging: threading.Thread | None = None
+
+    # -- open --------------------------------------------------------------------
+
+    def load(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Map the runs that match the store (rebuilding them if none do) and read the rest into memory."""
+        self.wait_for_merge()
+        stored = stored_event_rows(cursor)
+        manifest = self.files.read_manifest()
+        if manifest is None or not self._matches(cursor, manifest, stored):
+            log.info("rebuilding the event key index in %s from %d stored events", self.files.directory, stored)
+            self._rebuild(cursor, stored)
+        else:
+            self._runs = tuple(self.files.load(manifest))
+            self._covered_rows = int(manifest["covered_rows"])  # type: ignore[arg-type]
+        self._recent = set(keys_from_row(cursor, self._covered_rows))
+        self.loaded = True
+
+    @staticmethod
+    def _matches(cursor: duckdb.DuckDBPyConnection, manifest: dict[str, object], stored: int) -> bool:
+        covered = manifest.get("covered_rows")
+        if not isinstance(covered, int) or covered > stored:
+            return False
+        return covered == 0 or fingerprint_at_row(cursor, covered - 1) == manifest.get("last_fingerprint")
+
+    def _rebuild(self, cursor: duckdb.DuckDBPyConnection, stored: int) -> None:
+        self.files.directory.mkdir(parents=True, exist_ok=True)
+        self.files.clear()
+        runs = []
+        covered = stored - stored % self.recent_limit if stored >= self.recent_limit else 0
+        for first in range(0, covered, self.max_run_keys):
+            end = min(first + self.max_run_keys, covered)
+            runs.append(self.files.write(sorted_run(first, end, *fingerprints_in_rows(cursor, first, end))))
+        self._publish(cursor, tuple(runs), covered)
+
+    def _publish(self, cursor: duckdb.DuckDBPyConnection, runs: tuple[KeyRun, ...], covered: int) -> None:
+        last = fingerprint_at_row(cursor, covered - 1) if covered else None
+        self.files.save_manifest(runs, covered, last)
+        self._runs, self._covered_rows = runs, covered
+
+    # -- the writer's questions ----------------------------------------------------
+
+    def stored(self, cursor: duckdb.DuckDBPyConnection, keys: Sequence[EventKey], fingerprints: Sequence[int]) -> set[EventKey]:
+        """Which of `keys` (with their fingerprints, in the same order) are already stored."""
+        found = {key for key in keys if key in self._recent}
+        runs = self._runs
+        if not runs or len(found) == len(keys):
+            return found
+        unsure = [i for i, key in enumerate(keys) if key not in found]
+        wanted = np.fromiter((fingerprints[i] for i in unsure), dtype=np.uint64, count=len(unsure))
+        rows = [row for run in runs for row in run.candidate_rows(wanted)]
+        if rows:
+            found |= keys_at_rows(cursor, rows) & {keys[i] for i in unsure}
+        return found
+
+    def add(self, keys: Iterable[EventKey]) -> None:
+        """Keys just committed."""
+        self._recent.update(keys)
+
+    @property
+    def recent_keys(self) -> int:
+        return len(self._recent)
+
+    @property
+    def runs(self) -> tuple[KeyRun, ...]:
+        return self._runs
+
+    def flush_if_full(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Between batches: turn the committed rows the recent set holds into a run, once it is full."""
+        if len(self._recent) < self.recent_limit:
+            return
+        with self._lock:
+            first = self._covered_rows
+            end = stored_event_rows(cursor)
+            run = self.files.write(sorted_run(first, end, *fingerprints_in_rows(cursor, first, end)))
+            self._publish(cursor, (*self._runs, run), end)
+            self._recent = set()
+        self.merge_in_background(cursor)
+
+    # -- merging -------------------------------------------------------------------
+
+    def merge_in_background(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        if self._merging is not None and self._merging.is_alive():
+            return
+        if self._mergeable() is None:
+            return
+        self._merging = threading.Thread(target=self._merge_all, args=(cursor.cursor(),), name="key-run-merge", daemon=True)
+        self._merging.start()
+
+    def wait_for_merge(self) -> None:
+        if self._merging is not None:
+            self._merging.join()
+            self._merging = None
+
+    def _mergeable(self) -> int | None:
+        """The index i where runs i and i+1 should merge: the newer is at least half the older's size."""
+        runs = self._runs
+        for index in range(len(runs) - 2, -1, -1):
+            older, newer = runs[index], runs[index + 1]
+            if older.keys <= 2 * newer.keys and older.keys + newer.keys <= self.max_run_keys:
+                return index
+        return None
+
+    def _merge_all(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        try:
+            while (index := self._mergeable()) is not None:
+                older, newer = self._runs[index], self._runs[index + 1]
+                merged = self.files.write(merge_runs(older, newer))
+                with self._lock:
+                    runs = self._runs  # the writer may have appended a run meanwhile; these two are unchanged
+                    position = runs.index(older)
+                    self._publish(cursor, (*runs[:position], merged, *runs[position + 2:]), self._covered_rows)
+                self.files.remove((older, newer))
+        except Exception:
+            log.exception("merging event key runs failed; the unmerged runs stay in use")
+        finally:
+            cursor.close()
