@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ def store_files(path: Path) -> list[Path]:
 def remove_store(path: Path) -> None:
     for file in store_files(path):
         file.unlink()
+    shutil.rmtree(index_directory(path), ignore_errors=True)
 
 
 # Runs in a fresh interpreter per size, so RSS and re-open time are this store's alone.

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from usage_metering.schemas import AggregateState, Aggregation, Period, UsageEvent, UsageTotals
 from usage_metering.schemas import period_containing, previous_period
+from usage_metering.store.events import RollupDelta
 
 CounterKey = tuple[str, str, datetime]  # (tenant_id, metric, period start)
 
@@ -78,6 +79,12 @@ class StagedCounters:
     def add(self, key: CounterKey, event: UsageEvent, aggregation: Aggregation) -> None:
         user_id = event.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
         self.state(key).add(event.quantity, event.timestamp, user_id)
+
+    def add_delta(self, key: CounterKey, delta: RollupDelta, aggregation: Aggregation) -> None:
+        user_id = delta.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
+        self.state(key).add_group(
+            delta.quantity_sum, delta.event_count, delta.quantity_max, delta.latest_at, delta.latest_quantity, user_id
+        )
 
 
 def seed_windows(anchor_days: dict[str, int], now: datetime) -> list[tuple[str, datetime, datetime]]:

@@ -36,7 +36,14 @@ from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.dead_letters import add_dead_letters
-from usage_metering.store.events import EventKey, append_events, append_rollup_deltas, event_fingerprint, events_to_arrow
+from usage_metering.store.events import (
+    EventKey,
+    RollupDelta,
+    append_events,
+    append_rollup_deltas,
+    event_fingerprint,
+    events_to_arrow,
+)
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import aggregate_states_for_windows
@@ -356,11 +363,12 @@ class Ingestor:
         with transaction(cursor):
             catalog = self._register_new_tenants(cursor, unique)
             staged = self.counters.stage()
-            decisions = self._decide(unique, stored, catalog, staged)
+            rules: dict[tuple[str, str], _MeteringRule] = {}
+            decisions = self._decide(unique, stored, catalog, staged, rules)
             recorded = [i for i, key in enumerate(keys) if decisions[key].status == EventStatus.RECORDED]
             table = events_to_arrow([unique[i] for i in recorded], [fingerprints[i] for i in recorded], now)
             append_events(cursor, table)
-            append_rollup_deltas(cursor, table)
+            self._count_deltas(append_rollup_deltas(cursor, table), rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):
@@ -388,10 +396,15 @@ class Ingestor:
         stored: set[EventKey],
         catalog: Catalog,
         staged: StagedCounters,
+        rules: dict[tuple[str, str], _MeteringRule],
     ) -> dict[EventKey, IngestOutcome]:
-        """Per unique event, in arrival order: duplicate (stored before), blocked by quota, or recorded."""
+        """Per unique event, in arrival order: duplicate (stored before), blocked by quota, or recorded.
+
+        Only events under a `block` quota are counted here, one by one, since each
+        decision depends on the ones before it; `_count_deltas` counts the rest
+        from the batch's rollup deltas. `rules` gets every (tenant, metric) seen.
+        """
         decisions: dict[EventKey, IngestOutcome] = {}
-        rules: dict[tuple[str, str], _MeteringRule] = {}
         for event in events:
             key = (event.tenant_id, event.event_id)
             if key in stored:
@@ -400,19 +413,33 @@ class Ingestor:
             rule = rules.get((event.tenant_id, event.metric))
             if rule is None:
                 rule = rules[(event.tenant_id, event.metric)] = _MeteringRule.of(catalog, event.tenant_id, event.metric)
+            if rule.block_limit is None:
+                decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
+                continue
             period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
             if not self.counters.is_tracked(event.tenant_id, period):
                 decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
                 continue
             counter_key = (event.tenant_id, event.metric, period.start)
-            if rule.block_limit is not None:
-                exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
-                if exceeded is not None:
-                    decisions[key] = IngestOutcome(event.event_id, EventStatus.BLOCKED, exceeded)
-                    continue
+            exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
+            if exceeded is not None:
+                decisions[key] = IngestOutcome(event.event_id, EventStatus.BLOCKED, exceeded)
+                continue
             staged.add(counter_key, event, rule.aggregation)
             decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
         return decisions
+
+    def _count_deltas(
+        self, deltas: Sequence[RollupDelta], rules: Mapping[tuple[str, str], _MeteringRule], staged: StagedCounters
+    ) -> None:
+        """Add the recorded events that `_decide` did not count (no `block` quota), a rollup group at a time."""
+        for delta in deltas:
+            rule = rules[(delta.tenant_id, delta.metric)]
+            if rule.block_limit is not None:
+                continue
+            period = self.counters.period_for(delta.tenant_id, rule.anchor_day, delta.hour)
+            if self.counters.is_tracked(delta.tenant_id, period):
+                staged.add_delta((delta.tenant_id, delta.metric, period.start), delta, rule.aggregation)
 
     @staticmethod
     def _outcomes(

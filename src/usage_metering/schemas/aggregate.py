@@ -46,14 +46,20 @@ class AggregateState:
     latest_quantity: Decimal = Decimal(0)
     users: set[str] = field(default_factory=set)
 
-    def add(self, quantity: Decimal, at: datetime, user_id: str | None, count: int = 1) -> None:
-        self.total += quantity
+    def add(self, quantity: Decimal, at: datetime, user_id: str | None) -> None:
+        self.add_group(quantity, 1, quantity, at, quantity, user_id)
+
+    def add_group(
+        self, total: Decimal, count: int, maximum: Decimal, latest_at: datetime, latest_quantity: Decimal, user_id: str | None
+    ) -> None:
+        """Add `count` events of one user (or none) at once: their sum, max and latest (quantity at `latest_at`)."""
+        self.total += total
         self.count += count
-        if quantity > self.maximum:
-            self.maximum = quantity
-        if self.latest_at is None or at >= self.latest_at:
-            self.latest_at = at
-            self.latest_quantity = quantity
+        if maximum > self.maximum:
+            self.maximum = maximum
+        if self.latest_at is None or latest_at >= self.latest_at:
+            self.latest_at = latest_at
+            self.latest_quantity = latest_quantity
         if user_id:
             self.users.add(user_id)
 

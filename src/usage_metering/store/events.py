@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Sequence
 
 import duckdb
@@ -19,7 +21,7 @@ import pyarrow as pa
 
 from usage_metering.schemas import UsageEvent
 
-from .timeutil import to_naive_utc
+from .timeutil import from_naive_utc, to_naive_utc
 
 EventKey = tuple[str, str]  # (tenant_id, event_id)
 
@@ -111,22 +113,44 @@ def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:
     return batch.filter(pa.array(mask, type=pa.bool_()))
 
 
-def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
-    """Append what a batch of newly stored events adds to usage_hourly: no row is updated on the ingest path.
+@dataclass(frozen=True)
+class RollupDelta:
+    """What one ingest batch added to one (tenant, metric, user, hour) group; user_id '' is no user."""
 
-    One delta row per (tenant, metric, user, hour) the batch touches. Every
-    reader folds a group's rows (sum, max, arg_max, count distinct), so several
-    delta rows answer exactly as one; `compact_rollups` merges them later.
+    tenant_id: str
+    metric: str
+    user_id: str
+    hour: datetime  # aware UTC
+    quantity_sum: Decimal
+    quantity_max: Decimal
+    event_count: int
+    latest_at: datetime  # aware UTC
+    latest_quantity: Decimal
+
+
+def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> list[RollupDelta]:
+    """Append what a batch of newly stored events adds to usage_hourly, and return those delta rows.
+
+    One delta row per (tenant, metric, user, hour) the batch touches: no row is
+    updated on the ingest path. Every reader folds a group's rows (sum, max,
+    arg_max, count distinct), so several delta rows answer exactly as one;
+    `compact_rollups` merges them later. The ingestor adds the returned deltas
+    to its quota counters, a few rows instead of every event.
     """
     if batch.num_rows == 0:
-        return
-    rollup_input = batch  # read by name from this frame (DuckDB's replacement scan), see below
-    cursor.execute(
+        return []
+    rollup_input = batch  # noqa: F841 (read by name from this frame: DuckDB's replacement scan)
+    rows = cursor.execute(
         """
         INSERT INTO usage_hourly
         SELECT tenant_id, metric, coalesce(user_id, '') AS user_id, date_trunc('hour', ts) AS hour,
                sum(quantity), max(quantity), count(*), max(ts), arg_max(quantity, ts)
         FROM rollup_input
         GROUP BY ALL
+        RETURNING *
         """
-    )
+    ).fetchall()
+    return [
+        RollupDelta(tenant, metric, user, from_naive_utc(hour), total, maximum, count, from_naive_utc(latest_at), latest)
+        for tenant, metric, user, hour, total, maximum, count, latest_at, latest in rows
+    ]
