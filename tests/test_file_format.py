@@ -60,6 +60,16 @@ def test_this_version_runs_duckdb_1_5_5() -> None:
     assert duckdb.__version__ == "1.5.5"
 
 
+def test_duckdb_memory_is_capped_so_it_does_not_follow_history(tmp_path: Path) -> None:
+    def limit(metering: Metering) -> str:
+        return metering.database.cursor().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+    with Metering.open(tmp_path / "default.duckdb") as metering:
+        assert limit(metering) == "953.6 MiB"  # DEFAULT_MEMORY_LIMIT, 1GB; DuckDB's own default is 80% of RAM
+    with Metering.open(tmp_path / "small.duckdb", memory_limit="200MB") as metering:
+        assert limit(metering) == "190.7 MiB"
+
+
 def test_a_newer_file_is_refused_with_the_command_that_converts_it(newer_file: tuple[Path, dict]) -> None:
     path, _answers = newer_file
     before = path.read_bytes()

@@ -41,7 +41,7 @@ from .schemas import (
     parse_tenant,
     period_containing,
 )
-from .store import DEFAULT_DB_PATH, Database
+from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database
 from .store import catalog as catalog_store
 from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
 from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
@@ -98,9 +98,19 @@ class Metering:
         self.ingestor.observer = observer
 
     @classmethod
-    def open(cls, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False, **options: Any) -> Metering:
-        """Open the file; read_only (a snapshot, or the main file of a stopped node) runs no migrations and no writer."""
-        return cls(Database(path, read_only=read_only), **options)
+    def open(
+        cls,
+        path: str | Path = DEFAULT_DB_PATH,
+        *,
+        read_only: bool = False,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        **options: Any,
+    ) -> Metering:
+        """Open the file; read_only (a snapshot, or the main file of a stopped node) runs no migrations and no writer.
+
+        `memory_limit` caps DuckDB's buffer pool (DuckDB's syntax, e.g. "512MB", "4GB").
+        """
+        return cls(Database(path, read_only=read_only, memory_limit=memory_limit), **options)
 
     def close(self) -> None:
         self.ingestor.stop()

@@ -1,8 +1,8 @@
 """DuckDB storage: the only place that writes SQL for events, rollups, plans and tenants."""
 
 from .catalog import Catalog, load_catalog
-from .database import DEFAULT_DB_PATH, Database, StoreLockedError
+from .database import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, StoreLockedError
 from .dead_letters import DeadLetter
 from .file_format import NewerFileFormatError
 
-__all__ = ["Catalog", "DEFAULT_DB_PATH", "Database", "DeadLetter", "NewerFileFormatError", "StoreLockedError", "load_catalog"]
+__all__ = ["Catalog", "DEFAULT_DB_PATH", "DEFAULT_MEMORY_LIMIT", "Database", "DeadLetter", "NewerFileFormatError", "StoreLockedError", "load_catalog"]

@@ -12,6 +12,10 @@ from .file_format import NewerFileFormatError, is_newer_format_error
 from .migrations import apply_migrations
 
 DEFAULT_DB_PATH = Path("data/metering.duckdb")
+# DuckDB's buffer pool defaults to 80% of the machine's memory and keeps every page it read until
+# then, so a node's footprint would follow the history its reports and counter reloads touched.
+# Past this limit DuckDB evicts, and large aggregations spill to a temp directory beside the file.
+DEFAULT_MEMORY_LIMIT = "1GB"
 
 
 class StoreLockedError(RuntimeError):
@@ -23,13 +27,15 @@ def _lock_holder(message: str) -> str:
     return f" (process {match.group(1)})" if match else ""
 
 
-def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> duckdb.DuckDBPyConnection:
     """Open the file, turning DuckDB's lock error into a message that says what to do."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
     except duckdb.Error as exc:
         if is_newer_format_error(exc):
             raise NewerFileFormatError(path, str(exc)) from None
@@ -44,10 +50,12 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 class Database:
     """The node's connection; each thread gets its own cursor (DuckDB cursors are not shared)."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._con = connect(self.path, read_only=read_only)
+        self._con = connect(self.path, read_only=read_only, memory_limit=memory_limit)
         self._local = threading.local()
         if not read_only:
             self.schema_version = apply_migrations(self._con)
