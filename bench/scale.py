@@ -32,7 +32,7 @@ import duckdb
 
 from usage_metering.consumer.dedup import index_directory
 
-from .billing import DATA_DIR, build_dataset, index_keys
+from .billing import DATA_DIR, build_dataset, first_open
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict
 from .postgres_peer import measure_peer, peer_events
 
@@ -61,7 +61,7 @@ def store(events: int) -> tuple[Path, str]:
     partial.unlink(missing_ok=True)
     seconds = build_dataset(partial, events, TENANTS, datetime.now(timezone.utc))
     partial.replace(path)
-    seconds += index_keys(path)
+    seconds += first_open(path)
     return path, f"built in {seconds:.0f} s"
 
 

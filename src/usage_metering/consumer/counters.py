@@ -27,6 +27,10 @@ class QuotaCounters:
         self._states = states
         self._tracked_from = tracked_from
 
+    def snapshot(self) -> tuple[dict[CounterKey, AggregateState], dict[str, datetime]]:
+        """The published states (never mutated once published) and each tenant's first counted period."""
+        return dict(self._states), dict(self._tracked_from)
+
     def period_for(self, tenant_id: str, anchor_day: int, moment: datetime) -> Period:
         """The period holding `moment`, cached per tenant (almost every event is in the current one)."""
         cache_key = (tenant_id, anchor_day)

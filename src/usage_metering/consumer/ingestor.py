@@ -35,6 +35,13 @@ from usage_metering.schemas import (
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
+from usage_metering.store.counter_checkpoint import (
+    CounterCheckpoint,
+    drop_checkpoint,
+    event_states_for_windows,
+    load_checkpoint,
+    save_checkpoint,
+)
 from usage_metering.store.dead_letters import add_dead_letters
 from usage_metering.store.events import (
     EventKey,
@@ -43,10 +50,11 @@ from usage_metering.store.events import (
     append_rollup_deltas,
     event_fingerprint,
     events_to_arrow,
+    stored_event_rows,
 )
 from usage_metering.store.offsets import PartitionKey, save_offsets
 from usage_metering.store.transaction import transaction
-from usage_metering.store.usage import aggregate_states_for_windows
+from usage_metering.store.usage import Window, aggregate_states_for_windows
 
 from .alerts import detect_alerts
 from .compactor import DEFAULT_INTERVAL_SECONDS, RollupCompactor
@@ -56,6 +64,7 @@ from .observer import MeteringObserver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CHECKPOINT_INTERVAL_SECONDS = 60.0  # how often the counters are saved (store/counter_checkpoint.py)
 
 
 
@@ -128,6 +137,23 @@ def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateStat
     return QuotaExceeded(event.metric, rule.block_limit, state.value(rule.aggregation), period)
 
 
+def _seeded_states(
+    cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window], checkpoint: CounterCheckpoint | None
+) -> dict[tuple[str, str, datetime], AggregateState]:
+    """Counter states for `windows`: from the checkpoint plus the events after it where it tracked the
+    window, otherwise from the rollups."""
+    if checkpoint is None:
+        return aggregate_states_for_windows(cursor, windows)
+    known = [w for w in windows if checkpoint.tracks(w[0], w[1])]
+    known_starts = {(tenant_id, start) for tenant_id, start, _end in known}
+    states = {key: state for key, state in checkpoint.states.items() if (key[0], key[2]) in known_starts}
+    for key, tail in event_states_for_windows(cursor, known, checkpoint.covered_rows).items():
+        states.setdefault(key, AggregateState()).merge(tail)
+    unknown = [w for w in windows if (w[0], w[1]) not in known_starts]
+    states.update(aggregate_states_for_windows(cursor, unknown))
+    return states
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -142,6 +168,7 @@ class Ingestor:
         clock: Callable[[], datetime] = _utc_now,
         observer: MeteringObserver | None = None,
         compact_interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         self.database = database
         self.compactor = RollupCompactor(database, clock, compact_interval_seconds)
@@ -156,7 +183,9 @@ class Ingestor:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.RLock()  # held while a batch, a config change or a reload runs
-        self.reload()
+        self.checkpoint_interval_seconds = checkpoint_interval_seconds
+        self._next_checkpoint = time.monotonic() + checkpoint_interval_seconds
+        self.reload(from_checkpoint=not database.read_only)  # a read-only file may predate checkpoints
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -180,6 +209,7 @@ class Ingestor:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+            self._maintain(checkpoint_now=True)
         self.keys.wait_for_merge()
 
     def __enter__(self) -> Ingestor:
@@ -223,15 +253,16 @@ class Ingestor:
             events, offsets=offsets, dead_letters=dead_letters, dead_letter_blocked=dead_letter_blocked
         ).result()
 
-    def reload(self) -> None:
-        """Re-read metrics, plans and tenants, and rebuild the counters from the rollups."""
+    def reload(self, *, from_checkpoint: bool = False) -> None:
+        """Re-read metrics, plans and tenants, and rebuild the counters from the rollups (or the checkpoint)."""
         with self._write_lock:
             cursor = self.database.cursor()
             catalog = load_catalog(cursor)
             now = self.clock()
             anchors = {t.tenant_id: t.billing_anchor_day for t in catalog.tenants.values()}
             windows = seed_windows(anchors, now)
-            states = aggregate_states_for_windows(cursor, windows)
+            checkpoint = load_checkpoint(cursor) if from_checkpoint else None
+            states = _seeded_states(cursor, windows, checkpoint)
             for (tenant_id, metric, _start), state in states.items():
                 if catalog.aggregation(metric) is not Aggregation.UNIQUE_COUNT:
                     state.users = set()
@@ -245,8 +276,13 @@ class Ingestor:
         Holding the writer's lock keeps it from racing the ingest transaction
         (which registers new tenants) and the counters from seeing half a change.
         """
+        def change_and_forget_checkpoint(cursor: duckdb.DuckDBPyConnection) -> T:
+            result = change(cursor)
+            drop_checkpoint(cursor)  # the counters may mean something else now (e.g. a metric's aggregation)
+            return result
+
         with self._write_lock:
-            result = self.write(change)
+            result = self.write(change_and_forget_checkpoint)
             self.reload()
             return result
 
@@ -320,15 +356,21 @@ class Ingestor:
             self._report(requests, outcomes, seconds)
         for request, request_outcomes in zip(requests, outcomes):
             request.future.set_result(request_outcomes)
-        self._flush_keys()
+        self._maintain()
 
-    def _flush_keys(self) -> None:
-        """After the callers heard back: a full recent-key set becomes a run (see consumer/dedup.py)."""
+    def _maintain(self, *, checkpoint_now: bool = False) -> None:
+        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), and the
+        counters when their checkpoint is due. Both are derived data: a failure is logged and retried."""
         try:
             with self._write_lock:
-                self.keys.flush_if_full(self.database.cursor())
-        except Exception:  # the keys stay in memory and the next batch tries again
-            log.exception("saving a run of event keys failed")
+                cursor = self.database.cursor()
+                self.keys.flush_if_full(cursor)
+                if checkpoint_now or time.monotonic() >= self._next_checkpoint:
+                    self._next_checkpoint = time.monotonic() + self.checkpoint_interval_seconds
+                    states, tracked_from = self.counters.snapshot()
+                    save_checkpoint(cursor, CounterCheckpoint(stored_event_rows(cursor), tracked_from, states))
+        except Exception:
+            log.exception("saving event keys or the counter checkpoint failed")
 
     def _report(self, requests: list[_Request], outcomes: list[list[IngestOutcome]], seconds: float) -> None:
         """Tell the observer before the callers hear back, so a scrape after a 2xx sees the events."""

@@ -63,6 +63,16 @@ class AggregateState:
         if user_id:
             self.users.add(user_id)
 
+    def merge(self, other: AggregateState) -> None:
+        """Add another aggregate of other events (e.g. the events after a checkpoint)."""
+        self.total += other.total
+        self.count += other.count
+        self.maximum = max(self.maximum, other.maximum)
+        if other.latest_at is not None and (self.latest_at is None or other.latest_at >= self.latest_at):
+            self.latest_at = other.latest_at
+            self.latest_quantity = other.latest_quantity
+        self.users |= other.users
+
     def totals(self) -> UsageTotals:
         return UsageTotals(self.total, self.count, self.maximum, len(self.users), self.latest_quantity)
 

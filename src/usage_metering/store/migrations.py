@@ -183,6 +183,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE events_appended RENAME TO events;
         """,
     ),
+    (
+        6,
+        """
+        -- The quota counters as of the first covered_rows events (store/counter_checkpoint.py): a start
+        -- loads them and aggregates only newer events, instead of two periods of rollups.
+        CREATE TABLE counter_checkpoint (
+            covered_rows BIGINT NOT NULL,
+            taken_at     TIMESTAMP NOT NULL
+        );
+        CREATE TABLE counter_checkpoint_states (
+            tenant_id       VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            period_start    TIMESTAMP NOT NULL,
+            total           DECIMAL(38, 9) NOT NULL,
+            event_count     BIGINT NOT NULL,
+            maximum         DECIMAL(38, 9) NOT NULL,
+            latest_at       TIMESTAMP,
+            latest_quantity DECIMAL(38, 9) NOT NULL,
+            users           VARCHAR[] NOT NULL      -- kept for unique-count metrics only
+        );
+        -- Per tenant, the first period the checkpoint counts; a tenant not listed is counted in every period.
+        CREATE TABLE counter_checkpoint_tracking (
+            tenant_id    VARCHAR NOT NULL,
+            tracked_from TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
 
 

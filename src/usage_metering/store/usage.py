@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Sequence
+from typing import Any, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -104,7 +104,7 @@ def top_users(
 Window = tuple[str, datetime, datetime]  # (tenant_id, start, end)
 
 
-def _windows_table(windows: Sequence[Window]) -> pa.Table:
+def windows_table(windows: Sequence[Window]) -> pa.Table:
     return pa.table(
         {
             "tenant_id": pa.array([w[0] for w in windows], pa.string()),
@@ -123,7 +123,7 @@ def usage_totals_for_windows(
     """
     if not windows:
         return {}
-    cursor.register("usage_windows", _windows_table(windows))
+    cursor.register("usage_windows", windows_table(windows))
     try:
         rows = cursor.execute(
             f"""
@@ -151,7 +151,7 @@ def aggregate_states_for_windows(
     """
     if not windows:
         return {}
-    cursor.register("counter_windows", _windows_table(windows))
+    cursor.register("counter_windows", windows_table(windows))
     try:
         rows = cursor.execute(
             """
@@ -167,6 +167,11 @@ def aggregate_states_for_windows(
         ).fetchall()
     finally:
         cursor.unregister("counter_windows")
+    return states_from_rows(rows)
+
+
+def states_from_rows(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, datetime], AggregateState]:
+    """(tenant, metric, start, sum, count, max, latest_at, latest quantity, users) rows as running aggregates."""
     states: dict[tuple[str, str, datetime], AggregateState] = {}
     for tenant_id, metric, start, total, count, maximum, latest_at, latest_q, users in rows:
         states[(tenant_id, metric, from_naive_utc(start))] = AggregateState(
