@@ -99,6 +99,21 @@ def test_a_fingerprint_match_is_confirmed_against_the_stored_key(tmp_path: Path)
     database.close()
 
 
+def test_files_of_a_flush_cut_short_are_deleted_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "m.duckdb"
+    database = Database(path)
+    ingestor = ingestor_with(database, recent_limit=4)
+    for batch in range(3):
+        ingestor.ingest([event(f"e{batch}-{i}") for i in range(4)])
+    ingestor.keys.wait_for_merge()
+    orphan = index_directory(path) / "run-000000000999-000000001000.fp.npy"
+    orphan.write_bytes(b"written before a crash, never named by the manifest")
+    again = ingestor_with(database, recent_limit=4)
+    again.keys.load(database.cursor())
+    assert not orphan.exists() and again.keys.runs
+    database.close()
+
+
 @pytest.mark.parametrize("lose", ["nothing", "the key files", "the manifest's match"])
 def test_a_resend_after_a_restart_is_a_duplicate(tmp_path: Path, lose: str) -> None:
     path = tmp_path / "m.duckdb"

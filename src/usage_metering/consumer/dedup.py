@@ -164,6 +164,13 @@ class RunFiles:
             for suffix in ("fp", "row"):
                 (self.directory / f"{run.name}.{suffix}.npy").unlink(missing_ok=True)
 
+    def remove_unlisted(self, runs: Iterable[KeyRun]) -> None:
+        """Delete run files the manifest does not name: a flush or merge cut short by a crash."""
+        live = {run.name for run in runs}
+        for path in self.directory.glob("run-*.npy"):
+            if path.name.split(".")[0] not in live:
+                path.unlink(missing_ok=True)
+
     def clear(self) -> None:
         for path in self.directory.glob("*"):
             path.unlink(missing_ok=True)
@@ -202,6 +209,7 @@ class EventKeyIndex:
         else:
             self._runs = tuple(self.files.load(manifest))
             self._covered_rows = int(manifest["covered_rows"])  # type: ignore[arg-type]
+            self.files.remove_unlisted(self._runs)
         self._recent = set(keys_from_row(cursor, self._covered_rows))
         self.loaded = True
 
