@@ -3,11 +3,11 @@ the same error word for word."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,7 +68,7 @@ def outcome(decode: Any, raw: bytes) -> Any:
 
 def same(fast: Any, reference: Any, given_id: bool) -> None:
     if isinstance(fast, UsageEvent) and isinstance(reference, UsageEvent) and not given_id:
-        fast, reference = replace(fast, event_id="generated"), replace(reference, event_id="generated")
+        fast, reference = msgspec.structs.replace(fast, event_id="generated"), msgspec.structs.replace(reference, event_id="generated")
     assert fast == reference
 
 

@@ -12,7 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from usage_metering.schemas.event import _parse_quantity_generally, _parse_timestamp_text_generally, parse_quantity, parse_timestamp_value
 from usage_metering.schemas import (
     AggregateState,
     Aggregation,
@@ -455,3 +458,30 @@ def test_aggregate_value_after(
     # and it agrees with actually adding the event
     state.add(quantity, at, user)
     assert state.value(aggregation) == expected
+
+
+# -- the common-case fast paths give what the general paths give ---------------------------------
+
+def _outcome(parse: Any, *args: Any) -> object:
+    try:
+        value = parse(*args)
+    except ValidationError as error:
+        return ("error", error.code, str(error))
+    return (type(value), value, str(value), getattr(value, "tzinfo", None))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.from_regex(r"\A[0-9]{1,20}\Z"), st.text(max_size=22), st.integers(min_value=0).map(str)))
+def test_whole_number_text_fast_path_equals_the_general_path(text: str) -> None:
+    assert _outcome(parse_quantity, "quantity", text) == _outcome(_parse_quantity_generally, "quantity", text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="minutes") + "Z"),
+    st.from_regex(r"\A[0-9][0-9T:.+\- ]{0,30}Z\Z"),
+))
+def test_utc_timestamp_text_fast_path_equals_the_general_path(text: str) -> None:
+    assert _outcome(parse_timestamp_value, "timestamp", text) == _outcome(_parse_timestamp_text_generally, "timestamp", text)
