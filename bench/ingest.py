@@ -95,13 +95,21 @@ def run_validate_only(events: list[dict[str, Any]]) -> tuple[float, list[UsageEv
     return timed(lambda: [parse_event(e, now=now) for e in events])
 
 
-NAIVE_SQL = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+# The hand-rolled table a team would start from: the events' columns with a primary key for dedup.
+NAIVE_TABLE = """
+    CREATE TABLE naive_events (
+        tenant_id VARCHAR, event_id VARCHAR, metric VARCHAR, quantity DECIMAL(38, 9), user_id VARCHAR,
+        ts TIMESTAMP, properties JSON, received_at TIMESTAMP, PRIMARY KEY (tenant_id, event_id)
+    )
+"""
+NAIVE_SQL = "INSERT INTO naive_events VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def run_naive(path: Path, validated: list[UsageEvent]) -> float:
-    """Row-at-a-time: `executemany` of one INSERT ... ON CONFLICT DO NOTHING per event (events table only)."""
+    """Row-at-a-time: `executemany` of one INSERT ... ON CONFLICT DO NOTHING per event (one keyed table only)."""
     database = Database(path)
     try:
+        database.cursor().execute(NAIVE_TABLE)
         received = datetime.now(timezone.utc).replace(tzinfo=None)
         rows = [
             [e.tenant_id, e.event_id, e.metric, e.quantity, e.user_id,
@@ -110,7 +118,7 @@ def run_naive(path: Path, validated: list[UsageEvent]) -> float:
         ]
         cursor = database.cursor()
         seconds, _ = timed(lambda: cursor.executemany(NAIVE_SQL, rows))
-        stored = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        stored = cursor.execute("SELECT count(*) FROM naive_events").fetchall()[0][0]
         assert stored == len(rows), (stored, len(rows))
     finally:
         database.close()
