@@ -113,3 +113,25 @@ def test_a_file_with_the_upserted_layout_migrates_and_answers_the_same(tmp_path:
         assert metering.record(event(1, quantity="1", user_id="u1", timestamp=hour.isoformat() + "Z")).status == "recorded"
         usage = metering.usage("t1", "calls", start=NOW.date() - timedelta(days=1), end=NOW.date())
         assert (usage.value, usage.event_count) == (Decimal("15.5"), 5)
+
+
+def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookback(tmp_path: Path) -> None:
+    database = Database(tmp_path / "m.duckdb")
+    first = Ingestor(database, compact_interval_seconds=0).start()
+    for i in range(5):
+        first.ingest([event(10 * i + k) for k in range(3)])  # several delta rows per group
+    assert first.compactor._dirty_since is not None  # a new file: the two-day lookback
+    first.stop()
+    assert rollup_rows(database) == len(database.cursor().execute(
+        "SELECT DISTINCT tenant_id, metric, user_id, hour FROM usage_hourly").fetchall())  # folded at stop
+    assert database.cursor().execute("SELECT compact FROM rollup_state").fetchall() == [(True,)]
+
+    second = Ingestor(database, compact_interval_seconds=0).start()
+    assert second.compactor._dirty_since is None  # nothing left to fold
+    assert database.cursor().execute("SELECT compact FROM rollup_state").fetchall() == [(False,)]
+    second.ingest([event(100)])
+    # no stop (kill -9): the next start folds the last two days again
+    third = Ingestor(database, compact_interval_seconds=0)
+    third.compactor.start()
+    assert third.compactor._dirty_since is not None
+    database.close()

@@ -6,7 +6,8 @@ the file grow with traffic rather than with (tenant, metric, user, hour)
 groups. A `RollupCompactor` thread merges them every `interval_seconds`, in
 its own transaction on its own cursor, so ingest never waits for it. It only
 looks at hours ingest touched since its last pass (and, after a start, at the
-last `startup_lookback`), so a pass costs what recent traffic wrote, not history.
+last `startup_lookback` unless the previous writer stopped cleanly after its final pass),
+so a pass costs what recent traffic wrote, not history.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from usage_metering.store import Database
-from usage_metering.store.usage import compact_rollups
+from usage_metering.store.usage import compact_rollups, mark_rollups_compact, rollups_left_compact
 
 from .periodic import PeriodicTask
 
@@ -32,10 +33,11 @@ class RollupCompactor:
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
         self.database = database
+        self.clock = clock
         self.interval_seconds = interval_seconds
         self._lock = threading.Lock()
         self._dirty_since: datetime | None = None
-        self.touched(clock() - STARTUP_LOOKBACK)  # deltas a previous run left
+        self._started = False
         self._task = PeriodicTask("rollup-compactor", interval_seconds, self.compact)
         self.rows_removed = 0
 
@@ -61,9 +63,20 @@ class RollupCompactor:
         return removed
 
     def start(self) -> RollupCompactor:
+        """Begin; the writer must not append deltas before this (the store is marked not compact)."""
+        cursor = self.database.cursor()
+        if not rollups_left_compact(cursor):
+            self.touched(self.clock() - STARTUP_LOOKBACK)  # deltas a previous run left unfolded
+        mark_rollups_compact(cursor, False)  # until a clean stop says otherwise
+        self._started = True
         if self.interval_seconds > 0:
             self._task.start()
         return self
 
     def stop(self) -> None:
+        """After the writer stopped: fold what this run appended, then mark the rollups compact."""
         self._task.stop()
+        if self._started:
+            self._started = False
+            self.compact()
+            mark_rollups_compact(self.database.cursor(), True)

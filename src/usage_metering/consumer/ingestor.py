@@ -192,9 +192,9 @@ class Ingestor:
     def start(self) -> Ingestor:
         if self._thread is None:
             self._load_keys(self.database.cursor())
+            self.compactor.start()
             self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
             self._thread.start()
-            self.compactor.start()
         return self
 
     @property
@@ -205,10 +205,10 @@ class Ingestor:
     def stop(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
         if self._thread is not None:
-            self.compactor.stop()
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+            self.compactor.stop()  # after the writer: its final pass folds everything this run appended
             self._maintain(checkpoint_now=True)
         self.keys.wait_for_merge()
 

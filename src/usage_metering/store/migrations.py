@@ -210,6 +210,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        7,
+        """
+        -- Whether the last node stopped cleanly after folding the rollup deltas it appended
+        -- (consumer/compactor.py): if not, a start folds the last two days again.
+        CREATE TABLE rollup_state (compact BOOLEAN NOT NULL);
+        INSERT INTO rollup_state VALUES (false);
+        """,
+    ),
 )
 
 

@@ -185,6 +185,15 @@ def states_from_rows(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, date
     return states
 
 
+def rollups_left_compact(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """True when the last writer stopped cleanly after folding every delta row it appended."""
+    return bool(cursor.execute("SELECT compact FROM rollup_state").fetchall()[0][0])
+
+
+def mark_rollups_compact(cursor: duckdb.DuckDBPyConnection, compact: bool) -> None:
+    cursor.execute("UPDATE rollup_state SET compact = ?", [compact])
+
+
 def compact_rollups(cursor: duckdb.DuckDBPyConnection, since: datetime) -> int:
     """Merge the delta rows of every (tenant, metric, user, hour) from `since` on into one row each.
 
