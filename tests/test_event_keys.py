@@ -200,3 +200,14 @@ def test_runs_are_files_mapped_not_loaded(tmp_path: Path) -> None:
     run: KeyRun = ingestor.keys.runs[0]
     assert isinstance(run.fingerprints, np.memmap) and isinstance(run.rows, np.memmap)
     database.close()
+
+
+def test_a_run_filter_passes_every_stored_key_and_few_others() -> None:
+    from usage_metering.consumer.dedup import may_contain, presence_filter
+
+    generator = np.random.default_rng(11)
+    stored_keys = np.sort(generator.integers(0, 2**64, 50_000, dtype=np.uint64))
+    bitmap = presence_filter(stored_keys)
+    assert may_contain(bitmap, stored_keys).all()  # no false negatives, ever
+    others = generator.integers(0, 2**64, 50_000, dtype=np.uint64)
+    assert may_contain(bitmap, others).mean() < 0.1
