@@ -12,6 +12,7 @@ so a pass costs what recent traffic wrote, not history.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timedelta
 from typing import Callable
@@ -20,6 +21,8 @@ from usage_metering.store import Database
 from usage_metering.store.usage import compact_rollups, mark_rollups_compact, rollups_left_compact
 
 from .periodic import PeriodicTask
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_SECONDS = 5.0
 STARTUP_LOOKBACK = timedelta(days=2)
@@ -78,5 +81,9 @@ class RollupCompactor:
         self._task.stop()
         if self._started:
             self._started = False
-            self.compact()
+            try:
+                self.compact()
+            except Exception:  # left marked not compact: the next start looks back again
+                log.exception("the final rollup compaction failed")
+                return
             mark_rollups_compact(self.database.cursor(), True)

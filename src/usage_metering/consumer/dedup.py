@@ -225,6 +225,7 @@ class EventKeyIndex:
         self._recent: set[EventKey] = set()
         self._runs: tuple[KeyRun, ...] = ()
         self._covered_rows = 0
+        self._last_fingerprint: int | None = None  # of row covered_rows - 1: the manifest's check against the store
         self._lock = threading.Lock()  # guards _runs and the manifest between the writer and a merge
         self._merging: threading.Thread | None = None
 
@@ -241,6 +242,7 @@ class EventKeyIndex:
         else:
             self._runs = tuple(self.files.load(manifest))
             self._covered_rows = int(manifest["covered_rows"])  # type: ignore[arg-type]
+            self._last_fingerprint = manifest["last_fingerprint"]  # type: ignore[assignment]
             self.files.remove_unlisted(self._runs)
         self._recent = set(keys_from_row(cursor, self._covered_rows))
         self.loaded = True
@@ -260,12 +262,11 @@ class EventKeyIndex:
         for first in range(0, covered, self.max_run_keys):
             end = min(first + self.max_run_keys, covered)
             runs.append(self.files.write(sorted_run(first, end, *fingerprints_in_rows(cursor, first, end))))
-        self._publish(cursor, tuple(runs), covered)
+        self._publish(tuple(runs), covered, fingerprint_at_row(cursor, covered - 1) if covered else None)
 
-    def _publish(self, cursor: duckdb.DuckDBPyConnection, runs: tuple[KeyRun, ...], covered: int) -> None:
-        last = fingerprint_at_row(cursor, covered - 1) if covered else None
-        self.files.save_manifest(runs, covered, last)
-        self._runs, self._covered_rows = runs, covered
+    def _publish(self, runs: tuple[KeyRun, ...], covered: int, last_fingerprint: int | None) -> None:
+        self.files.save_manifest(runs, covered, last_fingerprint)
+        self._runs, self._covered_rows, self._last_fingerprint = runs, covered, last_fingerprint
 
     # -- the writer's questions ----------------------------------------------------
 
@@ -302,18 +303,18 @@ class EventKeyIndex:
             first = self._covered_rows
             end = stored_event_rows(cursor)
             run = self.files.write(sorted_run(first, end, *fingerprints_in_rows(cursor, first, end)))
-            self._publish(cursor, (*self._runs, run), end)
+            self._publish((*self._runs, run), end, fingerprint_at_row(cursor, end - 1))
             self._recent = set()
-        self.merge_in_background(cursor)
+        self.merge_in_background()
 
     # -- merging -------------------------------------------------------------------
 
-    def merge_in_background(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def merge_in_background(self) -> None:
         if self._merging is not None and self._merging.is_alive():
             return
         if self._mergeable() is None:
             return
-        self._merging = threading.Thread(target=self._merge_all, args=(cursor.cursor(),), name="key-run-merge", daemon=True)
+        self._merging = threading.Thread(target=self._merge_all, name="key-run-merge", daemon=True)
         self._merging.start()
 
     def wait_for_merge(self) -> None:
@@ -330,7 +331,7 @@ class EventKeyIndex:
                 return index
         return None
 
-    def _merge_all(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def _merge_all(self) -> None:
         try:
             while (index := self._mergeable()) is not None:
                 older, newer = self._runs[index], self._runs[index + 1]
@@ -338,9 +339,7 @@ class EventKeyIndex:
                 with self._lock:
                     runs = self._runs  # the writer may have appended a run meanwhile; these two are unchanged
                     position = runs.index(older)
-                    self._publish(cursor, (*runs[:position], merged, *runs[position + 2:]), self._covered_rows)
+                    self._publish((*runs[:position], merged, *runs[position + 2:]), self._covered_rows, self._last_fingerprint)
                 self.files.remove((older, newer))
         except Exception:
             log.exception("merging event key runs failed; the unmerged runs stay in use")
-        finally:
-            cursor.close()

@@ -65,12 +65,8 @@ class AggregateState:
 
     def merge(self, other: AggregateState) -> None:
         """Add another aggregate of other events (e.g. the events after a checkpoint)."""
-        self.total += other.total
-        self.count += other.count
-        self.maximum = max(self.maximum, other.maximum)
-        if other.latest_at is not None and (self.latest_at is None or other.latest_at >= self.latest_at):
-            self.latest_at = other.latest_at
-            self.latest_quantity = other.latest_quantity
+        if other.latest_at is not None:  # None: it holds no event
+            self.add_group(other.total, other.count, other.maximum, other.latest_at, other.latest_quantity, None)
         self.users |= other.users
 
     def totals(self) -> UsageTotals:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Sequence
 
 import duckdb
@@ -80,18 +79,7 @@ def load_checkpoint(cursor: duckdb.DuckDBPyConnection) -> CounterCheckpoint | No
         tenant_id: from_naive_utc(start)
         for tenant_id, start in cursor.execute("SELECT * FROM counter_checkpoint_tracking").fetchall()
     }
-    states = {}
-    for tenant_id, metric, start, total, count, maximum, latest_at, latest_quantity, users in cursor.execute(
-        "SELECT * FROM counter_checkpoint_states"
-    ).fetchall():
-        states[(tenant_id, metric, from_naive_utc(start))] = AggregateState(
-            total=Decimal(total),
-            count=int(count),
-            maximum=Decimal(maximum),
-            latest_at=None if latest_at is None else from_naive_utc(latest_at),
-            latest_quantity=Decimal(latest_quantity),
-            users=set(users),
-        )
+    states = states_from_rows(cursor.execute("SELECT * FROM counter_checkpoint_states").fetchall())
     return CounterCheckpoint(int(found[0][0]), tracked_from, states)
 
 

@@ -178,7 +178,7 @@ def states_from_rows(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, date
             total=Decimal(total),
             count=int(count),
             maximum=Decimal(maximum),
-            latest_at=from_naive_utc(latest_at),
+            latest_at=None if latest_at is None else from_naive_utc(latest_at),  # None: a checkpoint's empty state
             latest_quantity=Decimal(latest_q),
             users=set(users or ()),
         )
