@@ -44,3 +44,26 @@ def app_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNode
     """The HTTP app in-process (demo data on) for a whole test module; tests use unique tenant ids."""
     with InProcessNode(tmp_path_factory.mktemp("app-node") / "metering.duckdb", demo=True) as node:
         yield node
+
+
+# -- DuckLake: a real PostgreSQL server (Debian's package) holds the lakes' catalogs ---------
+
+from lakes import LakeFactory  # noqa: E402
+from postgres_server import PostgresServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session; a missing package fails the tests, never skips them."""
+    try:
+        server = PostgresServer.temporary().start()
+    except Exception as exc:
+        pytest.fail(f"no PostgreSQL server could be started:\n{exc}", pytrace=False)
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def lakes(postgres: PostgresServer, tmp_path: Path) -> LakeFactory:
+    """Makes fresh lakes: a new catalog database on the session's server, data under this test's tmp_path."""
+    return LakeFactory(postgres, tmp_path)

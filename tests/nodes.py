@@ -29,6 +29,7 @@ from usage_metering import Metering, MeteringClient
 from usage_metering.api.app import create_app
 from usage_metering.client import exact_json
 from usage_metering.node.demo import init_demo
+from usage_metering.store import Lake
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
 START_TIMEOUT_SECONDS = 30.0
@@ -113,9 +114,11 @@ class ServerProcess(Answering):
     """
 
     def __init__(
-        self, db_path: str | Path, port: int | None = None, demo: bool = True, options: dict[str, Any] | None = None
+        self, db_path: str | Path, port: int | None = None, demo: bool = True, options: dict[str, Any] | None = None,
+        lake: Lake | None = None,
     ) -> None:
         self.db_path = Path(db_path)
+        self.lake = lake
         self.port = port if port is not None else free_port()
         self.demo = demo
         self.options = dict(options or {})
@@ -127,9 +130,10 @@ class ServerProcess(Answering):
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> ServerProcess:
+        lake = "" if self.lake is None else f", lake=Lake({self.lake.catalog!r}, {self.lake.data_path!r})"
         code = (
-            "from usage_metering.node.server import run_server; "
-            f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r}"
+            "from usage_metering.node.server import run_server; from usage_metering.store import Lake; "
+            f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r}{lake}"
             + "".join(f", {name}={value!r}" for name, value in self.options.items())
             + ")"
         )

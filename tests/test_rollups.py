@@ -135,3 +135,24 @@ def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookba
     third.compactor.start()
     assert third.compactor._dirty_since is not None
     database.close()
+
+
+def test_a_batchs_rollup_deltas_fold_its_events_as_sql_would(tmp_path: Path) -> None:
+    """rollup_deltas (Python, on the ingest path) against a GROUP BY over the same rows in DuckDB."""
+    from usage_metering.store.events import EVENT_ARROW_SCHEMA, event_fingerprint, events_to_arrow, rollup_deltas
+
+    rng = random.Random(3)
+    events = [event(i, quantity=str(Decimal(rng.randint(0, 10**12)) / 10**9), user_id=rng.choice(["a", "b", None]),
+                    timestamp=(NOW - timedelta(seconds=i * 97)).isoformat()) for i in range(2_000)]
+    batch = events_to_arrow(events, [event_fingerprint(e.tenant_id, e.event_id) for e in events], NOW)
+    assert batch.schema == EVENT_ARROW_SCHEMA
+    expected = duckdb.sql(
+        "SELECT tenant_id, metric, coalesce(user_id, ''), date_trunc('hour', ts), sum(quantity), max(quantity), "
+        "count(*), max(ts), arg_max(quantity, ts) FROM batch GROUP BY ALL ORDER BY ALL").fetchall()
+    deltas = sorted(
+        (d.tenant_id, d.metric, d.user_id, d.hour.replace(tzinfo=None), d.quantity_sum, d.quantity_max, d.event_count,
+         d.latest_at.replace(tzinfo=None), d.latest_quantity)
+        for d in rollup_deltas(events)
+    )
+    assert deltas == expected
+    assert len(deltas) > 10 and sum(d[6] for d in deltas) == len(events)

@@ -41,7 +41,7 @@ from .schemas import (
     parse_tenant,
     period_containing,
 )
-from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database
+from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, Lake
 from .store import catalog as catalog_store
 from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
 from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
@@ -104,13 +104,15 @@ class Metering:
         *,
         read_only: bool = False,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        lake: Lake | None = None,
         **options: Any,
     ) -> Metering:
         """Open the file; read_only (a snapshot, or the main file of a stopped node) runs no migrations and no writer.
 
         `memory_limit` caps DuckDB's buffer pool (DuckDB's syntax, e.g. "512MB", "4GB").
+        With `lake`, the store is that DuckLake and `path` is where this node keeps its local files.
         """
-        return cls(Database(path, read_only=read_only, memory_limit=memory_limit), **options)
+        return cls(Database(path, read_only=read_only, memory_limit=memory_limit, lake=lake), **options)
 
     def close(self) -> None:
         self.ingestor.stop()

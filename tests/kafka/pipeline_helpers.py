@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
 from usage_metering.producer import UsageProducer
-from usage_metering.store import Database
+from usage_metering.store import Database, Lake
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 12
@@ -209,11 +209,13 @@ class ThreadedConsumer:
 
 
 def start_consumer_process(bootstrap: str, db_path: Path, topic: str, group_id: str, *extra: str,
-                           log_path: Path | None = None) -> subprocess.Popen:
+                           log_path: Path | None = None, lake: Lake | None = None) -> subprocess.Popen:
+    """`usage-metering --db DB consume ...` (with `lake`: `--lake ... --lake-data ...`, DB the node's local files)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    lake_options = [] if lake is None else ["--lake", lake.catalog, "--lake-data", str(lake.data_path)]
     argv = [
-        sys.executable, "-m", "usage_metering", "--db", str(db_path), "consume",
+        sys.executable, "-m", "usage_metering", *lake_options, "--db", str(db_path), "consume",
         "--bootstrap-servers", bootstrap, "--topic", topic,
         "--group-id", group_id, "--dead-letter-topic", dead_letter_topic_of(topic), *extra,
     ]
@@ -244,9 +246,9 @@ def terminate(process: subprocess.Popen, timeout: float = 60) -> int:
 # -- checking the database -----------------------------------------------------------------
 
 
-def stored_state(db_path: Path) -> tuple[dict[tuple[str, str], tuple[Decimal, int]], dict[tuple[str, str], tuple[Decimal, int]], int, dict[int, int]]:
+def stored_state(db_path: Path, lake: Lake | None = None) -> tuple[dict[tuple[str, str], tuple[Decimal, int]], dict[tuple[str, str], tuple[Decimal, int]], int, dict[int, int]]:
     """(per tenant/metric (sum, count) from events, the same from usage_hourly, count(*), offsets)."""
-    database = Database(db_path, read_only=True)
+    database = Database(db_path, read_only=True, lake=lake)
     try:
         cursor = database.cursor()
         events = {
@@ -267,8 +269,8 @@ def stored_state(db_path: Path) -> tuple[dict[tuple[str, str], tuple[Decimal, in
         database.close()
 
 
-def assert_exact(db_path: Path, expected: Expected) -> None:
-    events, rollups, total, _ = stored_state(db_path)
+def assert_exact(db_path: Path, expected: Expected, lake: Lake | None = None) -> None:
+    events, rollups, total, _ = stored_state(db_path, lake)
     want = {key: (expected.totals[key], expected.counts[key]) for key in expected.totals}
     assert total == expected.distinct
     assert events == want

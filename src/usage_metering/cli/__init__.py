@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Sequence
 
 import click
+from click.core import ParameterSource
 
 from usage_metering import __version__
 from usage_metering.schemas import DEFAULT_LATE_WINDOW
-from usage_metering.store.database import DEFAULT_DB_PATH
+from usage_metering.store.database import DEFAULT_DB_PATH, DEFAULT_LAKE_NODE_PATH
+from usage_metering.store.lake import Lake
 
 from . import config, events, export, kafka, keys, node, reports
 from .common import MeteringGroup
@@ -36,7 +38,23 @@ from .common import MeteringGroup
     show_default=True,
     envvar="USAGE_METERING_DB",
     show_envvar=True,
-    help="The DuckDB file, opened in this process (only when no node holds it).",
+    help="The DuckDB file, opened in this process (only when no node holds it). With --lake: where this "
+         f"node keeps its local files (default {DEFAULT_LAKE_NODE_PATH}).",
+)
+@click.option(
+    "--lake",
+    metavar="CATALOG",
+    envvar="USAGE_METERING_LAKE",
+    show_envvar=True,
+    help="Use a DuckLake instead of the file: its catalog, e.g. 'postgres:host=H dbname=D user=U' "
+         "(cluster mode; every node names the same one).",
+)
+@click.option(
+    "--lake-data",
+    metavar="PATH|URL",
+    envvar="USAGE_METERING_LAKE_DATA",
+    show_envvar=True,
+    help="The lake's data path (a directory every node shares, or s3://...); needed when the lake is created.",
 )
 @click.option(
     "--url",
@@ -71,8 +89,8 @@ from .common import MeteringGroup
 )
 @click.version_option(__version__, prog_name="usage-metering")
 @click.pass_context
-def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, output_format: str,
-        late_window_days: float) -> None:
+def cli(ctx: click.Context, db: Path, lake: str | None, lake_data: str | None, url: str | None,
+        api_key: str | None, output_format: str, late_window_days: float) -> None:
     """Usage metering: record usage events, check quotas, report usage and bills.
 
     Works on the DuckDB file (--db) when no node is running, or on a running
@@ -80,8 +98,12 @@ def cli(ctx: click.Context, db: Path, url: str | None, api_key: str | None, outp
     rejected or blocked, database held by another process); 2 invalid input;
     3 server unreachable or failing.
     """
-    ctx.obj = {"db": db, "url": url, "api_key": api_key, "format": output_format.lower(),
-               "late_window": timedelta(days=late_window_days)}
+    if lake_data is not None and lake is None:
+        raise click.UsageError("--lake-data needs --lake (the lake's catalog)")
+    if lake is not None and ctx.get_parameter_source("db") is ParameterSource.DEFAULT:
+        db = DEFAULT_LAKE_NODE_PATH
+    ctx.obj = {"db": db, "lake": Lake(lake, lake_data) if lake else None, "url": url, "api_key": api_key,
+               "format": output_format.lower(), "late_window": timedelta(days=late_window_days)}
 
 
 for command in (

@@ -24,7 +24,7 @@ from click.core import ParameterSource
 
 from usage_metering.client import MeteringClient, MeteringHttpError, MeteringUnreachable
 from usage_metering.schemas import NotFoundError, ValidationError
-from usage_metering.store import NewerFileFormatError, StoreLockedError
+from usage_metering.store import LakeError, NewerFileFormatError, StoreLockedError
 
 if TYPE_CHECKING:
     from usage_metering.metering import Metering
@@ -54,6 +54,8 @@ class MeteringGroup(click.Group):
             raise CliError(str(error), EXIT_FAILED) from None
         except (StoreLockedError, NewerFileFormatError) as error:
             raise CliError(str(error), EXIT_FAILED) from None
+        except LakeError as error:
+            raise CliError(str(error), EXIT_UNAVAILABLE) from None
         except MeteringUnreachable as error:
             raise CliError(str(error), EXIT_UNAVAILABLE) from None
         except MeteringHttpError as error:  # 401/403 and 409 are refusals; 5xx (but a held file) is the node failing
@@ -70,7 +72,7 @@ def load_json(text: str, what: str) -> Any:
 
 
 def root_options(ctx: click.Context) -> dict[str, Any]:
-    """The options of the `usage-metering` group: db, url, api_key, format, late_window."""
+    """The options of the `usage-metering` group: db, lake, url, api_key, format, late_window."""
     return ctx.find_root().obj
 
 
@@ -79,10 +81,11 @@ def output_format() -> str:
 
 
 @contextmanager
-def open_metering(ctx: click.Context) -> Iterator[Metering | MeteringClient]:
-    """The node over HTTP when --url is given, else the library on the --db file (closed afterwards).
+def open_metering(ctx: click.Context, *, writes: bool = False) -> Iterator[Metering | MeteringClient]:
+    """The node over HTTP when --url is given, else the library on the --db file or --lake (closed afterwards).
 
     Both have the same methods and return types, so a command works the same either way.
+    A lake is opened read-only: the nodes write it, and a command that `writes` goes through one (--url).
     """
     options = root_options(ctx)
     if options["url"]:
@@ -94,7 +97,12 @@ def open_metering(ctx: click.Context) -> Iterator[Metering | MeteringClient]:
         return
     from usage_metering.metering import Metering
 
-    with Metering.open(options["db"], late_window=options["late_window"]) as metering:
+    lake = options["lake"]
+    if lake is not None and writes:
+        raise CliError("on a lake (--lake), a command that writes goes through a running node: "
+                       "--url http://NODE:PORT", EXIT_INVALID)
+    with Metering.open(options["db"], lake=lake, read_only=lake is not None,
+                       late_window=options["late_window"]) as metering:
         yield metering
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from usage_metering.store import StoreLockedError
+from usage_metering.store import Lake, StoreLockedError
 from usage_metering.store.export import FORMATS
 
 from .common import EXIT_FAILED, EXIT_INVALID, CliError, root_options
@@ -33,9 +33,11 @@ def _export_format(fmt: str | None, output: Path | None) -> str:
     return {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}.get(suffix, "parquet")
 
 
-def _open_read_only(db: Path) -> Any:
+def _open_read_only(db: Path, lake: Lake | None) -> Any:
     from usage_metering.metering import Metering
 
+    if lake is not None:
+        return Metering.open(db, lake=lake, read_only=True)
     if not db.exists():
         raise CliError(f"{db} does not exist", EXIT_FAILED)
     try:
@@ -77,7 +79,7 @@ def export_command(
         )
     fmt = _export_format(fmt, output)
     target = output if output is not None else Path(f"events.{fmt}")
-    metering = _open_read_only(root_options(ctx)["db"])
+    metering = _open_read_only(root_options(ctx)["db"], root_options(ctx)["lake"])
     try:
         with click.progressbar(length=100, label="Exporting events", file=sys.stderr) as bar:
             rows = metering.export_events(

@@ -68,7 +68,7 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
                     dead_letter_topic: str | None, max_poll_records: int, webhook_url: str | None, webhook_secret: str | None,
                     log_format: str, log_level: str) -> None:
-    """Consume usage events from Kafka into --db, exactly once, until SIGTERM/SIGINT (then exit 0).
+    """Consume usage events from Kafka into --db (or --lake), exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer (a file held by another
     process fails at once), so it also delivers the quota alerts its batches
@@ -84,7 +84,7 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     options = root_options(ctx)
     try:
         webhooks = webhook_settings(options["db"], webhook_url, webhook_secret)
-        metering = Metering.open(options["db"], late_window=options["late_window"])
+        metering = Metering.open(options["db"], lake=options["lake"], late_window=options["late_window"])
     except ValidationError as error:
         raise CliError(str(error), EXIT_INVALID) from None
     except StoreLockedError as error:

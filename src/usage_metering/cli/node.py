@@ -40,7 +40,7 @@ def serve(
     webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
     kafka_bootstrap_servers: str | None, kafka_topic: str,
 ) -> None:
-    """Run the metering node: this process owns --db and serves the HTTP API.
+    """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
     Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
     and POSTs quota alerts to webhooks.
@@ -53,7 +53,7 @@ def serve(
                late_window=options["late_window"],
                webhook_url=webhook_url, webhook_secret=webhook_secret,
                snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
-               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic)
+               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic, lake=options["lake"])
 
 
 @click.command("init-demo")
@@ -63,7 +63,7 @@ def init_demo_command(ctx: click.Context) -> None:
     require_file_mode(ctx, "init-demo")
     from usage_metering.node.demo import init_demo
 
-    with open_metering(ctx) as metering:
+    with open_metering(ctx, writes=True) as metering:
         counts = init_demo(metering)
     emit(counts, [counts], SUMMARY_COLUMNS)
 

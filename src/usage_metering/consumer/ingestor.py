@@ -50,6 +50,7 @@ from usage_metering.store.events import (
     append_rollup_deltas,
     event_fingerprint,
     events_to_arrow,
+    rollup_deltas,
     stored_event_rows,
 )
 from usage_metering.store.offsets import PartitionKey, save_offsets
@@ -171,7 +172,12 @@ class Ingestor:
         checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         self.database = database
-        self.compactor = RollupCompactor(database, clock, compact_interval_seconds)
+        # A DuckLake fails the commit of a transaction that appended to a table another one deleted from,
+        # so on a lake the writer folds the rollups itself, between batches, not a thread beside it.
+        self._compact_on_writer = database.lake is not None
+        self.compact_interval_seconds = compact_interval_seconds
+        self._next_compaction = time.monotonic() + compact_interval_seconds
+        self.compactor = RollupCompactor(database, clock, 0 if self._compact_on_writer else compact_interval_seconds)
         self.observer = observer  # told about every committed group; may be set later
         self.max_batch_events = max_batch_events
         self.max_wait_seconds = max_wait_seconds
@@ -359,18 +365,22 @@ class Ingestor:
         self._maintain()
 
     def _maintain(self, *, checkpoint_now: bool = False) -> None:
-        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), and the
-        counters when their checkpoint is due. Both are derived data: a failure is logged and retried."""
+        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), the
+        counters when their checkpoint is due, and (on a lake) fold the rollups when due.
+        All are derived data: a failure is logged and retried."""
         try:
             with self._write_lock:
                 cursor = self.database.cursor()
                 self.keys.flush_if_full(cursor)
+                if self._compact_on_writer and self.compact_interval_seconds > 0 and time.monotonic() >= self._next_compaction:
+                    self._next_compaction = time.monotonic() + self.compact_interval_seconds
+                    self.compactor.compact()
                 if checkpoint_now or time.monotonic() >= self._next_checkpoint:
                     self._next_checkpoint = time.monotonic() + self.checkpoint_interval_seconds
                     states, tracked_from = self.counters.snapshot()
                     save_checkpoint(cursor, CounterCheckpoint(stored_event_rows(cursor), tracked_from, states))
         except Exception:
-            log.exception("saving event keys or the counter checkpoint failed")
+            log.exception("saving event keys, the counter checkpoint or compacted rollups failed")
 
     def _report(self, requests: list[_Request], outcomes: list[list[IngestOutcome]], seconds: float) -> None:
         """Tell the observer before the callers hear back, so a scrape after a 2xx sees the events."""
@@ -408,9 +418,11 @@ class Ingestor:
             rules: dict[tuple[str, str], _MeteringRule] = {}
             decisions = self._decide(unique, stored, catalog, staged, rules)
             recorded = [i for i, key in enumerate(keys) if decisions[key].status == EventStatus.RECORDED]
-            table = events_to_arrow([unique[i] for i in recorded], [fingerprints[i] for i in recorded], now)
-            append_events(cursor, table)
-            self._count_deltas(append_rollup_deltas(cursor, table), rules, staged)
+            stored_events = [unique[i] for i in recorded]
+            append_events(cursor, events_to_arrow(stored_events, [fingerprints[i] for i in recorded], now))
+            deltas = rollup_deltas(stored_events)
+            append_rollup_deltas(cursor, deltas)
+            self._count_deltas(deltas, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):

@@ -16,6 +16,7 @@ from usage_metering.api.app import create_app
 from usage_metering.api.auth import serving_host
 from usage_metering.metering import Metering
 from usage_metering.schemas import DEFAULT_LATE_WINDOW
+from usage_metering.store import Lake
 
 from .demo import init_demo
 from .kafka_mode import KafkaMode
@@ -62,8 +63,12 @@ def run_server(
     kafka_bootstrap_servers: str | None = None,
     kafka_topic: str = "usage-events",
     late_window: timedelta = DEFAULT_LATE_WINDOW,
+    lake: Lake | None = None,
 ) -> None:
     """Open the database (this process becomes its one writer) and serve until stopped.
+
+    With `lake`, the store is that DuckLake (`db_path` is where this node keeps its local
+    files) and no snapshot is published: analysts attach the lake itself.
 
     Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
 
@@ -81,14 +86,14 @@ def run_server(
     configure_logging(log_format, log_level)
     webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
     kafka = KafkaMode(kafka_bootstrap_servers, kafka_topic) if kafka_bootstrap_servers else None
-    metering = Metering.open(db_path, late_window=late_window, publisher=kafka.producer if kafka else None)
+    metering = Metering.open(db_path, lake=lake, late_window=late_window, publisher=kafka.producer if kafka else None)
     if demo:
         counts = init_demo(metering)
         log.info("demo data ready: %s", counts)
     host = serving_host(host, metering)  # loopback only while no API key exists
-    log.info("serving %s on http://%s:%d", db_path, host, port)
+    log.info("serving %s on http://%s:%d", f"ducklake:{lake.catalog}" if lake else db_path, host, port)
     dispatcher = WebhookDispatcher(metering, webhooks).start()
-    snapshots = SnapshotScheduler(metering, snapshot_interval, snapshot_path).start()
+    snapshots = SnapshotScheduler(metering, 0 if lake else snapshot_interval, snapshot_path).start()
     app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
     if kafka is not None:
         kafka.start(metering, app)

@@ -4,5 +4,6 @@ from .catalog import Catalog, load_catalog
 from .database import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, StoreLockedError
 from .dead_letters import DeadLetter
 from .file_format import NewerFileFormatError
+from .lake import Lake, LakeError
 
-__all__ = ["Catalog", "DEFAULT_DB_PATH", "DEFAULT_MEMORY_LIMIT", "Database", "DeadLetter", "NewerFileFormatError", "StoreLockedError", "load_catalog"]
+__all__ = ["Catalog", "DEFAULT_DB_PATH", "DEFAULT_MEMORY_LIMIT", "Database", "DeadLetter", "Lake", "LakeError", "NewerFileFormatError", "StoreLockedError", "load_catalog"]

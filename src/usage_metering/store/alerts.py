@@ -1,7 +1,7 @@
 """Quota alerts: an outbox of crossed thresholds, one row per (tenant, metric, period start, threshold).
 
 The ingestor inserts rows in the same transaction as the batch that crossed
-the threshold (ON CONFLICT DO NOTHING: once per period, whatever the replays);
+the threshold (inserted only when not there: once per period, whatever the replays);
 the webhook dispatcher reads the pending ones and records each attempt.
 """
 
@@ -68,6 +68,12 @@ class Alert(JsonShape):
         return {name: data[name] for name in WEBHOOK_FIELDS}
 
 
+_ALERT_COLUMNS = (
+    "tenant_id, metric, period_start, threshold, period_end, included, used, status, attempts, last_error, "
+    "next_attempt_at, created_at, delivered_at"
+)
+
+
 def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> None:
     """Record new crossings; an alert already stored for the same key is left as it is."""
     if not alerts:
@@ -82,7 +88,12 @@ def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> No
             a.included, a.used, to_naive_utc(a.created_at), to_naive_utc(a.created_at),
         )
     ]
-    cursor.execute(f"INSERT INTO alerts VALUES {', '.join([row] * len(alerts))} ON CONFLICT DO NOTHING", parameters)
+    cursor.execute(
+        f"INSERT INTO alerts SELECT * FROM (VALUES {', '.join([row] * len(alerts))}) AS new({_ALERT_COLUMNS}) "
+        "WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.tenant_id = new.tenant_id AND a.metric = new.metric "
+        "AND a.period_start = new.period_start AND a.threshold = new.threshold)",
+        parameters,
+    )
 
 
 _COLUMNS = (

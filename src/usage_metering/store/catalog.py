@@ -53,8 +53,9 @@ class Catalog:
 # -- metrics -----------------------------------------------------------------
 
 def upsert_metric(cursor: duckdb.DuckDBPyConnection, metric: MetricDefinition) -> None:
+    cursor.execute("DELETE FROM metrics WHERE name = ?", [metric.name])
     cursor.execute(
-        "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
         [metric.name, metric.aggregation.value, metric.unit, metric.description, utc_now_naive()],
     )
 
@@ -119,15 +120,18 @@ def load_current_plans(cursor: duckdb.DuckDBPyConnection) -> dict[str, Plan]:
 # -- tenants -----------------------------------------------------------------
 
 def save_tenant(cursor: duckdb.DuckDBPyConnection, tenant: Tenant) -> None:
-    cursor.execute(
-        """
-        INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at, webhook_url)
-        VALUES (?, ?, ?, ?, ?, ?)
-        ON CONFLICT DO UPDATE SET name = excluded.name, plan_id = excluded.plan_id,
-            billing_anchor_day = excluded.billing_anchor_day, webhook_url = excluded.webhook_url
-        """,
-        [tenant.tenant_id, tenant.name, tenant.plan_id, tenant.billing_anchor_day, utc_now_naive(), tenant.webhook_url],
-    )
+    """Update the tenant, or add it (created now) when it is new; no ON CONFLICT, so it runs on a DuckLake."""
+    updated = cursor.execute(
+        "UPDATE tenants SET name = ?, plan_id = ?, billing_anchor_day = ?, webhook_url = ? WHERE tenant_id = ?",
+        [tenant.name, tenant.plan_id, tenant.billing_anchor_day, tenant.webhook_url, tenant.tenant_id],
+    ).fetchall()[0][0]
+    if updated == 0:
+        cursor.execute(
+            "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at, webhook_url) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [tenant.tenant_id, tenant.name, tenant.plan_id, tenant.billing_anchor_day, utc_now_naive(),
+             tenant.webhook_url],
+        )
 
 
 def register_tenants(cursor: duckdb.DuckDBPyConnection, tenant_ids: list[str]) -> None:
@@ -139,7 +143,7 @@ def register_tenants(cursor: duckdb.DuckDBPyConnection, tenant_ids: list[str]) -
     try:
         cursor.execute(
             "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at) "
-            "SELECT tenant_id, '', NULL, 1, ? FROM new_tenants ON CONFLICT DO NOTHING",
+            "SELECT tenant_id, '', NULL, 1, ? FROM new_tenants WHERE tenant_id NOT IN (SELECT tenant_id FROM tenants)",
             [utc_now_naive()],
         )
     finally:

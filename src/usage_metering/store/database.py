@@ -1,4 +1,4 @@
-"""Opening the DuckDB file: one writer process, one connection, a cursor per thread."""
+"""Opening the store, a DuckDB file or a DuckLake: one connection per process, a cursor per thread."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import duckdb
 
 from .file_format import NewerFileFormatError, is_newer_format_error
+from .lake import LAKE_ALIAS, Lake, check_lake_schema, connect_lake, migrate_lake
 from .migrations import apply_migrations
 
 DEFAULT_DB_PATH = Path("data/metering.duckdb")
+DEFAULT_LAKE_NODE_PATH = Path("data/lake-node")  # a node on a lake: its local files' prefix
 # DuckDB's buffer pool defaults to 80% of the machine's memory and keeps every page it read until
 # then, so a node's footprint would follow the history its reports and counter reloads touched.
 # Past this limit DuckDB evicts, and large aggregations spill to a temp directory beside the file.
@@ -48,22 +50,39 @@ def connect(
 
 
 class Database:
-    """The node's connection; each thread gets its own cursor (DuckDB cursors are not shared)."""
+    """The node's connection; each thread gets its own cursor (DuckDB cursors are not shared).
+
+    With `lake`, the store is that DuckLake and `path` only names where this node
+    keeps its own local files (the dedup key runs at `<path>.keys`, the webhook secret).
+    """
 
     def __init__(
-        self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+        self,
+        path: str | Path = DEFAULT_DB_PATH,
+        *,
+        read_only: bool = False,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        lake: Lake | None = None,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._con = connect(self.path, read_only=read_only, memory_limit=memory_limit)
+        self.lake = lake
         self._local = threading.local()
-        if not read_only:
-            self.schema_version = apply_migrations(self._con)
+        if lake is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = connect_lake(lake, memory_limit=memory_limit, read_only=read_only)
+            self.schema_version = check_lake_schema(self._con) if read_only else migrate_lake(self._con)
+        else:
+            self._con = connect(self.path, read_only=read_only, memory_limit=memory_limit)
+            if not read_only:
+                self.schema_version = apply_migrations(self._con)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._con.cursor()
+            if self.lake is not None:  # a cursor starts in the default catalog, not the lake
+                cursor.execute(f"USE {LAKE_ALIAS}")
             self._local.cursor = cursor
         return cursor
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Annotated, Sequence
 
@@ -39,11 +41,33 @@ class StoredDeadLetter(JsonShape):
     reason: str
 
 
+class _LetterIds:
+    """Dead-letter ids: microseconds since the epoch times 1,000 plus a count, increasing within a process.
+
+    Ids are made here, not by a sequence (a DuckLake has none): they order letters by
+    arrival on every node, and two nodes would have to record one in the same microsecond to collide.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def take(self, count: int) -> list[int]:
+        with self._lock:
+            first = max(self._next, time.time_ns() // 1_000 * 1_000)
+            self._next = first + count
+        return list(range(first, first + count))
+
+
+_letter_ids = _LetterIds()
+
+
 def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLetter]) -> None:
     """One columnar insert (executemany would run a statement per letter); DuckDB reads `letter_rows` by name."""
     if not letters:
         return
     letter_rows = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
+        "id": pa.array(_letter_ids.take(len(letters)), pa.int64()),
         "received_at": pa.array([utc_now_naive()] * len(letters), pa.timestamp("us")),
         "source": pa.array([d.source for d in letters], pa.string()),
         "topic": pa.array([d.topic for d in letters], pa.string()),
@@ -53,7 +77,7 @@ def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLe
         "reason": pa.array([d.reason for d in letters], pa.string()),
     })
     cursor.execute(
-        'INSERT INTO dead_letters (received_at, source, topic, partition, "offset", raw, reason) '
+        'INSERT INTO dead_letters (id, received_at, source, topic, partition, "offset", raw, reason) '
         "SELECT * FROM letter_rows"
     )
 

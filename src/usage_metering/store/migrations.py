@@ -228,7 +228,11 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, up_to: int | None = None) -
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
     row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
-    current = int(row[0][0])
+    return apply_steps_after(con, int(row[0][0]), up_to)
+
+
+def apply_steps_after(con: duckdb.DuckDBPyConnection, current: int, up_to: int | None = None) -> int:
+    """Run each migration newer than `current` (up to `up_to`) in its own transaction; returns the version reached."""
     for version, sql in MIGRATIONS:
         if version <= current or (up_to is not None and version > up_to):
             continue

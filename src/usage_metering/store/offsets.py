@@ -13,10 +13,11 @@ PartitionKey = tuple[str, int]  # (topic, partition)
 
 
 def save_offsets(cursor: duckdb.DuckDBPyConnection, next_offsets: Mapping[PartitionKey, int]) -> None:
-    """Upsert every partition's next offset in one columnar statement.
+    """Set every partition's next offset: an update for the partitions stored, an insert for new ones.
 
-    executemany runs one statement per partition (~3 ms each with 12 partitions
-    on this machine); DuckDB reads `offset_rows` from this frame by name.
+    Columnar statements: executemany runs one per partition (~3 ms each with 12
+    partitions on this machine); DuckDB reads `offset_rows` from this frame by
+    name. Two statements, not ON CONFLICT, so that it runs on a DuckLake too.
     """
     if not next_offsets:
         return
@@ -28,8 +29,12 @@ def save_offsets(cursor: duckdb.DuckDBPyConnection, next_offsets: Mapping[Partit
         "updated_at": pa.array([utc_now_naive()] * len(keys), pa.timestamp("us")),
     })
     cursor.execute(
-        "INSERT INTO source_offsets SELECT * FROM offset_rows "
-        "ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at"
+        "UPDATE source_offsets SET next_offset = o.next_offset, updated_at = o.updated_at FROM offset_rows o "
+        "WHERE source_offsets.topic = o.topic AND source_offsets.partition = o.partition"
+    )
+    cursor.execute(
+        "INSERT INTO source_offsets SELECT * FROM offset_rows o WHERE NOT EXISTS "
+        "(SELECT 1 FROM source_offsets s WHERE s.topic = o.topic AND s.partition = o.partition)"
     )
 
 
