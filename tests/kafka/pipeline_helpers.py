@@ -262,8 +262,10 @@ def stored_state(db_path: Path, lake: Lake | None = None) -> tuple[dict[tuple[st
                 "SELECT tenant_id, metric, sum(quantity_sum), sum(event_count) FROM usage_hourly GROUP BY ALL").fetchall()
         }
         total = int(cursor.execute("SELECT count(*) FROM events").fetchall()[0][0])
-        offsets = {int(p): int(o) for p, o in cursor.execute(
-            "SELECT partition, next_offset FROM source_offsets").fetchall()}
+        tables = [t for (t,) in cursor.execute("SELECT table_name FROM duckdb_tables() "
+                                                "WHERE database_name = current_database() AND table_name LIKE 'source_offsets_%'").fetchall()]
+        offsets = {int(p): int(o) for table in tables
+                   for p, o in cursor.execute(f"SELECT partition, next_offset FROM {table} WHERE next_offset >= 0").fetchall()}
         return events, rollups, total, offsets
     finally:
         database.close()

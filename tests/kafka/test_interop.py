@@ -29,6 +29,7 @@ from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store
+from usage_metering.store.offsets import load_offsets
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 JAVA_SOURCE = REPO_ROOT / "tests" / "kafka" / "java" / "RecordProducer.java"
@@ -206,9 +207,8 @@ def test_a_record_batch_that_cannot_be_unpacked_is_dead_lettered_and_the_rest_is
     monkeypatch.setattr(kafka.codec, "zstd", None)  # what a consumer installed without the zstd extra sees
     consumer = consume_everything(kafka_bootstrap, topic, tmp_path / "metering.duckdb")
     try:
-        stored = consumer.database.cursor().execute(
-            "SELECT next_offset FROM source_offsets WHERE topic = ? AND partition = 3", [topic]).fetchone()
-        assert stored == (end_offsets(kafka_bootstrap, topic)[3],)
+        stored = load_offsets(consumer.database.cursor(), topic)
+        assert stored[3] == end_offsets(kafka_bootstrap, topic)[3]
         assert_stored(consumer, topic, published)
     finally:
         consumer.close_database()

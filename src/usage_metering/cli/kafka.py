@@ -60,14 +60,17 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
                    "('' = only the dead_letters table).")
 @click.option("--max-poll-records", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most records per poll batch (one DuckDB transaction).")
+@click.option("--session-timeout-ms", default=45_000, show_default=True, type=click.IntRange(1000, 3_600_000),
+              help="How long the group waits for a silent member before giving its partitions to the others "
+                   "(within the broker's group.min/max.session.timeout.ms).")
 @webhook_url_option
 @webhook_secret_option
 @log_format_option
 @log_level_option
 @click.pass_context
 def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
-                    dead_letter_topic: str | None, max_poll_records: int, webhook_url: str | None, webhook_secret: str | None,
-                    log_format: str, log_level: str) -> None:
+                    dead_letter_topic: str | None, max_poll_records: int, session_timeout_ms: int,
+                    webhook_url: str | None, webhook_secret: str | None, log_format: str, log_level: str) -> None:
     """Consume usage events from Kafka into --db (or --lake), exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer (a file held by another
@@ -95,6 +98,7 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
             consumer = metering.kafka_consumer(
                 bootstrap_servers, topic=topic, group_id=group_id, group_instance_id=instance_id,
                 dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             )
             code = run_consumer(consumer)
         finally:

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, localcontext
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import duckdb
 
@@ -53,7 +53,7 @@ from usage_metering.store.events import (
     rollup_deltas,
     stored_event_rows,
 )
-from usage_metering.store.offsets import PartitionKey, save_offsets
+from usage_metering.store.offsets import PartitionKey, claim_offsets, save_offsets
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import Window, aggregate_states_for_windows
 
@@ -65,6 +65,8 @@ from .observer import MeteringObserver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_COMMIT_ATTEMPTS = 5  # on a lake, against conflicts with other nodes' commits
+_CONFLICT_BACKOFF_SECONDS = 0.05
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # how often the counters are saved (store/counter_checkpoint.py)
 
 
@@ -172,12 +174,11 @@ class Ingestor:
         checkpoint_interval_seconds: float = CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         self.database = database
-        # A DuckLake fails the commit of a transaction that appended to a table another one deleted from,
-        # so on a lake the writer folds the rollups itself, between batches, not a thread beside it.
-        self._compact_on_writer = database.lake is not None
-        self.compact_interval_seconds = compact_interval_seconds
-        self._next_compaction = time.monotonic() + compact_interval_seconds
-        self.compactor = RollupCompactor(database, clock, 0 if self._compact_on_writer else compact_interval_seconds)
+        # On a DuckLake, nodes share the tables and a transaction that deletes from a table fails every
+        # other that appended to it meanwhile: no rollup compaction (readers fold delta rows, and the
+        # lake's file merging keeps files few) and no counter checkpoint (rewritten in place) there.
+        self._on_lake = database.lake is not None
+        self.compactor = RollupCompactor(database, clock, compact_interval_seconds)
         self.observer = observer  # told about every committed group; may be set later
         self.max_batch_events = max_batch_events
         self.max_wait_seconds = max_wait_seconds
@@ -191,14 +192,17 @@ class Ingestor:
         self._write_lock = threading.RLock()  # held while a batch, a config change or a reload runs
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self._next_checkpoint = time.monotonic() + checkpoint_interval_seconds
-        self.reload(from_checkpoint=not database.read_only)  # a read-only file may predate checkpoints
+        # Next offset this writer expects stored per claimed Kafka partition (None: nothing committed yet).
+        self._expected_offsets: dict[PartitionKey, int | None] = {}
+        self.reload(from_checkpoint=not database.read_only and not self._on_lake)  # a read-only file may predate them
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> Ingestor:
         if self._thread is None:
             self._load_keys(self.database.cursor())
-            self.compactor.start()
+            if not self._on_lake:
+                self.compactor.start()
             self._thread = threading.Thread(target=self._run, name="ingestor", daemon=True)
             self._thread.start()
         return self
@@ -276,6 +280,29 @@ class Ingestor:
             self.counters.reset(states, tracked_from)
             self.catalog = catalog
 
+    def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Take over Kafka partitions just assigned: their stored offsets (None: nothing committed yet).
+
+        Later commits move these offsets only from where they stand now, so a batch read
+        by a consumer that lost the partition meanwhile fails with `PartitionLost`. On a
+        lake another node may have written these partitions' tenants until now: the key
+        index reads the rows committed since it last looked, and the counters are rebuilt.
+        """
+        with self._write_lock:
+            cursor = self.database.cursor()
+            offsets = claim_offsets(cursor, topic, partitions)
+            self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+            if self._on_lake:
+                self.keys.load(cursor)
+                self.reload()
+            return offsets
+
+    def release(self, keys: Iterable[PartitionKey]) -> None:
+        """Partitions revoked or lost: commit nothing more for them until claimed again."""
+        with self._write_lock:
+            for key in keys:
+                self._expected_offsets.pop(key, None)
+
     def change_config(self, change: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a catalog write (plans, tenants, metrics) between batches, then reload.
 
@@ -284,7 +311,8 @@ class Ingestor:
         """
         def change_and_forget_checkpoint(cursor: duckdb.DuckDBPyConnection) -> T:
             result = change(cursor)
-            drop_checkpoint(cursor)  # the counters may mean something else now (e.g. a metric's aggregation)
+            if not self._on_lake:
+                drop_checkpoint(cursor)  # the counters may mean something else now (e.g. a metric's aggregation)
             return result
 
         with self._write_lock:
@@ -351,7 +379,7 @@ class Ingestor:
             with self._write_lock, localcontext() as context:
                 context.prec = 60  # running totals grow past the default 28 digits
                 started = time.perf_counter()
-                outcomes = self._commit_group(requests)
+                outcomes = self._commit_with_retries(requests)
                 seconds = time.perf_counter() - started
         except Exception as exc:  # a failed commit fails every caller in the group; nothing is half-done
             log.exception("ingest batch failed; rolled back")
@@ -365,22 +393,20 @@ class Ingestor:
         self._maintain()
 
     def _maintain(self, *, checkpoint_now: bool = False) -> None:
-        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), the
-        counters when their checkpoint is due, and (on a lake) fold the rollups when due.
-        All are derived data: a failure is logged and retried."""
+        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), and the
+        counters when their checkpoint is due. Both are derived data: a failure is logged and retried."""
         try:
             with self._write_lock:
                 cursor = self.database.cursor()
                 self.keys.flush_if_full(cursor)
-                if self._compact_on_writer and self.compact_interval_seconds > 0 and time.monotonic() >= self._next_compaction:
-                    self._next_compaction = time.monotonic() + self.compact_interval_seconds
-                    self.compactor.compact()
+                if self._on_lake:
+                    return
                 if checkpoint_now or time.monotonic() >= self._next_checkpoint:
                     self._next_checkpoint = time.monotonic() + self.checkpoint_interval_seconds
                     states, tracked_from = self.counters.snapshot()
                     save_checkpoint(cursor, CounterCheckpoint(stored_event_rows(cursor), tracked_from, states))
         except Exception:
-            log.exception("saving event keys, the counter checkpoint or compacted rollups failed")
+            log.exception("saving event keys or the counter checkpoint failed")
 
     def _report(self, requests: list[_Request], outcomes: list[list[IngestOutcome]], seconds: float) -> None:
         """Tell the observer before the callers hear back, so a scrape after a 2xx sees the events."""
@@ -399,6 +425,27 @@ class Ingestor:
             with self._write_lock:
                 self.keys.load(cursor)
 
+    def _commit_with_retries(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
+        """On a lake, a commit can conflict with another node's (a config change, a partition's new owner):
+        nothing was stored, so decide the group again on the new state. A lost partition then shows as
+        `PartitionLost`."""
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                return self._commit_group(requests)
+            except duckdb.TransactionException as exc:
+                if not self._on_lake or attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                log.warning("commit conflicted on the lake (%s); deciding the batch again", str(exc).splitlines()[0])
+                time.sleep(_CONFLICT_BACKOFF_SECONDS * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _claim_unclaimed(self, cursor: duckdb.DuckDBPyConnection, requests: list[_Request]) -> None:
+        """Partitions a caller sends offsets for without claiming them first (a single writer): claim them now."""
+        unclaimed = {key for request in requests for key in request.offsets if key not in self._expected_offsets}
+        for topic in {topic for topic, _partition in unclaimed}:
+            offsets = claim_offsets(cursor, topic, [p for t, p in unclaimed if t == topic])
+            self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+
     def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
         events = [event for request in requests for event in request.events]
         first_index: dict[EventKey, int] = {}
@@ -410,7 +457,9 @@ class Ingestor:
         now = self.clock()
         cursor = self.database.cursor()
         self._load_keys(cursor)
+        self._claim_unclaimed(cursor, requests)
         stored = self.keys.stored(cursor, keys, fingerprints)
+        expected = dict(self._expected_offsets)
 
         with transaction(cursor):
             catalog = self._register_new_tenants(cursor, unique)
@@ -426,10 +475,12 @@ class Ingestor:
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             for request, request_outcomes in zip(requests, outcomes):
-                save_offsets(cursor, request.offsets)
+                save_offsets(cursor, request.offsets, expected)
+                expected.update(request.offsets)
                 request.dead_letters = [*request.dead_letters, *_blocked_letters(request, request_outcomes)]
                 add_dead_letters(cursor, request.dead_letters)
         self.keys.add(keys[i] for i in recorded)
+        self._expected_offsets.update({key: expected[key] for key in self._expected_offsets})
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now

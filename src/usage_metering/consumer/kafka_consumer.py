@@ -44,7 +44,7 @@ from kafka.structs import OffsetAndMetadata
 
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus
 from usage_metering.store import Database, DeadLetter
-from usage_metering.store.offsets import PartitionKey, load_offsets
+from usage_metering.store.offsets import PartitionKey, PartitionLost
 
 from .ingestor import IngestOutcome, Ingestor
 from .kafka_records import PolledBatch, blocked_letter, decode_polled, undecodable_record
@@ -405,7 +405,10 @@ class KafkaIngestConsumer:
 
     def _seek_to_stored(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
-        stored_by_topic = {topic: load_offsets(self.database.cursor(), topic) for topic in {tp.topic for tp in assigned}}
+        stored_by_topic = {
+            topic: self.ingestor.claim(topic, [tp.partition for tp in assigned if tp.topic == topic])
+            for topic in {tp.topic for tp in assigned}
+        }
         from_start = []
         for tp in assigned:
             offset = stored_by_topic[tp.topic].get(tp.partition)
@@ -419,7 +422,7 @@ class KafkaIngestConsumer:
             self._consumer.seek_to_beginning(*from_start)
         self._housekeeping_at = 0.0  # learn the new partitions' end offsets (their lag) on the next loop
         log.info(
-            "assigned %s; resuming from DuckDB offsets %s (from the beginning: %s)",
+            "assigned %s; resuming from stored offsets %s (from the beginning: %s)",
             sorted(tp.partition for tp in assigned),
             {tp.partition: stored_by_topic[tp.topic].get(tp.partition) for tp in assigned
              if tp not in from_start},
@@ -427,6 +430,8 @@ class KafkaIngestConsumer:
         )
 
     def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        self.ingestor.release((tp.topic, tp.partition) for tp in revoked)
         with self._lock:
             for tp in revoked:
                 self._stored.pop((tp.topic, tp.partition), None)
@@ -445,15 +450,21 @@ class KafkaIngestConsumer:
 
     def _submit(self, batch: PolledBatch) -> None:
         while len(self._in_flight) >= _MAX_IN_FLIGHT:
-            self._finish_one(self._in_flight[0])
+            if not self._finish_one(self._in_flight[0]):
+                return  # read before the consumer sought back to the stored offsets: it is read again
         self._in_flight.append(self._writer.submit(self._commit, batch))
 
     def _finish_committed(self, *, block: bool) -> None:
         while self._in_flight and (block or self._in_flight[0].done()):
             self._finish_one(self._in_flight[0])
 
-    def _finish_one(self, future: Future[_Committed]) -> None:
-        committed = future.result()  # re-raises a failed DuckDB commit: run() stops
+    def _finish_one(self, future: Future[_Committed]) -> bool:
+        """Account for the oldest batch in flight; False if a partition was lost and positions were reset."""
+        try:
+            committed = future.result()  # re-raises a failed commit: run() stops
+        except PartitionLost as lost:
+            self._take_back_partitions(lost)
+            return False
         self._in_flight.popleft()
         stats = self.stats
         stats.records += committed.records
@@ -465,6 +476,18 @@ class KafkaIngestConsumer:
         self.last_commit_at = self.ingestor.last_commit_at
         self._mirror_offsets_to_kafka(sync=False)
         self._publish_dead_letters(committed.dead_letters, committed.dead_letter_keys)
+        return True
+
+    def _take_back_partitions(self, lost: PartitionLost) -> None:
+        """Another consumer committed one of our partitions (we were paused past the session timeout, or it
+        was before a rebalance reached us): nothing of ours was stored from the failed batch on. Drop the
+        batches in flight and read every assigned partition again from the offsets stored now; if the group
+        moved a partition away, the coming rebalance revokes it."""
+        log.warning("%s; reading the assigned partitions again from their stored offsets", lost)
+        self._wait_in_flight()
+        self._in_flight.clear()
+        self._writer_failed = None
+        self._seek_to_stored(self._consumer.assignment())
 
     # -- on the writer thread -----------------------------------------------------------
 

@@ -1,13 +1,35 @@
-"""Versioned schema migrations. Append new steps; never edit an applied one."""
+"""Versioned schema migrations. Append new steps; never edit an applied one.
+
+A step is SQL, or a function of the connection where the change depends on the
+rows (one table per stored Kafka partition, say). Steps after
+`lake.LAKE_BASE_VERSION` also run on DuckLakes: no constraints, sequences,
+ON CONFLICT or RETURNING in them.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
+from .offsets import create_offset_table
 from .timeutil import utc_now_naive
 from .transaction import transaction
 
-MIGRATIONS: tuple[tuple[int, str], ...] = (
+
+def _offsets_per_partition(con: duckdb.DuckDBPyConnection) -> None:
+    """source_offsets becomes a table per (topic, partition) (store/offsets.py): on a DuckLake, two nodes
+    updating rows of one shared table conflict whatever the rows, so each partition's owner has its own."""
+    rows = con.execute("SELECT topic, partition, next_offset, updated_at FROM source_offsets ORDER BY ALL").fetchall()
+    for topic, partition, next_offset, updated_at in rows:
+        table = create_offset_table(con, topic, partition)
+        con.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", [topic, partition, next_offset, updated_at])
+    con.execute("DROP TABLE source_offsets")
+
+
+Step = str | Callable[[duckdb.DuckDBPyConnection], None]
+
+MIGRATIONS: tuple[tuple[int, Step], ...] = (
     (
         1,
         """
@@ -219,6 +241,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO rollup_state VALUES (false);
         """,
     ),
+    (8, _offsets_per_partition),
 )
 
 
@@ -233,11 +256,14 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, up_to: int | None = None) -
 
 def apply_steps_after(con: duckdb.DuckDBPyConnection, current: int, up_to: int | None = None) -> int:
     """Run each migration newer than `current` (up to `up_to`) in its own transaction; returns the version reached."""
-    for version, sql in MIGRATIONS:
+    for version, step in MIGRATIONS:
         if version <= current or (up_to is not None and version > up_to):
             continue
         with transaction(con):
-            con.execute(sql)
+            if isinstance(step, str):
+                con.execute(step)
+            else:
+                step(con)
             con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, utc_now_naive()])
         current = version
     return current
