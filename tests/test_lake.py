@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,39 @@ def test_nodes_starting_together_on_a_new_lake_make_its_schema_once(lakes: LakeF
     finally:
         for database in opened:
             database.close()
+
+
+def test_maintenance_during_ingest_merges_files_and_changes_no_answer(lakes: LakeFactory, tmp_path: Path) -> None:
+    import threading
+    from datetime import timedelta
+
+    with Metering.open(tmp_path / "node", lake=lakes.new()) as metering:
+        init_demo(metering)
+        passes: list[Any] = []
+        stop = threading.Event()
+
+        def maintain() -> None:
+            while not stop.is_set():
+                passes.append(metering.maintain_lake(timedelta(0)))
+
+        thread = threading.Thread(target=maintain)
+        thread.start()
+        try:
+            for batch in range(40):  # many small commits: inlined rows and small files to fold
+                statuses = metering.record_events(
+                    [{"tenant_id": "tenant_newco", "metric": "compute_minutes", "quantity": "0.5",
+                      "user_id": f"u{i % 5}", "event_id": f"m-{batch}-{i}"} for i in range(30)])
+                assert {r.status for r in statuses} == {EventStatus.RECORDED}
+        finally:
+            stop.set()
+            thread.join()
+        assert passes and all(not p.failed for p in passes[-1:])
+        before = _answers(metering)
+        final = metering.maintain_lake(timedelta(0))
+        assert not final.failed, final.failed
+        assert _answers(metering) == before
+        cursor = metering.database.cursor()
+        assert cursor.execute("SELECT count(*), sum(quantity) FROM events WHERE tenant_id = 'tenant_newco'"
+                              ).fetchall() == [(1200, Decimal("600"))]
+        files = cursor.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events')").fetchall()[0][0]
+        assert files <= 2, f"{files} data files left for events after merging"

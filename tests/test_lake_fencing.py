@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from lakes import LakeFactory
 
-from usage_metering import Metering
+from usage_metering import Metering, NotFoundError
 from usage_metering.schemas import EventStatus, parse_event
 from usage_metering.store import Database
 from usage_metering.store.migrations import apply_migrations
@@ -109,3 +109,38 @@ def test_a_files_offsets_move_to_a_table_per_partition(tmp_path: Path) -> None:
         assert cursor.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'source_offsets'").fetchall() == [(0,)]
     finally:
         database.close()
+
+
+def test_configuration_changed_on_one_node_is_in_force_on_another_within_seconds(
+    lakes: LakeFactory, tmp_path: Path
+) -> None:
+    import time
+
+    from usage_metering.metering import CONFIG_REFRESH_SECONDS
+    from usage_metering.node.demo import init_demo
+
+    lake = lakes.new()
+    with Metering.open(tmp_path / "a", lake=lake) as first, Metering.open(tmp_path / "b", lake=lake) as second:
+        init_demo(first)
+        first.save_plan({"plan_id": "tiny", "name": "Tiny", "currency": "USD", "base_fee": "1",
+                         "metrics": [{"metric": "api_calls", "included": 7, "policy": "block"}]})
+        first.save_tenant({"tenant_id": "tenant_small", "name": "Small", "plan_id": "tiny", "billing_anchor_day": 3})
+        key, token = first.create_api_key("ops", "admin")
+
+        def seen_on_second() -> bool:
+            try:
+                quota = second.quota("tenant_small", "api_calls")
+            except NotFoundError:  # not there yet
+                return False
+            return quota.limit == Decimal(7) and second.authenticate(token) is not None
+
+        deadline = time.monotonic() + CONFIG_REFRESH_SECONDS * 3
+        while not seen_on_second():
+            assert time.monotonic() < deadline, "the plan, tenant or key did not reach the second node"
+            time.sleep(0.2)
+        assert second.quota("tenant_small", "api_calls").period.start.day == 3  # its billing anchor too
+        first.revoke_api_key(key.key_id)
+        deadline = time.monotonic() + CONFIG_REFRESH_SECONDS * 3
+        while second.authenticate(token) is not None:
+            assert time.monotonic() < deadline, "the revoked key still works on the second node"
+            time.sleep(0.2)

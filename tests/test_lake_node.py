@@ -83,6 +83,12 @@ def test_a_node_on_a_lake_answers_http_and_loses_nothing_acknowledged_to_kill_9(
                         db=tmp_path / "cli")
         assert exported.returncode == 0, exported.stderr
         assert _parquet_sum(tmp_path / "acme.parquet", "api_calls") == expected
+        # A maintenance pass from the command line while the node runs: no failed step, no answer changed.
+        maintained = _cli(lake, "--format", "json", "maintain", db=tmp_path / "cli")
+        assert maintained.returncode == 0, maintained.stdout + maintained.stderr
+        report = json.loads(maintained.stdout)
+        assert report["failed"] == {} and "merge events" in report["done"], report
+        assert _used(node, "tenant_acme", "api_calls") == expected
     finally:
         node.close()
 

@@ -6,9 +6,9 @@ shown once, when created; only the hash is stored.
 
 Authentication is on as soon as any key exists, revoked ones included, so
 revoking the last key never quietly opens a server. Valid keys are cached in
-memory (this process is the database's one writer, so nothing else changes
-them) and the cache is rebuilt on every create and revoke: a revoked key fails
-on the next request.
+memory and the cache is rebuilt on every create and revoke: a revoked key fails
+on the next request. On a lake, where other nodes change them too, the node
+re-reads them every few seconds (`refresh`).
 """
 
 from __future__ import annotations
@@ -115,6 +115,11 @@ class KeyRing:
     def enabled(self) -> bool:
         """Whether requests need a key: true once any key has been created."""
         return self._any_key
+
+    def refresh(self) -> None:
+        """Re-read the stored keys (on a lake, other nodes create and revoke them)."""
+        with self._lock:
+            self._rebuild_cache()
 
     def _rebuild_cache(self) -> None:
         keys = load_keys(self.database.cursor())

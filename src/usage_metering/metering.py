@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from .access import KeyRing, Principal
 from .consumer import IngestOutcome, Ingestor, QuotaExceeded
 from .consumer.observer import MeteringObserver
+from .consumer.periodic import PeriodicTask
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
@@ -48,10 +49,14 @@ from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
+from .store.lake_maintenance import DEFAULT_KEEP_SNAPSHOTS, MaintenanceReport, maintain_lake
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 
 if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
     from .consumer.kafka_consumer import KafkaIngestConsumer
+
+
+CONFIG_REFRESH_SECONDS = 5.0
 
 
 class EventPublisher(Protocol):
@@ -91,6 +96,15 @@ class Metering:
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
         self.observer: MeteringObserver | None = None
+        # On a lake other nodes change plans, tenants, metrics and keys: in force here within this interval.
+        self._config_refresh = PeriodicTask("config-refresh", CONFIG_REFRESH_SECONDS, self.refresh_config)
+        if database.lake is not None and not database.read_only:
+            self._config_refresh.start()
+
+    def refresh_config(self) -> None:
+        """Adopt the plans, tenants, metrics and API keys stored now (what other nodes of a cluster changed)."""
+        self.ingestor.refresh_catalog()
+        self.access.refresh()
 
     def observe(self, observer: MeteringObserver | None) -> None:
         """Report ingest batches, rejections and quota checks to `observer` (None stops it)."""
@@ -115,6 +129,7 @@ class Metering:
         return cls(Database(path, read_only=read_only, memory_limit=memory_limit, lake=lake), **options)
 
     def close(self) -> None:
+        self._config_refresh.stop()
         self.ingestor.stop()
         self.database.close()
 
@@ -342,6 +357,21 @@ class Metering:
         return list_dead_letters(self.database.cursor(), limit)
 
     # -- analysts: snapshot and export (SQL in store/snapshot.py and store/export.py) --------
+
+    def maintain_lake(self, keep_snapshots: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:
+        """One maintenance pass over the lake this node writes (store/lake_maintenance.py); safe while ingesting."""
+        if self.database.lake is None:
+            raise ValidationError("lake", "maintenance is for a lake (--lake); a DuckDB file needs none", "not_a_lake")
+        return maintain_lake(self.database.cursor(), keep_snapshots)
+
+    @staticmethod
+    def maintain(lake: Lake, keep_snapshots: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:
+        """One maintenance pass over `lake` without running a node (from cron, or any machine that reaches it)."""
+        database = Database(DEFAULT_DB_PATH, lake=lake)
+        try:
+            return maintain_lake(database.cursor(), keep_snapshots)
+        finally:
+            database.close()
 
     def snapshot_path(self) -> Path:
         """Where snapshots go by default: `<db stem>.snapshot.duckdb` next to the database."""

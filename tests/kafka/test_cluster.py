@@ -4,7 +4,7 @@ A real broker, a real PostgreSQL catalog, Parquet data, real processes. One
 member is killed with SIGKILL and restarted; another is paused with SIGSTOP for
 longer than the group's session timeout (its partitions move to the others),
 then resumed: its batch in flight must fail on the partition's offsets, not be
-counted twice.
+counted twice. Every node runs a lake maintenance pass every 3 s meanwhile.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def test_three_nodes_count_exactly_once_through_kill_9_and_a_paused_zombie(
     def start(n: int) -> object:
         return start_consumer_process(kafka_bootstrap, tmp_path / f"node-{n}", topic, group,
                                       "--max-poll-records", "200", "--session-timeout-ms",
-                                      str(SESSION_TIMEOUT_SECONDS * 1000), log_path=logs[n], lake=lake)
+                                      str(SESSION_TIMEOUT_SECONDS * 1000), "--maintenance-interval", "3",
+                                      log_path=logs[n], lake=lake)
 
     expected = produce_events(kafka_bootstrap, topic, 20_000, duplicate_fraction=0.05, seed=21)
     nodes = [start(n) for n in range(3)]

@@ -107,7 +107,7 @@ def cli(ctx: click.Context, db: Path, lake: str | None, lake_data: str | None, u
 
 
 for command in (
-    node.serve, node.init_demo_command, node.upgrade_file_command, events.record, events.import_command, export.export_command,
+    node.serve, node.init_demo_command, node.upgrade_file_command, node.maintain_command, events.record, events.import_command, export.export_command,
     reports.usage, reports.quota, reports.report, reports.top_users_command, reports.dead_letters, reports.alerts,
     config.plans, config.tenants, config.metrics, keys.keys, kafka.kafka_group, kafka.consume_command,
 ):

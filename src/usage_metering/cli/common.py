@@ -125,4 +125,9 @@ webhook_secret_option = click.option(
     help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
 
 
+maintenance_interval_option = click.option(
+    "--maintenance-interval", type=click.FloatRange(min=0), default=3600, show_default=True, metavar="SECONDS",
+    help="With --lake: run a lake maintenance pass (merge small files, expire snapshots) this often; 0 = never.")
+
+
 period_option = click.option("--period", metavar="YYYY-MM", help="Billing period starting in this month.")

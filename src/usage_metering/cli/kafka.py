@@ -14,6 +14,7 @@ from .common import (
     CliError,
     log_format_option,
     log_level_option,
+    maintenance_interval_option,
     require_file_mode,
     root_options,
     webhook_secret_option,
@@ -63,6 +64,7 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @click.option("--session-timeout-ms", default=45_000, show_default=True, type=click.IntRange(1000, 3_600_000),
               help="How long the group waits for a silent member before giving its partitions to the others "
                    "(within the broker's group.min/max.session.timeout.ms).")
+@maintenance_interval_option
 @webhook_url_option
 @webhook_secret_option
 @log_format_option
@@ -70,7 +72,7 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @click.pass_context
 def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
                     dead_letter_topic: str | None, max_poll_records: int, session_timeout_ms: int,
-                    webhook_url: str | None, webhook_secret: str | None, log_format: str, log_level: str) -> None:
+                    maintenance_interval: float, webhook_url: str | None, webhook_secret: str | None, log_format: str, log_level: str) -> None:
     """Consume usage events from Kafka into --db (or --lake), exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer (a file held by another
@@ -80,6 +82,7 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     from usage_metering.consumer.kafka_consumer import run_consumer
     from usage_metering.metering import Metering
     from usage_metering.node.logs import configure_logging
+    from usage_metering.node.maintenance import LakeMaintenance
     from usage_metering.node.webhooks import WebhookDispatcher, webhook_settings
 
     require_file_mode(ctx, "consume")
@@ -94,6 +97,7 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
         raise CliError(str(error), EXIT_FAILED) from None
     with metering:
         dispatcher = WebhookDispatcher(metering, webhooks).start()
+        maintenance = LakeMaintenance(metering, maintenance_interval).start()
         try:
             consumer = metering.kafka_consumer(
                 bootstrap_servers, topic=topic, group_id=group_id, group_instance_id=instance_id,
@@ -102,5 +106,6 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
             )
             code = run_consumer(consumer)
         finally:
+            maintenance.stop()
             dispatcher.stop()
     ctx.exit(code)

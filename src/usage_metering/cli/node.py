@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from .common import (
+    EXIT_FAILED,
     EXIT_INVALID,
     CliError,
     log_format_option,
     log_level_option,
+    maintenance_interval_option,
     open_metering,
     require_file_mode,
     root_options,
@@ -34,11 +37,12 @@ from .output import SUMMARY_COLUMNS, emit
 @click.option("--kafka-bootstrap-servers", metavar="HOST:PORT[,...]", envvar="USAGE_METERING_KAFKA", show_envvar=True,
               help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.")
 @click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
+@maintenance_interval_option
 @click.pass_context
 def serve(
     ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
     webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
-    kafka_bootstrap_servers: str | None, kafka_topic: str,
+    kafka_bootstrap_servers: str | None, kafka_topic: str, maintenance_interval: float,
 ) -> None:
     """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
@@ -53,7 +57,8 @@ def serve(
                late_window=options["late_window"],
                webhook_url=webhook_url, webhook_secret=webhook_secret,
                snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
-               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic, lake=options["lake"])
+               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic, lake=options["lake"],
+               maintenance_interval=maintenance_interval)
 
 
 @click.command("init-demo")
@@ -90,3 +95,27 @@ def upgrade_file_command(ctx: click.Context) -> None:
     summary = {"path": str(conversion.path), "backup": str(conversion.backup), "tables": len(conversion.rows),
                "rows": sum(conversion.rows.values())}
     emit(summary, [summary], ("path", "backup", "tables", "rows"))
+
+
+@click.command("maintain")
+@click.option("--keep-snapshots-hours", type=click.FloatRange(min=0), default=24, show_default=True,
+              help="Expire lake snapshots older than this (time travel and reads running longer than it may fail).")
+@click.pass_context
+def maintain_command(ctx: click.Context, keep_snapshots_hours: float) -> None:
+    """One maintenance pass over --lake: flush inlined rows, merge small files, expire snapshots, delete files.
+
+    Safe while nodes ingest; nodes also run it on their own (--maintenance-interval).
+    Exits 1 when a step failed (it is tried again by the next pass).
+    """
+    require_file_mode(ctx, "maintain")
+    lake = root_options(ctx)["lake"]
+    if lake is None:
+        raise CliError("maintain works on a lake: give --lake (a DuckDB file needs no maintenance)", EXIT_INVALID)
+    from usage_metering.metering import Metering
+
+    report = Metering.maintain(lake, timedelta(hours=keep_snapshots_hours))
+    rows = [{"step": step, "result": str(count)} for step, count in report.done.items()]
+    rows += [{"step": step, "result": f"failed: {error}"} for step, error in report.failed.items()]
+    emit(report.as_dict(), rows, ("step", "result"))
+    if report.failed:
+        ctx.exit(EXIT_FAILED)

@@ -325,8 +325,25 @@ class Ingestor:
 
         Serialised with the ingest transaction, so the two never conflict on a row.
         """
-        with self._write_lock, transaction(self.database.cursor()) as cursor:
-            return change(cursor)
+        def attempt() -> T:
+            with transaction(self.database.cursor()) as cursor:
+                return change(cursor)
+
+        with self._write_lock:
+            return self._on_lake_retrying(attempt)
+
+    def refresh_catalog(self) -> bool:
+        """Adopt metrics, plans and tenants as stored now (on a lake, other nodes change them); True if that
+        took a counter reload (a metric's aggregation or a tenant's billing anchor changed)."""
+        with self._write_lock:
+            stored = load_catalog(self.database.cursor())
+            current = self.catalog
+            anchors_moved = any(stored.anchor_day(t) != current.anchor_day(t) for t in current.tenants)
+            if stored.metrics != current.metrics or anchors_moved:
+                self.reload()
+                return True
+            self.catalog = stored
+            return False
 
     def check_quota(self, event: UsageEvent) -> QuotaExceeded | None:
         """Would a `block` quota refuse this event, judged on committed usage? (No side effects.)
@@ -379,7 +396,7 @@ class Ingestor:
             with self._write_lock, localcontext() as context:
                 context.prec = 60  # running totals grow past the default 28 digits
                 started = time.perf_counter()
-                outcomes = self._commit_with_retries(requests)
+                outcomes = self._on_lake_retrying(lambda: self._commit_group(requests))
                 seconds = time.perf_counter() - started
         except Exception as exc:  # a failed commit fails every caller in the group; nothing is half-done
             log.exception("ingest batch failed; rolled back")
@@ -425,18 +442,18 @@ class Ingestor:
             with self._write_lock:
                 self.keys.load(cursor)
 
-    def _commit_with_retries(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
+    def _on_lake_retrying(self, attempt: Callable[[], T]) -> T:
         """On a lake, a commit can conflict with another node's (a config change, a partition's new owner):
-        nothing was stored, so decide the group again on the new state. A lost partition then shows as
-        `PartitionLost`."""
-        for attempt in range(_COMMIT_ATTEMPTS):
+        nothing was stored, so run it again on the new state (a lost partition then shows as `PartitionLost`).
+        `attempt` must do all its deciding inside."""
+        for number in range(_COMMIT_ATTEMPTS):
             try:
-                return self._commit_group(requests)
+                return attempt()
             except duckdb.TransactionException as exc:
-                if not self._on_lake or attempt == _COMMIT_ATTEMPTS - 1:
+                if not self._on_lake or number == _COMMIT_ATTEMPTS - 1:
                     raise
-                log.warning("commit conflicted on the lake (%s); deciding the batch again", str(exc).splitlines()[0])
-                time.sleep(_CONFLICT_BACKOFF_SECONDS * (attempt + 1))
+                log.warning("commit conflicted on the lake (%s); trying again", str(exc).splitlines()[0])
+                time.sleep(_CONFLICT_BACKOFF_SECONDS * (number + 1))
         raise AssertionError("unreachable")
 
     def _claim_unclaimed(self, cursor: duckdb.DuckDBPyConnection, requests: list[_Request]) -> None:

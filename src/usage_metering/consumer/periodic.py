@@ -10,12 +10,14 @@ log = logging.getLogger(__name__)
 
 
 class PeriodicTask:
-    """Runs `tick` now and then every `interval_seconds`; a tick that fails is logged and the next one retries."""
+    """Runs `tick` now (or, with `wait_first`, after one interval) and then every `interval_seconds`;
+    a tick that fails is logged and the next one retries."""
 
-    def __init__(self, name: str, interval_seconds: float, tick: Callable[[], object]) -> None:
+    def __init__(self, name: str, interval_seconds: float, tick: Callable[[], object], *, wait_first: bool = False) -> None:
         self.name = name
         self.interval_seconds = interval_seconds
         self.tick = tick
+        self.wait_first = wait_first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -42,6 +44,8 @@ class PeriodicTask:
             self._thread = None
 
     def _run(self) -> None:
+        if self.wait_first:
+            self._stop.wait(self.interval_seconds)
         while not self._stop.is_set():
             try:
                 self.tick()

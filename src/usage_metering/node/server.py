@@ -21,6 +21,7 @@ from usage_metering.store import Lake
 from .demo import init_demo
 from .kafka_mode import KafkaMode
 from .logs import configure_logging
+from .maintenance import DEFAULT_MAINTENANCE_INTERVAL, LakeMaintenance
 from .snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
 from .webhooks import WebhookDispatcher, webhook_settings
 
@@ -64,11 +65,13 @@ def run_server(
     kafka_topic: str = "usage-events",
     late_window: timedelta = DEFAULT_LATE_WINDOW,
     lake: Lake | None = None,
+    maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
 ) -> None:
     """Open the database (this process becomes its one writer) and serve until stopped.
 
     With `lake`, the store is that DuckLake (`db_path` is where this node keeps its local
-    files) and no snapshot is published: analysts attach the lake itself.
+    files) and no snapshot is published: analysts attach the lake itself. A lake maintenance
+    pass runs every `maintenance_interval` seconds (0 = never).
 
     Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
 
@@ -94,6 +97,7 @@ def run_server(
     log.info("serving %s on http://%s:%d", f"ducklake:{lake.catalog}" if lake else db_path, host, port)
     dispatcher = WebhookDispatcher(metering, webhooks).start()
     snapshots = SnapshotScheduler(metering, 0 if lake else snapshot_interval, snapshot_path).start()
+    maintenance = LakeMaintenance(metering, maintenance_interval).start()
     app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
     if kafka is not None:
         kafka.start(metering, app)
@@ -114,6 +118,7 @@ def run_server(
     finally:
         if kafka is not None:
             kafka.stop()
+        maintenance.stop()
         dispatcher.stop()
         snapshots.stop()  # the last snapshot, after the HTTP server has drained
         metering.close()  # commits whatever the ingestor still holds
