@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from .access import KeyRing, Principal
 from .consumer import IngestOutcome, Ingestor, QuotaExceeded
 from .consumer.observer import MeteringObserver
+from .consumer.partitions import partition_of
 from .consumer.periodic import PeriodicTask
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
@@ -49,6 +51,7 @@ from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
+from .store.owners import load_owners
 from .store.lake_maintenance import DEFAULT_KEEP_SNAPSHOTS, MaintenanceReport, maintain_lake
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 
@@ -57,6 +60,7 @@ if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
 
 
 CONFIG_REFRESH_SECONDS = 5.0
+_OWNERS_CACHE_SECONDS = 1.0
 
 
 class EventPublisher(Protocol):
@@ -96,6 +100,10 @@ class Metering:
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
         self.observer: MeteringObserver | None = None
+        self._consumer: KafkaIngestConsumer | None = None
+        self._owners: dict[int, str | None] = {}  # partition -> owning node's URL, read from the lake
+        self._owners_read_at = float("-inf")
+        self._refreshed_at = float("-inf")
         # On a lake other nodes change plans, tenants, metrics and keys: in force here within this interval.
         self._config_refresh = PeriodicTask("config-refresh", CONFIG_REFRESH_SECONDS, self.refresh_config)
         if database.lake is not None and not database.read_only:
@@ -103,6 +111,7 @@ class Metering:
 
     def refresh_config(self) -> None:
         """Adopt the plans, tenants, metrics and API keys stored now (what other nodes of a cluster changed)."""
+        self._refreshed_at = time.monotonic()
         self.ingestor.refresh_catalog()
         self.access.refresh()
 
@@ -156,9 +165,11 @@ class Metering:
         """
         from .consumer.kafka_consumer import KafkaIngestConsumer
 
-        return KafkaIngestConsumer(
+        consumer = KafkaIngestConsumer(
             bootstrap_servers, self.database, ingestor=self.ingestor, late_window=self.late_window, **options
         )
+        self._consumer = consumer  # on a lake, which tenants this node owns follows its assignment
+        return consumer
 
     def __enter__(self) -> Metering:
         return self
@@ -275,6 +286,9 @@ class Metering:
 
     def tenant(self, tenant_id: str) -> Tenant:
         tenant = self.ingestor.catalog.tenants.get(tenant_id)
+        if tenant is None and self._config_refresh.running and time.monotonic() - self._refreshed_at > 1.0:
+            self.refresh_config()  # on a lake, another node may have registered it since the last refresh
+            tenant = self.ingestor.catalog.tenants.get(tenant_id)
         if tenant is None:
             raise NotFoundError("tenant", tenant_id)
         return tenant
@@ -325,17 +339,47 @@ class Metering:
         return summarize_tenant(self.database.cursor(), tenant_id, aggregation_of, window)
 
     def quota(self, tenant_id: str, metric: str) -> QuotaStatus:
-        """Served from the ingestor's in-memory counters: no query per request."""
+        """Served from the ingestor's in-memory counters: no query per request. In a cluster, for a
+        tenant whose partition another node owns, from the lake instead (see `quota_owner`)."""
         self.tenant(tenant_id)
         check_id("metric", metric)
         now = self.clock()
-        period, totals = self.ingestor.current_usage(tenant_id, metric, now)
         catalog = self.ingestor.catalog
-        used = totals.value(catalog.aggregation(metric))
+        if self.owns_partition_of(tenant_id) is False:
+            period, state = self.ingestor.stored_usage(tenant_id, metric, now)
+            used = state.value(catalog.aggregation(metric))
+        else:
+            period, totals = self.ingestor.current_usage(tenant_id, metric, now)
+            used = totals.value(catalog.aggregation(metric))
         status = quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
         if self.observer is not None:
             self.observer.on_quota_check(status.allowed)
         return status
+
+    def quota_owner(self, tenant_id: str) -> str | None:
+        """In a cluster: the URL of the node that owns this tenant's Kafka partition, when that is another
+        node answering HTTP (ask it: its counters are exact and current). None: answer here."""
+        if self.owns_partition_of(tenant_id) is not False:
+            return None
+        consumer = self._consumer
+        assert consumer is not None and consumer.partition_count() is not None
+        now = time.monotonic()
+        if now - self._owners_read_at > _OWNERS_CACHE_SECONDS:
+            self._owners = load_owners(self.database.cursor(), consumer.topic)
+            self._owners_read_at = now
+        url = self._owners.get(partition_of(tenant_id, consumer.partition_count() or 1))
+        return url if url and url != consumer.node_url else None
+
+    def owns_partition_of(self, tenant_id: str) -> bool | None:
+        """Whether this node's consumer owns the tenant's partition; None when that does not apply
+        (not a lake, no consumer here, or no assignment yet)."""
+        consumer = self._consumer
+        if consumer is None or self.database.lake is None:
+            return None
+        count = consumer.partition_count()
+        if count is None:
+            return None
+        return partition_of(tenant_id, count) in consumer.assigned_partitions()
 
     def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> TopUsers:
         check_id("metric", metric)

@@ -30,6 +30,7 @@ from usage_metering.schemas.wire import Identifier
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
 from .dashboard import DASHBOARD_ROUTES
 from .errors import EXCEPTION_HANDLERS, ApiError, error_response
+from .forwarding import SOURCE_HEADER, OwnerClient, was_forwarded
 from .keys import KEY_OPERATIONS
 from .models import (
     MONTH_PATTERN,
@@ -136,8 +137,19 @@ def _with_freshness(request: Request, answer: T) -> T:
 
 
 async def get_quota(request: Request) -> Response:
-    status = _metering(request).quota(request.path_params["tenant_id"], request.path_params["metric"])
-    return typed_response(_with_freshness(request, status))
+    metering, tenant_id = _metering(request), request.path_params["tenant_id"]
+    owned = metering.owns_partition_of(tenant_id)  # None: not a cluster node
+    if owned is False and not was_forwarded(request):
+        owner = await _in_thread(metering.quota_owner, tenant_id)
+        answer = await request.app.state.owners.ask(owner, request) if owner is not None else None
+        if answer is not None:
+            return answer
+    metric = request.path_params["metric"]
+    status = await _in_thread(metering.quota, tenant_id, metric) if owned is False else metering.quota(tenant_id, metric)
+    response = typed_response(status if owned is False else _with_freshness(request, status))
+    if owned is not None:
+        response.headers[SOURCE_HEADER] = "lake" if owned is False else "counters"
+    return response
 
 
 async def get_top_users(request: Request) -> Response:
@@ -359,12 +371,14 @@ def create_app(metering: Metering, *, close_on_shutdown: bool = True) -> Starlet
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
+        await app.state.owners.aclose()
         if close_on_shutdown:
             metering.close()  # commits whatever the ingestor still holds
 
     routes = [op.route() for op in OPERATIONS] + DASHBOARD_ROUTES  # the dashboard's static page is not in the API
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.metering = metering
+    app.state.owners = OwnerClient()  # cluster mode: quota checks forwarded to the tenant's owner
     app.add_middleware(AuthMiddleware, metering=metering)  # API keys; see auth.py
     install_observability(app, metering)  # metrics observer, readiness checks, X-Request-ID
     return app

@@ -21,6 +21,8 @@ batch with one foreign event is refused as a whole before anything is queued.
 
 from __future__ import annotations
 
+import ipaddress
+
 import logging
 from typing import Any, Sequence
 
@@ -176,6 +178,16 @@ def report_tenant(request: Request, tenant_id: Any) -> Any:
     return tenant_id
 
 
+def _is_loopback(host: str) -> bool:
+    """localhost, ::1 or any 127.x.y.z (a test cluster puts its nodes on 127.0.0.1, .2, .3)."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serving_host(requested: str, metering: Metering) -> str:
     """The interface to bind: loopback only while authentication is off, with a log line saying why."""
     if metering.access.enabled:
@@ -184,7 +196,7 @@ def serving_host(requested: str, metering: Metering) -> str:
     log.warning(
         "authentication is off: no API keys exist; create one with `usage-metering keys create NAME --scope admin`"
     )
-    if requested in LOOPBACK_HOSTS:
+    if _is_loopback(requested):
         return requested
     log.warning(
         "binding to 127.0.0.1 instead of %s: authentication is off (no API keys), so the API is not exposed "

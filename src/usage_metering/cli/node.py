@@ -38,11 +38,13 @@ from .output import SUMMARY_COLUMNS, emit
               help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.")
 @click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
 @maintenance_interval_option
+@click.option("--advertise-url", metavar="URL", help="With --lake and Kafka: where the other nodes reach this one "
+              "(default http://HOST:PORT); they forward quota checks about its partitions' tenants here.")
 @click.pass_context
 def serve(
     ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
     webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
-    kafka_bootstrap_servers: str | None, kafka_topic: str, maintenance_interval: float,
+    kafka_bootstrap_servers: str | None, kafka_topic: str, maintenance_interval: float, advertise_url: str | None,
 ) -> None:
     """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
@@ -58,7 +60,7 @@ def serve(
                webhook_url=webhook_url, webhook_secret=webhook_secret,
                snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
                kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic, lake=options["lake"],
-               maintenance_interval=maintenance_interval)
+               maintenance_interval=maintenance_interval, advertise_url=advertise_url)
 
 
 @click.command("init-demo")

@@ -31,6 +31,7 @@ from usage_metering.schemas import (
     Period,
     UsageEvent,
     UsageTotals,
+    period_containing,
 )
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
@@ -54,6 +55,7 @@ from usage_metering.store.events import (
     stored_event_rows,
 )
 from usage_metering.store.offsets import PartitionKey, claim_offsets, save_offsets
+from usage_metering.store.owners import record_owner
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import Window, aggregate_states_for_windows
 
@@ -280,8 +282,11 @@ class Ingestor:
             self.counters.reset(states, tracked_from)
             self.catalog = catalog
 
-    def claim(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+    def claim(self, topic: str, partitions: Sequence[int], node_url: str | None = None) -> dict[int, int | None]:
         """Take over Kafka partitions just assigned: their stored offsets (None: nothing committed yet).
+
+        The claim is recorded with `node_url` (where this node answers HTTP, if it does) for the
+        nodes that forward questions about these partitions' tenants here.
 
         Later commits move these offsets only from where they stand now, so a batch read
         by a consumer that lost the partition meanwhile fails with `PartitionLost`. On a
@@ -292,10 +297,15 @@ class Ingestor:
             cursor = self.database.cursor()
             offsets = claim_offsets(cursor, topic, partitions)
             self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+            self._on_lake_retrying(lambda: self._record_owner(topic, partitions, node_url))
             if self._on_lake:
                 self.keys.load(cursor)
                 self.reload()
             return offsets
+
+    def _record_owner(self, topic: str, partitions: Sequence[int], node_url: str | None) -> None:
+        with transaction(self.database.cursor()) as cursor:
+            record_owner(cursor, topic, partitions, node_url)
 
     def release(self, keys: Iterable[PartitionKey]) -> None:
         """Partitions revoked or lost: commit nothing more for them until claimed again."""
@@ -363,6 +373,15 @@ class Ingestor:
         at = at or self.clock()
         period = self.counters.period_for(tenant_id, self.catalog.anchor_day(tenant_id), at)
         return period, self.counters.totals(tenant_id, metric, period)
+
+    def stored_usage(self, tenant_id: str, metric: str, at: datetime | None = None) -> tuple[Period, AggregateState]:
+        """Committed usage in the period holding `at`, read from the store: for a tenant whose
+        partition another node of a cluster owns (this node's counters do not follow it)."""
+        at = at or self.clock()
+        period = period_containing(at, self.catalog.anchor_day(tenant_id))
+        states = aggregate_states_for_windows(self.database.cursor(), [(tenant_id, period.start, period.end)])
+        found = [state for (_tenant, stored_metric, _start), state in states.items() if stored_metric == metric]
+        return period, found[0] if found else AggregateState()
 
     # -- the writer ----------------------------------------------------------------
 

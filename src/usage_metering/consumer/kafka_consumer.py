@@ -152,6 +152,7 @@ class KafkaIngestConsumer:
         group_instance_id: str | None = None,
         ingestor: Ingestor | None = None,
         poll_timeout_ms: int = 200,
+        node_url: str | None = None,
         **kafka_options: Any,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -163,6 +164,8 @@ class KafkaIngestConsumer:
         self.max_poll_records = max_poll_records
         self.late_window = late_window
         self.poll_timeout_ms = poll_timeout_ms
+        self.node_url = node_url  # recorded as the owner of the partitions this consumer claims
+        self._partition_count: int | None = None
         self.stats = ConsumerStats()
         self.last_commit_at: datetime | None = None
 
@@ -365,6 +368,10 @@ class KafkaIngestConsumer:
         with self._lock:
             return sorted(partition for _topic, partition in self._stored)
 
+    def partition_count(self) -> int | None:
+        """How many partitions `topic` had at the last assignment (None before the first)."""
+        return self._partition_count
+
     def stored_offsets(self) -> dict[int, int]:
         """The next offset committed in DuckDB, per owned partition of `topic`."""
         return {p: o for (t, p), o in self._stored_offsets().items() if t == self.topic}
@@ -406,7 +413,7 @@ class KafkaIngestConsumer:
     def _seek_to_stored(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
         stored_by_topic = {
-            topic: self.ingestor.claim(topic, [tp.partition for tp in assigned if tp.topic == topic])
+            topic: self.ingestor.claim(topic, [tp.partition for tp in assigned if tp.topic == topic], self.node_url)
             for topic in {tp.topic for tp in assigned}
         }
         from_start = []
@@ -420,6 +427,8 @@ class KafkaIngestConsumer:
                 self._stored[(tp.topic, tp.partition)] = offset
         if from_start:
             self._consumer.seek_to_beginning(*from_start)
+        # On the polling thread (the client is not thread-safe), from its metadata cache.
+        self._partition_count = len(self._consumer.partitions_for_topic(self.topic)) or None
         self._housekeeping_at = 0.0  # learn the new partitions' end offsets (their lag) on the next loop
         log.info(
             "assigned %s; resuming from stored offsets %s (from the beginning: %s)",

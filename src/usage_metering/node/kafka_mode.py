@@ -38,9 +38,12 @@ class KafkaMode:
         self._thread = threading.Thread(target=self._consume, name="kafka-consumer", daemon=True)
         self.failure: BaseException | None = None
 
-    def start(self, metering: Metering, app: Starlette) -> KafkaMode:
-        """Consume the topic into `metering` (built with `publisher=self.producer`) and report on `app`."""
-        consumer = self.consumer = metering.kafka_consumer(self.bootstrap_servers, topic=self.topic)
+    def start(self, metering: Metering, app: Starlette, node_url: str | None = None) -> KafkaMode:
+        """Consume the topic into `metering` (built with `publisher=self.producer`) and report on `app`.
+
+        `node_url`: where other nodes of a cluster reach this one (recorded with the partitions it claims).
+        """
+        consumer = self.consumer = metering.kafka_consumer(self.bootstrap_servers, topic=self.topic, node_url=node_url)
         self._last_commit_at = lambda: consumer.last_commit_at or metering.last_commit_at
         observability = app.state.observability
         observability.set_lag_source(consumer.lag)

@@ -66,12 +66,15 @@ def run_server(
     late_window: timedelta = DEFAULT_LATE_WINDOW,
     lake: Lake | None = None,
     maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
+    advertise_url: str | None = None,
 ) -> None:
     """Open the database (this process becomes its one writer) and serve until stopped.
 
     With `lake`, the store is that DuckLake (`db_path` is where this node keeps its local
     files) and no snapshot is published: analysts attach the lake itself. A lake maintenance
-    pass runs every `maintenance_interval` seconds (0 = never).
+    pass runs every `maintenance_interval` seconds (0 = never). With a lake and Kafka, the node
+    records `advertise_url` (default http://HOST:PORT) as the owner of the partitions it
+    consumes, and other nodes forward quota checks about those tenants there.
 
     Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
 
@@ -100,7 +103,7 @@ def run_server(
     maintenance = LakeMaintenance(metering, maintenance_interval).start()
     app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
     if kafka is not None:
-        kafka.start(metering, app)
+        kafka.start(metering, app, node_url=advertise_url or f"http://{host}:{port}")
     config = uvicorn.Config(
         app,
         host=host,

@@ -242,6 +242,19 @@ MIGRATIONS: tuple[tuple[int, Step], ...] = (
         """,
     ),
     (8, _offsets_per_partition),
+    (
+        9,
+        """
+        -- Which node took which Kafka partition, appended on every claim (store/owners.py): a node asked
+        -- about a tenant another node owns forwards the question there. Latest row per partition wins.
+        CREATE TABLE partition_owners (
+            topic      VARCHAR NOT NULL,
+            partition  INTEGER NOT NULL,
+            node_url   VARCHAR,             -- NULL: the node serves no HTTP (a consume process)
+            claimed_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
 
 
