@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install install-test browser postgres jdk demo test test-fast bench bench-kafka bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test browser postgres jdk demo test test-fast bench bench-kafka bench-cluster bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench: install-test postgres
 
 bench-kafka: install-test jdk  ## producer, consumer, end to end, against the raw kafka-python consume ceiling
 	PYTHONPATH=src $(BIN)/python -m bench.kafka_pipeline --events 200000 --runs 3
+
+bench-cluster: install-test postgres jdk  ## cluster mode on a DuckLake: 1-3 nodes, commit, hand-over, billing
+	PYTHONPATH=src $(BIN)/python -m bench.cluster --events 100000 --runs 3
 
 bench-quick: install-test postgres
 	PYTHONPATH=src $(BIN)/python -m bench --quick

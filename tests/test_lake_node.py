@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def test_a_node_on_a_lake_answers_http_and_loses_nothing_acknowledged_to_kill_9(
         done = _cli(lake, "--format", "json", "usage", "tenant_acme", "api_calls", db=tmp_path / "cli")
         assert done.returncode == 0, done.stderr
         assert Decimal(json.loads(done.stdout)["value"]) == expected
-        # Writes go through a node: the command line says so, and exits 2.
+        # Events go through a node: the command line says so, and exits 2.
         refused = _cli(lake, "record", "--tenant", "tenant_acme", "--metric", "api_calls", "--quantity", "1",
                        db=tmp_path / "cli")
         assert refused.returncode == 2 and "--url" in refused.stderr, refused.stderr
@@ -89,6 +90,19 @@ def test_a_node_on_a_lake_answers_http_and_loses_nothing_acknowledged_to_kill_9(
         report = json.loads(maintained.stdout)
         assert report["failed"] == {} and "merge events" in report["done"], report
         assert _used(node, "tenant_acme", "api_calls") == expected
+
+        # Configuration is written beside the node (no writer thread in the CLI) and reaches it in seconds:
+        # the first API key turns authentication on.
+        created = _cli(lake, "--format", "json", "keys", "create", "ops", "--scope", "admin", db=tmp_path / "cli")
+        assert created.returncode == 0, created.stderr
+        token = json.loads(created.stdout)["token"]
+        deadline = time.monotonic() + 20
+        while node.request("GET", "/api/usage/tenant_acme/api_calls")[0] != 401:
+            assert time.monotonic() < deadline, "the node did not pick up the key made on the lake"
+            time.sleep(0.2)
+        status, _headers, body = node.request("GET", "/api/usage/tenant_acme/api_calls",
+                                              headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and Decimal(body["value"]) == expected
     finally:
         node.close()
 

@@ -89,14 +89,19 @@ class Metering:
         publisher: EventPublisher | None = None,
         late_window: timedelta = DEFAULT_LATE_WINDOW,
         clock: Callable[[], datetime] | None = None,
+        ingest: bool = True,
     ) -> None:
-        """`publisher` (Kafka mode): valid events go there instead of being ingested here."""
+        """`publisher` (Kafka mode): valid events go there instead of being ingested here.
+
+        `ingest=False`: no writer thread (recording events fails), configuration changes still work:
+        a command-line process changing a lake's plans or keys beside the nodes that ingest it.
+        """
         self.database = database
         self.late_window = late_window
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.ingestor = Ingestor(database, clock=self.clock)
         self.publisher = publisher
-        if not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
+        if ingest and not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
         self.observer: MeteringObserver | None = None

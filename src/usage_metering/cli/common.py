@@ -81,11 +81,13 @@ def output_format() -> str:
 
 
 @contextmanager
-def open_metering(ctx: click.Context, *, writes: bool = False) -> Iterator[Metering | MeteringClient]:
+def open_metering(ctx: click.Context, *, writes: str | None = None) -> Iterator[Metering | MeteringClient]:
     """The node over HTTP when --url is given, else the library on the --db file or --lake (closed afterwards).
 
     Both have the same methods and return types, so a command works the same either way.
-    A lake is opened read-only: the nodes write it, and a command that `writes` goes through one (--url).
+    `writes`: None (reads only), "config" (plans, tenants, metrics, keys) or "events". On a lake,
+    reads open it read-only, configuration is written beside the nodes (no writer thread here),
+    and events go through a node (--url): its consumer group owns the tenants' partitions.
     """
     options = root_options(ctx)
     if options["url"]:
@@ -98,11 +100,11 @@ def open_metering(ctx: click.Context, *, writes: bool = False) -> Iterator[Meter
     from usage_metering.metering import Metering
 
     lake = options["lake"]
-    if lake is not None and writes:
-        raise CliError("on a lake (--lake), a command that writes goes through a running node: "
+    if lake is not None and writes == "events":
+        raise CliError("on a lake (--lake), events are recorded through a running node: "
                        "--url http://NODE:PORT", EXIT_INVALID)
-    with Metering.open(options["db"], lake=lake, read_only=lake is not None,
-                       late_window=options["late_window"]) as metering:
+    with Metering.open(options["db"], lake=lake, read_only=lake is not None and writes is None,
+                       ingest=lake is None, late_window=options["late_window"]) as metering:
         yield metering
 
 

@@ -45,7 +45,7 @@ def plans_show(ctx: click.Context, plan_id: str, version: int | None) -> None:
 def plans_set(ctx: click.Context, plan_file: IO[str]) -> None:
     """Create a plan from a JSON file ('-' = stdin), or a new version if it changed."""
     data = load_json(plan_file.read(), getattr(plan_file, "name", "the plan file"))
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="config") as metering:
         plan = as_json(metering.save_plan(data))
     emit_plan(plan)
 
@@ -92,7 +92,7 @@ def tenants_set(
 ) -> None:
     """Create a tenant, or change the given fields of an existing one."""
     changes = {"name": name, "plan_id": plan_id, "billing_anchor_day": anchor_day, "webhook_url": webhook_url}
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="config") as metering:
         try:
             current = as_json(metering.tenant(tenant_id))
         except NotFoundError:
@@ -130,7 +130,7 @@ def metrics_define(
 ) -> None:
     """Define a metric, or change the given fields of an existing one."""
     changes = {"aggregation": aggregation.upper() if aggregation else None, "unit": unit, "description": description}
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="config") as metering:
         current = next((as_json(m) for m in metering.metrics() if m.name == name), {"name": name})
         metric = as_json(metering.define_metric(with_changes(current, changes)))
     emit(metric, [metric], METRIC_COLUMNS)

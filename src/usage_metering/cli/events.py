@@ -118,7 +118,7 @@ def record(
     optional = {"user_id": user_id, "event_id": event_id, "timestamp": timestamp,
                 "properties": _parse_properties(properties)}
     event.update({k: v for k, v in optional.items() if v is not None})
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="events") as metering:
         result = as_json(metering.record(event))
     if result["status"] == "blocked":
         message = (result.get("error") or {}).get("message", "blocked by the quota")
@@ -245,7 +245,7 @@ def import_command(ctx: click.Context, file: Path, fmt: str | None) -> None:
     """
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     newline = "" if fmt == "csv" else None
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="events") as metering:
         if str(file) == "-":
             stream = click.open_file("-", encoding="utf-8")
             summary = _import_stream(metering, stream, fmt, "stdin", None)

@@ -19,7 +19,7 @@ def keys() -> None:
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, scope: str, tenant_id: str | None) -> None:
     """Create a key and print its token: the only time it is shown (only a hash is stored)."""
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="config") as metering:
         created, token = metering.create_api_key(name, scope, tenant_id)
         key = {**as_json(created), "token": token}
     emit(key, [key], (*KEY_COLUMNS, "token"))
@@ -40,6 +40,6 @@ def keys_list(ctx: click.Context) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key: requests with it fail from now on."""
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="config") as metering:
         key = as_json(metering.revoke_api_key(key_id))
     emit(key, [key], KEY_COLUMNS)

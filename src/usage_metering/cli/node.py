@@ -70,7 +70,7 @@ def init_demo_command(ctx: click.Context) -> None:
     require_file_mode(ctx, "init-demo")
     from usage_metering.node.demo import init_demo
 
-    with open_metering(ctx, writes=True) as metering:
+    with open_metering(ctx, writes="events") as metering:
         counts = init_demo(metering)
     emit(counts, [counts], SUMMARY_COLUMNS)
 
