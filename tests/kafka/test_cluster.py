@@ -4,12 +4,14 @@ A real broker, a real PostgreSQL catalog, Parquet data, real processes. One
 member is killed with SIGKILL and restarted; another is paused with SIGSTOP for
 longer than the group's session timeout (its partitions move to the others),
 then resumed: its batch in flight must fail on the partition's offsets, not be
-counted twice. Every node runs a lake maintenance pass every 3 s meanwhile.
+counted twice. Then the broker restarts mid-stream. Every node runs a lake
+maintenance pass every 3 s meanwhile.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from lakes import LakeFactory
 from pipeline_helpers import (
     assert_exact,
     group_offsets,
+    kafka_broker,
     produce_events,
     start_consumer_process,
     stored_state,
@@ -66,6 +69,21 @@ def test_three_nodes_count_exactly_once_through_kill_9_and_a_paused_zombie(
         produce_events(kafka_bootstrap, topic, 20_000, duplicate_fraction=0.05, seed=23, expected=expected)
         time.sleep(SESSION_TIMEOUT_SECONDS + 5)
         nodes[1].send_signal(signal.SIGCONT)
+
+        # The broker restarts while a fourth round is produced (one event per record, 20k records).
+        assert kafka_broker._source == "local", "the cluster test restarts the local script broker"
+        restarts: list[threading.Thread] = []
+
+        def restart_at(n: int) -> None:
+            if n == 5_000:
+                restarts.append(threading.Thread(target=kafka_broker.restart_local_broker))
+                restarts[-1].start()
+
+        produce_events(kafka_bootstrap, topic, 20_000, duplicate_fraction=0.05, seed=24, expected=expected,
+                       between=restart_at, max_batch_events=1)
+        for thread in restarts:
+            thread.join(timeout=180)
+        assert restarts, "the broker was not restarted"
 
         ends = end_offsets(kafka_bootstrap, topic)
         wait_for_group_offsets(kafka_bootstrap, group, ends, timeout=240)
