@@ -144,3 +144,34 @@ def test_configuration_changed_on_one_node_is_in_force_on_another_within_seconds
         while second.authenticate(token) is not None:
             assert time.monotonic() < deadline, "the revoked key still works on the second node"
             time.sleep(0.2)
+
+
+def test_two_nodes_ingesting_directly_count_each_event_once(lakes: LakeFactory, tmp_path: Path) -> None:
+    """No Kafka: both nodes take HTTP-style batches, every event sent to both at once; each is stored once."""
+    lake = lakes.new()
+    with Metering.open(tmp_path / "a", lake=lake) as first, Metering.open(tmp_path / "b", lake=lake) as second:
+        recorded: Counter[str] = Counter()
+        lock = threading.Lock()
+
+        def send(node: Metering, round_number: int, barrier: threading.Barrier) -> None:
+            events = [{"tenant_id": f"t{i % 4}", "metric": "calls", "quantity": "3", "event_id": f"d{round_number}-{i}"}
+                      for i in range(25)]
+            barrier.wait()
+            for result in node.record_events(events):
+                if result.status == EventStatus.RECORDED:
+                    with lock:
+                        recorded[result.event_id] += 1
+
+        for round_number in range(8):
+            barrier = threading.Barrier(2)
+            threads = [threading.Thread(target=send, args=(node, round_number, barrier)) for node in (first, second)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert len(recorded) == 200 and set(recorded.values()) == {1}, recorded.most_common(3)
+        total = first.database.cursor().execute("SELECT count(*), sum(quantity) FROM events").fetchall()[0]
+        assert (total[0], Decimal(total[1])) == (200, Decimal(600))
+        for node in (first, second):  # and each node's counters agree with the lake once it looks again
+            node.ingestor.claim("_direct_ingest", [0])
+            assert sum(node.quota(f"t{i}", "calls").used for i in range(4)) == Decimal(600)

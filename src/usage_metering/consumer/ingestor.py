@@ -54,7 +54,7 @@ from usage_metering.store.events import (
     rollup_deltas,
     stored_event_rows,
 )
-from usage_metering.store.offsets import PartitionKey, claim_offsets, save_offsets
+from usage_metering.store.offsets import PartitionKey, PartitionLost, claim_offsets, save_offsets
 from usage_metering.store.owners import record_owner
 from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import Window, aggregate_states_for_windows
@@ -68,6 +68,9 @@ from .observer import MeteringObserver
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _COMMIT_ATTEMPTS = 5  # on a lake, against conflicts with other nodes' commits
+# On a lake, events that come without Kafka offsets (HTTP, imports) move this pseudo-partition's counter in
+# their commit, so two nodes ingesting directly fence each other like a partition's owners (see claim()).
+DIRECT_INGEST: PartitionKey = ("_direct_ingest", 0)
 _CONFLICT_BACKOFF_SECONDS = 0.05
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # how often the counters are saved (store/counter_checkpoint.py)
 
@@ -157,6 +160,10 @@ def _seeded_states(
     unknown = [w for w in windows if (w[0], w[1]) not in known_starts]
     states.update(aggregate_states_for_windows(cursor, unknown))
     return states
+
+
+def _topic_and_partitions(key: PartitionKey) -> tuple[str, list[int]]:
+    return key[0], [key[1]]
 
 
 def _utc_now() -> datetime:
@@ -473,6 +480,11 @@ class Ingestor:
                     raise
                 log.warning("commit conflicted on the lake (%s); trying again", str(exc).splitlines()[0])
                 time.sleep(_CONFLICT_BACKOFF_SECONDS * (number + 1))
+            except PartitionLost as lost:
+                if lost.key != DIRECT_INGEST or number == _COMMIT_ATTEMPTS - 1:
+                    raise
+                # Another node ingested directly meanwhile: read what it stored, then decide again.
+                self.claim(*_topic_and_partitions(DIRECT_INGEST))
         raise AssertionError("unreachable")
 
     def _claim_unclaimed(self, cursor: duckdb.DuckDBPyConnection, requests: list[_Request]) -> None:
@@ -494,6 +506,9 @@ class Ingestor:
         cursor = self.database.cursor()
         self._load_keys(cursor)
         self._claim_unclaimed(cursor, requests)
+        direct = self._on_lake and any(not request.offsets for request in requests)
+        if direct and DIRECT_INGEST not in self._expected_offsets:
+            self.claim(*_topic_and_partitions(DIRECT_INGEST))  # fence first, then read what others stored
         stored = self.keys.stored(cursor, keys, fingerprints)
         expected = dict(self._expected_offsets)
 
@@ -510,11 +525,18 @@ class Ingestor:
             self._count_deltas(deltas, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
+            letters = []  # per request, with its blocked events (kept apart: a lake may run this again)
             for request, request_outcomes in zip(requests, outcomes):
                 save_offsets(cursor, request.offsets, expected)
                 expected.update(request.offsets)
-                request.dead_letters = [*request.dead_letters, *_blocked_letters(request, request_outcomes)]
-                add_dead_letters(cursor, request.dead_letters)
+                letters.append([*request.dead_letters, *_blocked_letters(request, request_outcomes)])
+                add_dead_letters(cursor, letters[-1])
+            if direct:
+                fence = {DIRECT_INGEST: (expected[DIRECT_INGEST] or 0) + 1}
+                save_offsets(cursor, fence, expected)
+                expected.update(fence)
+        for request, request_letters in zip(requests, letters):
+            request.dead_letters = request_letters
         self.keys.add(keys[i] for i in recorded)
         self._expected_offsets.update({key: expected[key] for key in self._expected_offsets})
         self.catalog = catalog
