@@ -108,7 +108,6 @@ class Metering:
         self._consumer: KafkaIngestConsumer | None = None
         self._owners: dict[int, str | None] = {}  # partition -> owning node's URL, read from the lake
         self._owners_read_at = float("-inf")
-        self._refreshed_at = float("-inf")
         # On a lake other nodes change plans, tenants, metrics and keys: in force here within this interval.
         self._config_refresh = PeriodicTask("config-refresh", CONFIG_REFRESH_SECONDS, self.refresh_config)
         if database.lake is not None and not database.read_only:
@@ -116,7 +115,6 @@ class Metering:
 
     def refresh_config(self) -> None:
         """Adopt the plans, tenants, metrics and API keys stored now (what other nodes of a cluster changed)."""
-        self._refreshed_at = time.monotonic()
         self.ingestor.refresh_catalog()
         self.access.refresh()
 
@@ -291,8 +289,8 @@ class Metering:
 
     def tenant(self, tenant_id: str) -> Tenant:
         tenant = self.ingestor.catalog.tenants.get(tenant_id)
-        if tenant is None and self._config_refresh.running and time.monotonic() - self._refreshed_at > 1.0:
-            self.refresh_config()  # on a lake, another node may have registered it since the last refresh
+        if tenant is None and self._config_refresh.running and catalog_store.tenant_stored(self.database.cursor(), tenant_id):
+            self.refresh_config()  # on a lake, another node registered it since this one last looked
             tenant = self.ingestor.catalog.tenants.get(tenant_id)
         if tenant is None:
             raise NotFoundError("tenant", tenant_id)

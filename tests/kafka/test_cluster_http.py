@@ -69,7 +69,7 @@ def test_every_node_answers_alike_and_quota_checks_go_to_the_owner(
             # exactly one node owns the tenant; the two others asked it
             assert sorted(s.split()[0] for s in sources[tenant]) == ["counters", "owner", "owner"], sources[tenant]
             usage = [_get(f"{url}/api/usage/{tenant}/api_calls")[2] for url in urls]
-            assert {Decimal(u.get("value", "-1")) for u in usage} == {want}, usage
+            assert {Decimal(u["value"]) for u in usage} == {want}, usage
         bills = [request("POST", f"{url}/api/billing-report", json_body={"tenant_id": TENANTS[0]}, timeout=30)
                  for url in urls]
         assert all(status == 200 for status, _h, _b in bills)

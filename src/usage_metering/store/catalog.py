@@ -150,6 +150,10 @@ def register_tenants(cursor: duckdb.DuckDBPyConnection, tenant_ids: list[str]) -
         cursor.unregister("new_tenants")
 
 
+def tenant_stored(cursor: duckdb.DuckDBPyConnection, tenant_id: str) -> bool:
+    return bool(cursor.execute("SELECT count(*) FROM tenants WHERE tenant_id = ?", [tenant_id]).fetchall()[0][0])
+
+
 def load_tenants(cursor: duckdb.DuckDBPyConnection) -> dict[str, Tenant]:
     rows = cursor.execute(
         "SELECT tenant_id, name, plan_id, billing_anchor_day, webhook_url FROM tenants ORDER BY tenant_id"
