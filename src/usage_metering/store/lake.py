@@ -12,6 +12,10 @@ NOT NULL) and views are recreated in the lake, without constraints or
 defaults. `schema_migrations` in the lake records that version; migrations
 after `LAKE_BASE_VERSION` run on both and must be written for both.
 
+Object storage (`s3://` data paths, through httpfs) takes its credentials
+from the standard AWS environment variables; AWS_ENDPOINT_URL points at an
+S3-compatible server (MinIO, R2, Ceph), addressed path-style.
+
 Extensions come from the `duckdb-extension-*` packages installed with this
 one: the extension repository may not be reachable. They are installed from
 the packages' files into a cache directory (DuckDB registers the postgres
@@ -21,9 +25,12 @@ extension as `postgres_scanner`) and loaded from there.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
 
 import duckdb
 
@@ -114,13 +121,38 @@ def connect_lake(lake: Lake, *, memory_limit: str, read_only: bool = False) -> d
         "autoload_known_extensions": False,
     })
     try:
-        load_extensions(con, lake.needed_extensions())
+        needed = lake.needed_extensions()
+        load_extensions(con, needed)
+        secret = s3_secret_sql(os.environ) if "httpfs" in needed else None
+        if secret is not None:
+            con.execute(secret)
         _attach(con, lake.attach_sql(read_only=read_only))
         con.execute(f"USE {LAKE_ALIAS}")
     except duckdb.Error as exc:
         con.close()
         raise LakeError(f"cannot open the lake ducklake:{lake.catalog}: {str(exc).strip()}") from exc
     return con
+
+
+def s3_secret_sql(environment: Mapping[str, str]) -> str | None:
+    """A DuckDB S3 secret from the AWS variables in `environment` (None without AWS_ACCESS_KEY_ID)."""
+    key_id = environment.get("AWS_ACCESS_KEY_ID")
+    if not key_id:
+        return None
+    options = {"KEY_ID": _literal(key_id), "SECRET": _literal(environment.get("AWS_SECRET_ACCESS_KEY", ""))}
+    if environment.get("AWS_SESSION_TOKEN"):
+        options["SESSION_TOKEN"] = _literal(environment["AWS_SESSION_TOKEN"])
+    region = environment.get("AWS_REGION") or environment.get("AWS_DEFAULT_REGION")
+    if region:
+        options["REGION"] = _literal(region)
+    endpoint = environment.get("AWS_ENDPOINT_URL_S3") or environment.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["ENDPOINT"] = _literal(parsed.netloc)
+        options["USE_SSL"] = "true" if parsed.scheme == "https" else "false"
+        options["URL_STYLE"] = _literal("path")
+    listed = ", ".join(f"{name} {value}" for name, value in options.items())
+    return f"CREATE TEMPORARY SECRET usage_metering_s3 (TYPE S3, {listed})"
 
 
 def _attach(con: duckdb.DuckDBPyConnection, attach_sql: str, attempts: int = 4) -> None:
