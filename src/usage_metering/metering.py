@@ -362,27 +362,30 @@ class Metering:
     def quota_owner(self, tenant_id: str) -> str | None:
         """In a cluster: the URL of the node that owns this tenant's Kafka partition, when that is another
         node answering HTTP (ask it: its counters are exact and current). None: answer here."""
-        if self.owns_partition_of(tenant_id) is not False:
-            return None
+        partition = self._partition_of(tenant_id)
         consumer = self._consumer
-        assert consumer is not None and consumer.partition_count() is not None
+        if partition is None or consumer is None or partition in consumer.assigned_partitions():
+            return None
         now = time.monotonic()
         if now - self._owners_read_at > _OWNERS_CACHE_SECONDS:
             self._owners = load_owners(self.database.cursor(), consumer.topic)
             self._owners_read_at = now
-        url = self._owners.get(partition_of(tenant_id, consumer.partition_count() or 1))
+        url = self._owners.get(partition)
         return url if url and url != consumer.node_url else None
 
     def owns_partition_of(self, tenant_id: str) -> bool | None:
         """Whether this node's consumer owns the tenant's partition; None when that does not apply
         (not a lake, no consumer here, or no assignment yet)."""
+        partition = self._partition_of(tenant_id)
+        if partition is None or self._consumer is None:
+            return None
+        return partition in self._consumer.assigned_partitions()
+
+    def _partition_of(self, tenant_id: str) -> int | None:
+        """The tenant's Kafka partition, on a lake node with a consumer that has had an assignment."""
         consumer = self._consumer
-        if consumer is None or self.database.lake is None:
-            return None
-        count = consumer.partition_count()
-        if count is None:
-            return None
-        return partition_of(tenant_id, count) in consumer.assigned_partitions()
+        count = consumer.partition_count() if consumer is not None and self.database.lake is not None else None
+        return None if count is None else partition_of(tenant_id, count)
 
     def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> TopUsers:
         check_id("metric", metric)

@@ -70,7 +70,8 @@ T = TypeVar("T")
 _COMMIT_ATTEMPTS = 5  # on a lake, against conflicts with other nodes' commits
 # On a lake, events that come without Kafka offsets (HTTP, imports) move this pseudo-partition's counter in
 # their commit, so two nodes ingesting directly fence each other like a partition's owners (see claim()).
-DIRECT_INGEST: PartitionKey = ("_direct_ingest", 0)
+DIRECT_INGEST_TOPIC = "_direct_ingest"
+DIRECT_INGEST: PartitionKey = (DIRECT_INGEST_TOPIC, 0)
 _CONFLICT_BACKOFF_SECONDS = 0.05
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # how often the counters are saved (store/counter_checkpoint.py)
 
@@ -160,10 +161,6 @@ def _seeded_states(
     unknown = [w for w in windows if (w[0], w[1]) not in known_starts]
     states.update(aggregate_states_for_windows(cursor, unknown))
     return states
-
-
-def _topic_and_partitions(key: PartitionKey) -> tuple[str, list[int]]:
-    return key[0], [key[1]]
 
 
 def _utc_now() -> datetime:
@@ -301,14 +298,20 @@ class Ingestor:
         index reads the rows committed since it last looked, and the counters are rebuilt.
         """
         with self._write_lock:
-            cursor = self.database.cursor()
-            offsets = claim_offsets(cursor, topic, partitions)
-            self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+            offsets = self._claim_offsets(topic, partitions, catch_up=self._on_lake)
             self._on_lake_retrying(lambda: self._record_owner(topic, partitions, node_url))
-            if self._on_lake:
-                self.keys.load(cursor)
-                self.reload()
             return offsets
+
+    def _claim_offsets(self, topic: str, partitions: Sequence[int], *, catch_up: bool) -> dict[int, int | None]:
+        """Expect the partitions' stored offsets from now on; with `catch_up`, then re-read what other
+        writers committed (the key index's tail, the counters): fence first, reads after."""
+        cursor = self.database.cursor()
+        offsets = claim_offsets(cursor, topic, partitions)
+        self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+        if catch_up:
+            self.keys.load(cursor)
+            self.reload()
+        return offsets
 
     def _record_owner(self, topic: str, partitions: Sequence[int], node_url: str | None) -> None:
         with transaction(self.database.cursor()) as cursor:
@@ -484,15 +487,14 @@ class Ingestor:
                 if lost.key != DIRECT_INGEST or number == _COMMIT_ATTEMPTS - 1:
                     raise
                 # Another node ingested directly meanwhile: read what it stored, then decide again.
-                self.claim(*_topic_and_partitions(DIRECT_INGEST))
+                self._claim_offsets(DIRECT_INGEST_TOPIC, [0], catch_up=True)
         raise AssertionError("unreachable")
 
-    def _claim_unclaimed(self, cursor: duckdb.DuckDBPyConnection, requests: list[_Request]) -> None:
+    def _claim_unclaimed(self, requests: list[_Request]) -> None:
         """Partitions a caller sends offsets for without claiming them first (a single writer): claim them now."""
         unclaimed = {key for request in requests for key in request.offsets if key not in self._expected_offsets}
         for topic in {topic for topic, _partition in unclaimed}:
-            offsets = claim_offsets(cursor, topic, [p for t, p in unclaimed if t == topic])
-            self._expected_offsets.update({(topic, p): offset for p, offset in offsets.items()})
+            self._claim_offsets(topic, [p for t, p in unclaimed if t == topic], catch_up=False)
 
     def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
         events = [event for request in requests for event in request.events]
@@ -505,10 +507,10 @@ class Ingestor:
         now = self.clock()
         cursor = self.database.cursor()
         self._load_keys(cursor)
-        self._claim_unclaimed(cursor, requests)
+        self._claim_unclaimed(requests)
         direct = self._on_lake and any(not request.offsets for request in requests)
         if direct and DIRECT_INGEST not in self._expected_offsets:
-            self.claim(*_topic_and_partitions(DIRECT_INGEST))  # fence first, then read what others stored
+            self._claim_offsets(DIRECT_INGEST_TOPIC, [0], catch_up=True)
         stored = self.keys.stored(cursor, keys, fingerprints)
         expected = dict(self._expected_offsets)
 
