@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from usage_metering import Metering
@@ -137,22 +138,32 @@ def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookba
     database.close()
 
 
-def test_a_batchs_rollup_deltas_fold_its_events_as_sql_would(tmp_path: Path) -> None:
-    """rollup_deltas (Python, on the ingest path) against a GROUP BY over the same rows in DuckDB."""
-    from usage_metering.store.events import EVENT_ARROW_SCHEMA, event_fingerprint, events_to_arrow, rollup_deltas
+def test_a_batchs_folds_are_its_events_grouped_as_sql_would(tmp_path: Path) -> None:
+    """fold_batch (Arrow, on the ingest path) against GROUP BYs over the same rows in DuckDB; ties in time
+    (every third event shares its neighbour's timestamp) take the later event's quantity."""
+    from usage_metering.store.events import EVENT_ARROW_SCHEMA, ROLLUP_ARROW_SCHEMA, event_fingerprint, events_to_arrow
+    from usage_metering.store.events import fold_batch
 
     rng = random.Random(3)
     events = [event(i, quantity=str(Decimal(rng.randint(0, 10**12)) / 10**9), user_id=rng.choice(["a", "b", None]),
-                    timestamp=(NOW - timedelta(seconds=i * 97)).isoformat()) for i in range(2_000)]
+                    timestamp=(NOW - timedelta(seconds=(i - i % 3) * 97)).isoformat()) for i in range(2_000)]
     batch = events_to_arrow(events, [event_fingerprint(e.tenant_id, e.event_id) for e in events], NOW)
     assert batch.schema == EVENT_ARROW_SCHEMA
+    numbered = batch.append_column("position", pa.array(range(batch.num_rows), pa.int64()))  # noqa: F841 (SQL)
+    latest = "arg_max(quantity, (ts, position))"
+    folds = fold_batch(batch)
+    assert folds.rollups.schema == ROLLUP_ARROW_SCHEMA
     expected = duckdb.sql(
         "SELECT tenant_id, metric, coalesce(user_id, ''), date_trunc('hour', ts), sum(quantity), max(quantity), "
-        "count(*), max(ts), arg_max(quantity, ts) FROM batch GROUP BY ALL ORDER BY ALL").fetchall()
-    deltas = sorted(
-        (d.tenant_id, d.metric, d.user_id, d.hour.replace(tzinfo=None), d.quantity_sum, d.quantity_max, d.event_count,
-         d.latest_at.replace(tzinfo=None), d.latest_quantity)
-        for d in rollup_deltas(events)
-    )
-    assert deltas == expected
-    assert len(deltas) > 10 and sum(d[6] for d in deltas) == len(events)
+        f"count(*), max(ts), {latest} FROM numbered GROUP BY ALL ORDER BY ALL").fetchall()
+    rollups = sorted(tuple(row.values()) for row in folds.rollups.to_pylist())
+    assert rollups == expected
+    assert len(rollups) > 10 and sum(row[6] for row in rollups) == len(events)
+    hourly = duckdb.sql(
+        "SELECT tenant_id, metric, date_trunc('hour', ts), sum(quantity), max(quantity), count(*), max(ts), "
+        f"{latest} FROM numbered GROUP BY ALL ORDER BY ALL").fetchall()
+    assert sorted(tuple(row.values()) for row in folds.hourly.to_pylist()) == hourly
+    users = duckdb.sql("SELECT tenant_id, metric, date_trunc('hour', ts), list(DISTINCT user_id ORDER BY user_id) "
+                       "FROM numbered WHERE user_id IS NOT NULL GROUP BY ALL").fetchall()
+    assert {key: sorted(found) for key, found in folds.users_by_hour([events[0].metric]).items()} == {
+        (tenant, metric, hour.replace(tzinfo=timezone.utc)): found for tenant, metric, hour, found in users}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
+from decimal import Decimal
+from typing import Iterable
 
 from usage_metering.schemas import AggregateState, Aggregation, Period, UsageEvent, UsageTotals
 from usage_metering.schemas import period_containing, previous_period
-from usage_metering.store.events import RollupDelta
 
 CounterKey = tuple[str, str, datetime]  # (tenant_id, metric, period start)
 
@@ -84,11 +85,14 @@ class StagedCounters:
         user_id = event.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
         self.state(key).add(event.quantity, event.timestamp, user_id)
 
-    def add_delta(self, key: CounterKey, delta: RollupDelta, aggregation: Aggregation) -> None:
-        user_id = delta.user_id if aggregation is Aggregation.UNIQUE_COUNT else None
-        self.state(key).add_group(
-            delta.quantity_sum, delta.event_count, delta.quantity_max, delta.latest_at, delta.latest_quantity, user_id
-        )
+    def add_group(
+        self, key: CounterKey, total: Decimal, count: int, maximum: Decimal, latest_at: datetime,
+        latest_quantity: Decimal, users: Iterable[str],
+    ) -> None:
+        """Add `count` events at once: their sum, max, latest (quantity at `latest_at`) and users."""
+        state = self.state(key)
+        state.add_group(total, count, maximum, latest_at, latest_quantity, None)
+        state.users.update(users)
 
 
 def seed_windows(anchor_days: dict[str, int], now: datetime) -> list[tuple[str, datetime, datetime]]:

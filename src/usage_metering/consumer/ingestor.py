@@ -45,13 +45,13 @@ from usage_metering.store.counter_checkpoint import (
 )
 from usage_metering.store.dead_letters import add_dead_letters
 from usage_metering.store.events import (
+    BatchFolds,
     EventKey,
-    RollupDelta,
     append_events,
     append_rollup_deltas,
     event_fingerprint,
     events_to_arrow,
-    rollup_deltas,
+    fold_batch,
     stored_event_rows,
 )
 from usage_metering.store.offsets import PartitionKey, PartitionLost, claim_offsets, save_offsets
@@ -521,10 +521,11 @@ class Ingestor:
             decisions = self._decide(unique, stored, catalog, staged, rules)
             recorded = [i for i, key in enumerate(keys) if decisions[key].status == EventStatus.RECORDED]
             stored_events = [unique[i] for i in recorded]
-            append_events(cursor, events_to_arrow(stored_events, [fingerprints[i] for i in recorded], now))
-            deltas = rollup_deltas(stored_events)
-            append_rollup_deltas(cursor, deltas)
-            self._count_deltas(deltas, rules, staged)
+            batch = events_to_arrow(stored_events, [fingerprints[i] for i in recorded], now)
+            append_events(cursor, batch)
+            folds = fold_batch(batch)
+            append_rollup_deltas(cursor, folds.rollups)
+            self._count_folds(folds, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, first_index, events)
             letters = []  # per request, with its blocked events (kept apart: a lake may run this again)
@@ -594,17 +595,25 @@ class Ingestor:
             decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
         return decisions
 
-    def _count_deltas(
-        self, deltas: Sequence[RollupDelta], rules: Mapping[tuple[str, str], _MeteringRule], staged: StagedCounters
+    def _count_folds(
+        self, folds: BatchFolds, rules: Mapping[tuple[str, str], _MeteringRule], staged: StagedCounters
     ) -> None:
-        """Add the recorded events that `_decide` did not count (no `block` quota), a rollup group at a time."""
-        for delta in deltas:
-            rule = rules[(delta.tenant_id, delta.metric)]
+        """Add the recorded events that `_decide` did not count (no `block` quota), an hour of a metric at a time."""
+        unique_metrics = {
+            metric for (_tenant, metric), rule in rules.items()
+            if rule.aggregation is Aggregation.UNIQUE_COUNT and rule.block_limit is None
+        }
+        users = folds.users_by_hour(unique_metrics) if unique_metrics else {}
+        for tenant_id, metric, hour, total, maximum, count, latest_at, latest_quantity in folds.hourly_rows():
+            rule = rules[(tenant_id, metric)]
             if rule.block_limit is not None:
                 continue
-            period = self.counters.period_for(delta.tenant_id, rule.anchor_day, delta.hour)
-            if self.counters.is_tracked(delta.tenant_id, period):
-                staged.add_delta((delta.tenant_id, delta.metric, period.start), delta, rule.aggregation)
+            period = self.counters.period_for(tenant_id, rule.anchor_day, hour)
+            if self.counters.is_tracked(tenant_id, period):
+                staged.add_group(
+                    (tenant_id, metric, period.start), total, count, maximum, latest_at, latest_quantity,
+                    users.get((tenant_id, metric, hour), ()),
+                )
 
     @staticmethod
     def _outcomes(

@@ -13,15 +13,16 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Collection, Sequence
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from usage_metering.schemas import UsageEvent
 
-from .timeutil import from_naive_utc, to_naive_utc
+from .timeutil import from_naive_utc
 
 EventKey = tuple[str, str]  # (tenant_id, event_id)
 
@@ -34,6 +35,9 @@ FINGERPRINT_SQL = "md5_number_upper(tenant_id || '/' || event_id)"
 def event_fingerprint(tenant_id: str, event_id: str) -> int:
     digest = hashlib.md5(f"{tenant_id}/{event_id}".encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:8], "little")
+
+_DECIMAL = pa.decimal128(38, 9)
+_TIMESTAMP = pa.timestamp("us")  # naive UTC, as DuckDB's TIMESTAMP columns hold it
 
 EVENT_ARROW_SCHEMA = pa.schema(
     [
@@ -51,22 +55,21 @@ EVENT_ARROW_SCHEMA = pa.schema(
 
 
 def events_to_arrow(events: Sequence[UsageEvent], fingerprints: Sequence[int], received_at: datetime) -> pa.Table:
-    received = to_naive_utc(received_at)
+    """The events' rows, one column at a time (timestamps arrive aware UTC and are stored naive UTC)."""
+    utc = pa.timestamp("us", tz="UTC")
     columns = [
-        [e.tenant_id for e in events],
-        [e.event_id for e in events],
-        [e.metric for e in events],
-        [e.quantity for e in events],
-        [e.user_id for e in events],
-        [e.timestamp.replace(tzinfo=None) for e in events],  # parse_event gives UTC
-        [None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
-        [received] * len(events),
-        fingerprints,
+        pa.array([e.tenant_id for e in events], pa.string()),
+        pa.array([e.event_id for e in events], pa.string()),
+        pa.array([e.metric for e in events], pa.string()),
+        pa.array([e.quantity for e in events], _DECIMAL),
+        pa.array([e.user_id for e in events], pa.string()),
+        pa.array([e.timestamp for e in events], utc).cast(_TIMESTAMP),
+        pa.array([None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
+                 pa.string()),
+        pa.repeat(pa.scalar(received_at, utc), len(events)).cast(_TIMESTAMP),
+        pa.array(fingerprints, pa.uint64()),
     ]
-    return pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_ARROW_SCHEMA)],
-        schema=EVENT_ARROW_SCHEMA,
-    )
+    return pa.Table.from_arrays(columns, schema=EVENT_ARROW_SCHEMA)
 
 
 def append_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
@@ -113,62 +116,91 @@ def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:
     return batch.filter(pa.array(mask, type=pa.bool_()))
 
 
+ROLLUP_ARROW_SCHEMA = pa.schema(  # usage_hourly's columns, in order
+    [
+        ("tenant_id", pa.string()),
+        ("metric", pa.string()),
+        ("user_id", pa.string()),  # '' is no user
+        ("hour", _TIMESTAMP),
+        ("quantity_sum", _DECIMAL),
+        ("quantity_max", _DECIMAL),
+        ("event_count", pa.int64()),
+        ("latest_at", _TIMESTAMP),
+        ("latest_quantity", _DECIMAL),
+    ]
+)
+
+
+def _time_ordered(batch: pa.Table) -> pa.Table:
+    """The rows a fold needs (user '' for none, the hour, the position in the batch), sorted by (ts, position)."""
+    rows = pa.table({
+        "tenant_id": batch["tenant_id"],
+        "metric": batch["metric"],
+        "user_id": pc.fill_null(batch["user_id"], ""),
+        "hour": pc.floor_temporal(batch["ts"], unit="hour"),
+        "quantity": batch["quantity"],
+        "ts": batch["ts"],
+        "position": pa.array(np.arange(batch.num_rows, dtype=np.int64)),
+    })
+    return rows.sort_by([("ts", "ascending"), ("position", "ascending")])
+
+
+def _fold(rows: pa.Table, quantities: pa.ChunkedArray, keys: list[str]) -> pa.Table:
+    """Per group of `keys`: sum, max and count of quantity, the latest time and the quantity then (ties:
+    the later event in the batch, as `rows` are in (ts, position) order and "last" follows it on one thread).
+    `quantities` is the batch's column, in batch order."""
+    folded = rows.group_by(keys, use_threads=False).aggregate(
+        [("quantity", "sum"), ("quantity", "max"), ("quantity", "count"), ("ts", "max"), ("position", "last")]
+    )
+    return pa.table({
+        **{key: folded[key] for key in keys},
+        "quantity_sum": folded["quantity_sum"].cast(_DECIMAL),
+        "quantity_max": folded["quantity_max"],
+        "event_count": folded["quantity_count"],
+        "latest_at": folded["ts_max"],
+        "latest_quantity": quantities.take(folded["position_last"]),
+    })
+
+
 @dataclass(frozen=True)
-class RollupDelta:
-    """What one ingest batch added to one (tenant, metric, user, hour) group; user_id '' is no user."""
+class BatchFolds:
+    """What a batch of new events adds, folded by Arrow's group-by (in C++, not per event in Python)."""
 
-    tenant_id: str
-    metric: str
-    user_id: str
-    hour: datetime  # aware UTC
-    quantity_sum: Decimal
-    quantity_max: Decimal
-    event_count: int
-    latest_at: datetime  # aware UTC
-    latest_quantity: Decimal
+    rollups: pa.Table  # per (tenant, metric, user, hour): rows for usage_hourly (ROLLUP_ARROW_SCHEMA)
+    hourly: pa.Table  # per (tenant, metric, hour): the same without the user, for the quota counters
 
+    def hourly_rows(self) -> list[tuple[str, str, datetime, Decimal, Decimal, int, datetime, Decimal]]:
+        """(tenant, metric, hour, sum, max, count, latest_at, latest quantity), times aware UTC."""
+        columns = [self.hourly[name].to_pylist() for name in self.hourly.column_names]
+        return [
+            (tenant, metric, from_naive_utc(hour), total, maximum, count, from_naive_utc(latest_at), latest)
+            for tenant, metric, hour, total, maximum, count, latest_at, latest in zip(*columns)
+        ]
 
-def rollup_deltas(events: Sequence[UsageEvent]) -> list[RollupDelta]:
-    """What newly stored events add to each (tenant, metric, user, hour) group they touch: one delta per group.
-
-    Folded here rather than by SQL over the batch: an aggregate over an Arrow scan costs
-    DuckDB ~2 ms even for 32 events, and the ingestor needs the deltas in Python anyway.
-    Call it with a context precision that cannot round 38-digit sums (the ingestor's).
-    """
-    groups: dict[tuple[str, str, str, datetime], list[Any]] = {}
-    for event in events:
-        key = (event.tenant_id, event.metric, event.user_id or "", event.timestamp.replace(minute=0, second=0, microsecond=0))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [event.quantity, event.quantity, 1, event.timestamp, event.quantity]
-            continue
-        group[0] += event.quantity
-        group[1] = max(group[1], event.quantity)
-        group[2] += 1
-        if event.timestamp >= group[3]:  # the latest event's quantity (ties: the later one in the batch)
-            group[3], group[4] = event.timestamp, event.quantity
-    return [RollupDelta(*key, *values) for key, values in groups.items()]
+    def users_by_hour(self, metrics: Collection[str]) -> dict[tuple[str, str, datetime], list[str]]:
+        """The users seen per (tenant, metric, hour), for `metrics` only (those counting unique users)."""
+        rows = self.rollups.filter(pc.and_(pc.is_in(self.rollups["metric"], pa.array(list(metrics), pa.string())),
+                                           pc.not_equal(self.rollups["user_id"], "")))
+        grouped = rows.group_by(["tenant_id", "metric", "hour"], use_threads=False).aggregate([("user_id", "list")])
+        columns = [grouped[name].to_pylist() for name in ("tenant_id", "metric", "hour", "user_id_list")]
+        return {(tenant, metric, from_naive_utc(hour)): users for tenant, metric, hour, users in zip(*columns)}
 
 
-def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, deltas: Sequence[RollupDelta]) -> None:
-    """Append a batch's rollup deltas to usage_hourly: no row is updated on the ingest path.
+def fold_batch(batch: pa.Table) -> BatchFolds:
+    """Fold a batch of new events (EVENT_ARROW_SCHEMA) into rollup rows and per-hour totals."""
+    rows = _time_ordered(batch)
+    rollups = _fold(rows, batch["quantity"], ["tenant_id", "metric", "user_id", "hour"])
+    return BatchFolds(rollups.cast(ROLLUP_ARROW_SCHEMA), _fold(rows, batch["quantity"], ["tenant_id", "metric", "hour"]))
+
+
+def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table) -> None:
+    """Append a batch's rollup rows to usage_hourly: no row is updated on the ingest path.
 
     Every reader folds a group's rows (sum, max, arg_max, count distinct), so
     several delta rows answer exactly as one; `compact_rollups` merges them later.
     One columnar insert; DuckDB reads `delta_rows` from this frame by name.
     """
-    if not deltas:
+    if rollups.num_rows == 0:
         return
-    decimal = pa.decimal128(38, 9)
-    delta_rows = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
-        "tenant_id": pa.array([d.tenant_id for d in deltas], pa.string()),
-        "metric": pa.array([d.metric for d in deltas], pa.string()),
-        "user_id": pa.array([d.user_id for d in deltas], pa.string()),
-        "hour": pa.array([to_naive_utc(d.hour) for d in deltas], pa.timestamp("us")),
-        "quantity_sum": pa.array([d.quantity_sum for d in deltas], decimal),
-        "quantity_max": pa.array([d.quantity_max for d in deltas], decimal),
-        "event_count": pa.array([d.event_count for d in deltas], pa.int64()),
-        "latest_at": pa.array([to_naive_utc(d.latest_at) for d in deltas], pa.timestamp("us")),
-        "latest_quantity": pa.array([d.latest_quantity for d in deltas], decimal),
-    })
+    delta_rows = rollups  # noqa: F841 (read by DuckDB's replacement scan)
     cursor.execute("INSERT INTO usage_hourly SELECT * FROM delta_rows")
