@@ -20,7 +20,9 @@ from usage_metering.schemas.event_json import (
     decode_event_batch,
     decode_event_json,
     encode_event_batch,
+    parse_events,
 )
+from usage_metering.schemas.event import parse_event
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -118,6 +120,25 @@ def test_the_fast_path_itself_agrees_with_the_reference(event: dict[str, Any]) -
     fast = outcome(lambda r: decode_event_json(r, now=NOW), raw)
     reference = outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw)
     same(fast, reference, given_id=isinstance(event.get("event_id"), str))
+
+
+WELL_FORMED = st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS, "quantity": quantities},
+                                    optional={"user_id": VALID_IDS, "event_id": ids, "timestamp": timestamps,
+                                              "properties": properties})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(WELL_FORMED, WELL_FORMED, st.fixed_dictionaries({}, optional=FIELDS),
+                          st.none(), st.integers(), st.text(max_size=2)), max_size=5))
+def test_decoded_events_validate_together_as_each_would_alone(items: list[Any]) -> None:
+    """parse_events (HTTP batch bodies, in-process dicts) against parse_event per item."""
+    checked = parse_events(items, now=NOW)
+    assert len(checked) == len(items)
+    for item, result in zip(items, checked):
+        alone = outcome(lambda data: parse_event(data, now=NOW), item)
+        if isinstance(result, ValidationError):
+            result = ("error", result.field, result.code, result.message)
+        same(result, alone, given_id=isinstance(item, dict) and isinstance(item.get("event_id"), str))
 
 
 # -- the SDK's batch envelope ----------------------------------------------------------------------

@@ -138,20 +138,22 @@ def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookba
     database.close()
 
 
-def test_a_batchs_folds_are_its_events_grouped_as_sql_would(tmp_path: Path) -> None:
-    """fold_batch (Arrow, on the ingest path) against GROUP BYs over the same rows in DuckDB; ties in time
+@pytest.mark.parametrize("fold", ["python", "arrow"])
+def test_a_batchs_folds_are_its_events_grouped_as_sql_would(fold: str) -> None:
+    """Both folds (store/batch_folds.py) against GROUP BYs over the same rows in DuckDB; ties in time
     (every third event shares its neighbour's timestamp) take the later event's quantity."""
-    from usage_metering.store.events import EVENT_ARROW_SCHEMA, ROLLUP_ARROW_SCHEMA, event_fingerprint, events_to_arrow
-    from usage_metering.store.events import fold_batch
+    from usage_metering.store.batch_folds import ROLLUP_ARROW_SCHEMA, _fold_in_arrow, _fold_in_python
+    from usage_metering.store.events import EVENT_ARROW_SCHEMA, event_fingerprint, events_to_arrow
 
     rng = random.Random(3)
     events = [event(i, quantity=str(Decimal(rng.randint(0, 10**12)) / 10**9), user_id=rng.choice(["a", "b", None]),
-                    timestamp=(NOW - timedelta(seconds=(i - i % 3) * 97)).isoformat()) for i in range(2_000)]
+                    metric=rng.choice(["calls", "seats"]), timestamp=(NOW - timedelta(seconds=(i - i % 3) * 97)).isoformat())
+              for i in range(2_000)]
     batch = events_to_arrow(events, [event_fingerprint(e.tenant_id, e.event_id) for e in events], NOW)
     assert batch.schema == EVENT_ARROW_SCHEMA
+    folds = _fold_in_python(events, ["seats"]) if fold == "python" else _fold_in_arrow(batch, ["seats"])
     numbered = batch.append_column("position", pa.array(range(batch.num_rows), pa.int64()))  # noqa: F841 (SQL)
     latest = "arg_max(quantity, (ts, position))"
-    folds = fold_batch(batch)
     assert folds.rollups.schema == ROLLUP_ARROW_SCHEMA
     expected = duckdb.sql(
         "SELECT tenant_id, metric, coalesce(user_id, ''), date_trunc('hour', ts), sum(quantity), max(quantity), "
@@ -159,11 +161,12 @@ def test_a_batchs_folds_are_its_events_grouped_as_sql_would(tmp_path: Path) -> N
     rollups = sorted(tuple(row.values()) for row in folds.rollups.to_pylist())
     assert rollups == expected
     assert len(rollups) > 10 and sum(row[6] for row in rollups) == len(events)
-    hourly = duckdb.sql(
+    hours = duckdb.sql(
         "SELECT tenant_id, metric, date_trunc('hour', ts), sum(quantity), max(quantity), count(*), max(ts), "
         f"{latest} FROM numbered GROUP BY ALL ORDER BY ALL").fetchall()
-    assert sorted(tuple(row.values()) for row in folds.hourly.to_pylist()) == hourly
+    naive = [h._replace(hour=h.hour.replace(tzinfo=None), latest_at=h.latest_at.replace(tzinfo=None)) for h in folds.hours]
+    assert sorted(tuple(h) for h in naive) == hours
     users = duckdb.sql("SELECT tenant_id, metric, date_trunc('hour', ts), list(DISTINCT user_id ORDER BY user_id) "
-                       "FROM numbered WHERE user_id IS NOT NULL GROUP BY ALL").fetchall()
-    assert {key: sorted(found) for key, found in folds.users_by_hour([events[0].metric]).items()} == {
+                       "FROM numbered WHERE user_id IS NOT NULL AND metric = 'seats' GROUP BY ALL").fetchall()
+    assert {key: sorted(found) for key, found in folds.users.items()} == {
         (tenant, metric, hour.replace(tzinfo=timezone.utc)): found for tenant, metric, hour, found in users}

@@ -44,6 +44,7 @@ from .schemas import (
     parse_tenant,
     period_containing,
 )
+from .schemas.event_json import parse_events
 from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, Lake
 from .store import catalog as catalog_store
 from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
@@ -185,6 +186,15 @@ class Metering:
     def validate(self, data: Mapping[str, Any]) -> UsageEvent:
         return parse_event(data, now=self.clock(), late_window=self.late_window)
 
+    def _validate_all(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[UsageEvent | ValidationError]:
+        """Each item validated (a dict) or as it is (already a UsageEvent)."""
+        raw = [index for index, item in enumerate(items) if not isinstance(item, UsageEvent)]
+        checked = parse_events([items[index] for index in raw], now=self.clock(), late_window=self.late_window)
+        validated: list[UsageEvent | ValidationError] = list(items)  # type: ignore[arg-type]  # dicts replaced below
+        for index, result in zip(raw, checked):
+            validated[index] = result
+        return validated
+
     def submit_events(
         self,
         items: Sequence[Mapping[str, Any] | UsageEvent],
@@ -202,10 +212,9 @@ class Metering:
         results: list[EventResult | None] = [None] * len(items)
         events: list[UsageEvent] = []
         positions: list[int] = []
-        for index, item in enumerate(items):
-            try:
-                event = item if isinstance(item, UsageEvent) else self.validate(item)
-            except ValidationError as error:
+        for index, event in enumerate(self._validate_all(items)):
+            if isinstance(event, ValidationError):
+                error = event
                 results[index] = EventResult(index, None, EventStatus.REJECTED, ErrorDetail.of(error))
                 if dead_letter_for is not None:
                     letters.append(dead_letter_for(index, error))

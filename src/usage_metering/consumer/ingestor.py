@@ -45,15 +45,14 @@ from usage_metering.store.counter_checkpoint import (
 )
 from usage_metering.store.dead_letters import add_dead_letters
 from usage_metering.store.events import (
-    BatchFolds,
     EventKey,
     append_events,
     append_rollup_deltas,
     event_fingerprint,
     events_to_arrow,
-    fold_batch,
     stored_event_rows,
 )
+from usage_metering.store.batch_folds import BatchFolds, fold_batch
 from usage_metering.store.offsets import PartitionKey, PartitionLost, claim_offsets, save_offsets
 from usage_metering.store.owners import record_owner
 from usage_metering.store.transaction import transaction
@@ -144,6 +143,11 @@ def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateStat
     if state.value_after(rule.aggregation, event.quantity, event.timestamp, user_id) <= rule.block_limit:
         return None
     return QuotaExceeded(event.metric, rule.block_limit, state.value(rule.aggregation), period)
+
+
+def _unique_user_metrics(rules: Mapping[tuple[str, str], _MeteringRule]) -> set[str]:
+    """Metrics whose counters need the users seen (the others' do not keep them)."""
+    return {metric for (_tenant, metric), rule in rules.items() if rule.aggregation is Aggregation.UNIQUE_COUNT}
 
 
 def _seeded_states(
@@ -523,7 +527,7 @@ class Ingestor:
             stored_events = [unique[i] for i in recorded]
             batch = events_to_arrow(stored_events, [fingerprints[i] for i in recorded], now)
             append_events(cursor, batch)
-            folds = fold_batch(batch)
+            folds = fold_batch(stored_events, batch, _unique_user_metrics(rules))
             append_rollup_deltas(cursor, folds.rollups)
             self._count_folds(folds, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
@@ -599,20 +603,15 @@ class Ingestor:
         self, folds: BatchFolds, rules: Mapping[tuple[str, str], _MeteringRule], staged: StagedCounters
     ) -> None:
         """Add the recorded events that `_decide` did not count (no `block` quota), an hour of a metric at a time."""
-        unique_metrics = {
-            metric for (_tenant, metric), rule in rules.items()
-            if rule.aggregation is Aggregation.UNIQUE_COUNT and rule.block_limit is None
-        }
-        users = folds.users_by_hour(unique_metrics) if unique_metrics else {}
-        for tenant_id, metric, hour, total, maximum, count, latest_at, latest_quantity in folds.hourly_rows():
-            rule = rules[(tenant_id, metric)]
+        for hour in folds.hours:
+            rule = rules[(hour.tenant_id, hour.metric)]
             if rule.block_limit is not None:
                 continue
-            period = self.counters.period_for(tenant_id, rule.anchor_day, hour)
-            if self.counters.is_tracked(tenant_id, period):
+            period = self.counters.period_for(hour.tenant_id, rule.anchor_day, hour.hour)
+            if self.counters.is_tracked(hour.tenant_id, period):
                 staged.add_group(
-                    (tenant_id, metric, period.start), total, count, maximum, latest_at, latest_quantity,
-                    users.get((tenant_id, metric, hour), ()),
+                    (hour.tenant_id, hour.metric, period.start), hour.total, hour.count, hour.maximum, hour.latest_at,
+                    hour.latest_quantity, folds.users.get((hour.tenant_id, hour.metric, hour.hour), ()),
                 )
 
     @staticmethod

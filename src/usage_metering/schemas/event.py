@@ -7,6 +7,7 @@ it, and the checked-in JSON Schema (`event.schema.json`) is generated from it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -94,14 +95,20 @@ def format_timestamp(value: datetime) -> str:
 
 
 _WHOLE_TEXT_MAX_DIGITS = 18  # below QUANTITY_MAX
+# Decimal text the general path would accept as it is: below QUANTITY_MAX, at most QUANTITY_MAX_SCALE
+# fractional digits, no sign, and at most 27 digits, which Python's default context keeps exactly.
+_PLAIN_DECIMAL_TEXT = re.compile(r"[0-9]{1,18}\.[0-9]{1,9}\Z")
 
 
 def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None) -> Decimal:
     """Exact decimal from a JSON number (ideally parsed as Decimal) or decimal string."""
     if value is None:
         raise ValidationError(name, "is required", "missing_field")
-    if type(value) is str and len(value) <= _WHOLE_TEXT_MAX_DIGITS and value.isascii() and value.isdigit():
-        return Decimal(int(value))  # plain whole-number text, the common case: what the general path gives
+    if type(value) is str:  # the common cases first: what the general path gives, without its checks
+        if len(value) <= _WHOLE_TEXT_MAX_DIGITS and value.isascii() and value.isdigit():
+            return Decimal(int(value))
+        if _PLAIN_DECIMAL_TEXT.match(value):
+            return Decimal(value)
     return _parse_quantity_generally(name, value)
 
 

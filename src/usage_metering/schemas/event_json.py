@@ -1,4 +1,4 @@
-"""Event JSON bytes to a `UsageEvent`, decoded by msgspec.
+"""Event JSON (bytes, or already decoded to dicts) to `UsageEvent`s, checked by msgspec.
 
 `EVENT_FIELDS` (event.py) stays the one definition and `parse_event` the
 reference. `_WireEvent` states what msgspec can check of it while it decodes,
@@ -65,6 +65,35 @@ def decode_event_json(raw: bytes, *, now: datetime, late_window: timedelta = DEF
     except msgspec.MsgspecError:
         return _reference(raw, now, late_window)
     return _to_event(wire, ValidationContext(now=now, late_window=late_window))
+
+
+_WIRE_EVENTS = list[_WireEvent]
+
+
+def parse_events(
+    items: Sequence[Any], *, now: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW
+) -> list[UsageEvent | ValidationError]:
+    """Events as decoded JSON (dicts), each validated or its error, exactly as `parse_event` gives them.
+
+    msgspec checks the whole list in one call; if any item fails there, every item
+    is parsed on its own, the refused ones by the reference path.
+    """
+    ctx = ValidationContext(now=now, late_window=late_window)
+    try:
+        return [_to_event(wire, ctx) for wire in msgspec.convert(items, _WIRE_EVENTS)]
+    except (msgspec.ValidationError, ValidationError):
+        return [_parse_one(item, ctx) for item in items]
+
+
+def _parse_one(item: Any, ctx: ValidationContext) -> UsageEvent | ValidationError:
+    try:
+        try:
+            wire = msgspec.convert(item, _WireEvent)
+        except msgspec.ValidationError:
+            return parse_event(item, now=ctx.now, late_window=ctx.late_window)
+        return _to_event(wire, ctx)
+    except ValidationError as error:
+        return error
 
 
 def _to_event(wire: _WireEvent, ctx: ValidationContext) -> UsageEvent:
