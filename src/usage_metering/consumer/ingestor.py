@@ -22,6 +22,7 @@ from decimal import Decimal, localcontext
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import duckdb
+import msgspec
 
 from usage_metering.schemas import (
     AggregateState,
@@ -86,8 +87,9 @@ class QuotaExceeded:
     period: Period
 
 
-@dataclass(frozen=True)
-class IngestOutcome:
+class IngestOutcome(msgspec.Struct, frozen=True, gc=False):
+    """What became of one submitted event (a msgspec Struct, like UsageEvent: one is built per event)."""
+
     event_id: str
     status: EventStatus  # EventStatus.RECORDED, EventStatus.DUPLICATE or EventStatus.BLOCKED
     quota: QuotaExceeded | None = None
@@ -502,11 +504,11 @@ class Ingestor:
 
     def _commit_group(self, requests: list[_Request]) -> list[list[IngestOutcome]]:
         events = [event for request in requests for event in request.events]
-        first_index: dict[EventKey, int] = {}
+        first_index: dict[EventKey, int] = {}  # in order of first appearance
         for index, event in enumerate(events):
             first_index.setdefault((event.tenant_id, event.event_id), index)
-        unique = [events[i] for i in sorted(first_index.values())]
-        keys = [(e.tenant_id, e.event_id) for e in unique]
+        keys = list(first_index)
+        unique = events if len(keys) == len(events) else [events[i] for i in first_index.values()]
         fingerprints = [event_fingerprint(tenant_id, event_id) for tenant_id, event_id in keys]
         now = self.clock()
         cursor = self.database.cursor()
@@ -523,15 +525,16 @@ class Ingestor:
             staged = self.counters.stage()
             rules: dict[tuple[str, str], _MeteringRule] = {}
             decisions = self._decide(unique, stored, catalog, staged, rules)
-            recorded = [i for i, key in enumerate(keys) if decisions[key].status == EventStatus.RECORDED]
-            stored_events = [unique[i] for i in recorded]
-            batch = events_to_arrow(stored_events, [fingerprints[i] for i in recorded], now)
+            recorded = [i for i, decision in enumerate(decisions) if decision.status is EventStatus.RECORDED]
+            everything = len(recorded) == len(unique)
+            stored_events = unique if everything else [unique[i] for i in recorded]
+            batch = events_to_arrow(stored_events, fingerprints if everything else [fingerprints[i] for i in recorded], now)
             append_events(cursor, batch)
             folds = fold_batch(stored_events, batch, _unique_user_metrics(rules))
             append_rollup_deltas(cursor, folds.rollups)
             self._count_folds(folds, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
-            outcomes = self._outcomes(requests, decisions, first_index, events)
+            outcomes = self._outcomes(requests, decisions, keys, events)
             letters = []  # per request, with its blocked events (kept apart: a lake may run this again)
             for request, request_outcomes in zip(requests, outcomes):
                 save_offsets(cursor, request.offsets, expected)
@@ -544,13 +547,13 @@ class Ingestor:
                 expected.update(fence)
         for request, request_letters in zip(requests, letters):
             request.dead_letters = request_letters
-        self.keys.add(keys[i] for i in recorded)
+        self.keys.add(keys if len(recorded) == len(keys) else [keys[i] for i in recorded])
         self._expected_offsets.update({key: expected[key] for key in self._expected_offsets})
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
-        if recorded:
-            self.compactor.touched(min(unique[i].timestamp for i in recorded))
+        if folds.hours:
+            self.compactor.touched(min(hour.hour for hour in folds.hours))
         return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
@@ -567,37 +570,37 @@ class Ingestor:
         catalog: Catalog,
         staged: StagedCounters,
         rules: dict[tuple[str, str], _MeteringRule],
-    ) -> dict[EventKey, IngestOutcome]:
+    ) -> list[IngestOutcome]:
         """Per unique event, in arrival order: duplicate (stored before), blocked by quota, or recorded.
 
         Only events under a `block` quota are counted here, one by one, since each
-        decision depends on the ones before it; `_count_deltas` counts the rest
-        from the batch's rollup deltas. `rules` gets every (tenant, metric) seen.
+        decision depends on the ones before it; `_count_folds` counts the rest
+        from the batch's folds. `rules` gets every (tenant, metric) seen.
         """
-        decisions: dict[EventKey, IngestOutcome] = {}
+        decisions: list[IngestOutcome] = []
         for event in events:
-            key = (event.tenant_id, event.event_id)
-            if key in stored:
-                decisions[key] = IngestOutcome(event.event_id, EventStatus.DUPLICATE)
+            if stored and (event.tenant_id, event.event_id) in stored:
+                decisions.append(IngestOutcome(event.event_id, EventStatus.DUPLICATE))
                 continue
             rule = rules.get((event.tenant_id, event.metric))
             if rule is None:
                 rule = rules[(event.tenant_id, event.metric)] = _MeteringRule.of(catalog, event.tenant_id, event.metric)
-            if rule.block_limit is None:
-                decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
-                continue
-            period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
-            if not self.counters.is_tracked(event.tenant_id, period):
-                decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
-                continue
-            counter_key = (event.tenant_id, event.metric, period.start)
-            exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
-            if exceeded is not None:
-                decisions[key] = IngestOutcome(event.event_id, EventStatus.BLOCKED, exceeded)
-                continue
-            staged.add(counter_key, event, rule.aggregation)
-            decisions[key] = IngestOutcome(event.event_id, EventStatus.RECORDED)
+            if rule.block_limit is not None:
+                decisions.append(self._decide_under_block(event, rule, staged))
+            else:
+                decisions.append(IngestOutcome(event.event_id, EventStatus.RECORDED))
         return decisions
+
+    def _decide_under_block(self, event: UsageEvent, rule: _MeteringRule, staged: StagedCounters) -> IngestOutcome:
+        period = self.counters.period_for(event.tenant_id, rule.anchor_day, event.timestamp)
+        if not self.counters.is_tracked(event.tenant_id, period):
+            return IngestOutcome(event.event_id, EventStatus.RECORDED)
+        counter_key = (event.tenant_id, event.metric, period.start)
+        exceeded = _quota_exceeded(event, rule, staged.state(counter_key), period)
+        if exceeded is not None:
+            return IngestOutcome(event.event_id, EventStatus.BLOCKED, exceeded)
+        staged.add(counter_key, event, rule.aggregation)
+        return IngestOutcome(event.event_id, EventStatus.RECORDED)
 
     def _count_folds(
         self, folds: BatchFolds, rules: Mapping[tuple[str, str], _MeteringRule], staged: StagedCounters
@@ -616,22 +619,27 @@ class Ingestor:
 
     @staticmethod
     def _outcomes(
-        requests: list[_Request],
-        decisions: dict[EventKey, IngestOutcome],
-        first_index: dict[EventKey, int],
-        events: list[UsageEvent],
+        requests: list[_Request], decisions: list[IngestOutcome], keys: list[EventKey], events: list[UsageEvent]
     ) -> list[list[IngestOutcome]]:
-        """One outcome per submitted event; a repeat within the group is a duplicate of the first."""
+        """One outcome per submitted event (`decisions` are per unique key, in `keys` order); a repeat within
+        the group is a duplicate of the first."""
         results: list[list[IngestOutcome]] = []
-        index = 0
+        if len(keys) == len(events):  # no repeats: the decisions are the outcomes, request by request
+            start = 0
+            for request in requests:
+                results.append(decisions[start:start + len(request.events)])
+                start += len(request.events)
+            return results
+        decided = dict(zip(keys, decisions))
+        seen: set[EventKey] = set()
         for request in requests:
             request_outcomes = []
             for event in request.events:
                 key = (event.tenant_id, event.event_id)
-                decision = decisions[key]
-                if first_index[key] != index and decision.status == EventStatus.RECORDED:
+                decision = decided[key]
+                if key in seen and decision.status is EventStatus.RECORDED:
                     decision = IngestOutcome(event.event_id, EventStatus.DUPLICATE)
+                seen.add(key)
                 request_outcomes.append(decision)
-                index += 1
             results.append(request_outcomes)
         return results
