@@ -81,17 +81,20 @@ def _new_topic(bootstrap: str, prefix: str) -> str:
 
 
 def _produce(bootstrap: str, topic: str, count: int, resend_fraction: float = 0.0, seed: int = 0,
-             with_ids: bool = False, max_batch_events: int = 500) -> float:
-    """Record `count` events (+ resends) through the SDK; returns seconds from first record to flushed."""
+             with_ids: bool = False, max_batch_events: int = 500, on_start: Callable[[], None] | None = None) -> float:
+    """Record `count` events (+ resends) through the SDK; returns seconds from first record to flushed.
+    `on_start` is called just before the first record."""
     rng = random.Random(seed)
     resend = set(rng.sample(range(count), int(count * resend_fraction))) if resend_fraction else set()
     producer = UsageProducer(bootstrap, topic, max_batch_events=max_batch_events)
     pending: list[tuple[str, str, Decimal, str]] = []
+    # The caller's own values are made before the clock starts: what is timed is the SDK's work.
+    inputs = [(TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)], Decimal(rng.randint(0, 10_000_000)) / 1000,
+               f"{seed}-{i}" if (with_ids or resend) else None) for i in range(count)]
+    if on_start is not None:
+        on_start()
     started = time.perf_counter()
-    for i in range(count):
-        tenant, metric = TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)]
-        quantity = Decimal(rng.randint(0, 10_000_000)) / 1000
-        event_id = f"{seed}-{i}" if (with_ids or resend) else None
+    for i, (tenant, metric, quantity, event_id) in enumerate(inputs):
         producer.record(tenant, metric, quantity, event_id=event_id)
         if i in resend:
             pending.append((tenant, metric, quantity, event_id))  # type: ignore[arg-type]
@@ -108,10 +111,12 @@ def _produce(bootstrap: str, topic: str, count: int, resend_fraction: float = 0.
 
 
 def _produce_process(bootstrap: str, topic: str, count: int, resend_fraction: float, started_at: Any, seed: int) -> None:
-    with started_at.get_lock():
-        if started_at.value == 0.0:
-            started_at.value = time.time()
-    _produce(bootstrap, topic, count, resend_fraction, seed=seed)
+    def mark_first_record() -> None:
+        with started_at.get_lock():
+            if started_at.value == 0.0:
+                started_at.value = time.time()
+
+    _produce(bootstrap, topic, count, resend_fraction, seed=seed, on_start=mark_first_record)
 
 
 def raw_consume(bootstrap: str, topic: str, total: int) -> float:

@@ -87,14 +87,22 @@ def format_decimal(value: Decimal) -> str:
     return text or "0"
 
 
+_JSON = msgspec.json.Encoder()
+
+
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with `Z`; microseconds only when there are some."""
+    """RFC 3339 in UTC with `Z`; microseconds only when there are some.
+
+    msgspec writes exactly that for an aware UTC datetime, in C: it is on every
+    event's wire form, and an aware `isoformat()` costs ~2.4 us.
+    """
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return value.isoformat()[:-6] + "Z"  # an aware UTC isoformat() ends with +00:00
+    return _JSON.encode(value)[1:-1].decode("ascii")
 
 
 _WHOLE_TEXT_MAX_DIGITS = 18  # below QUANTITY_MAX
+_QUANTITY_MAX_INT = int(QUANTITY_MAX)
 # Decimal text the general path would accept as it is: below QUANTITY_MAX, at most QUANTITY_MAX_SCALE
 # fractional digits, no sign, and at most 27 digits, which Python's default context keeps exactly.
 _PLAIN_DECIMAL_TEXT = re.compile(r"[0-9]{1,18}\.[0-9]{1,9}\Z")
@@ -104,11 +112,19 @@ def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None)
     """Exact decimal from a JSON number (ideally parsed as Decimal) or decimal string."""
     if value is None:
         raise ValidationError(name, "is required", "missing_field")
-    if type(value) is str:  # the common cases first: what the general path gives, without its checks
+    # The common cases first, giving what the general path gives without all of its checks.
+    kind = type(value)
+    if kind is str:
         if len(value) <= _WHOLE_TEXT_MAX_DIGITS and value.isascii() and value.isdigit():
             return Decimal(int(value))
         if _PLAIN_DECIMAL_TEXT.match(value):
             return Decimal(value)
+    elif kind is int:
+        if 0 <= value < _QUANTITY_MAX_INT:
+            return Decimal(value)
+    elif kind is Decimal:
+        if value.is_finite() and 0 <= value < QUANTITY_MAX and value.as_tuple().exponent >= -QUANTITY_MAX_SCALE:
+            return value + 0  # -0 becomes 0
     return _parse_quantity_generally(name, value)
 
 
