@@ -38,7 +38,8 @@ def batch_summary(statuses: Iterable[str]) -> dict[str, int]:
     """How many events of a batch ended in each status: {recorded, duplicates, blocked, rejected, accepted}."""
     counts = dict.fromkeys(SUMMARY_KEYS.values(), 0)
     for status in statuses:
-        counts[SUMMARY_KEYS[EventStatus(status)]] += 1
+        key = SUMMARY_KEYS.get(status)  # type: ignore[call-overload]  # an EventStatus (the usual case) or its text
+        counts[key if key is not None else SUMMARY_KEYS[EventStatus(status)]] += 1
     return counts
 
 
