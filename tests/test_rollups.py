@@ -170,3 +170,30 @@ def test_a_batchs_folds_are_its_events_grouped_as_sql_would(fold: str) -> None:
                        "FROM numbered WHERE user_id IS NOT NULL AND metric = 'seats' GROUP BY ALL").fetchall()
     assert {key: sorted(found) for key, found in folds.users.items()} == {
         (tenant, metric, hour.replace(tzinfo=timezone.utc)): found for tenant, metric, hour, found in users}
+
+
+def test_billing_values_per_aggregation_equal_each_metrics_totals(tmp_path: Path) -> None:
+    """usage_values_for_windows (one SELECT per aggregation, billing's path) against usage_totals (all five
+    aggregates, the summaries' path): same value, same Decimal text, for each aggregation and an undefined metric."""
+    from usage_metering.schemas import Aggregation
+    from usage_metering.store.usage import usage_totals, usage_values_for_windows
+
+    aggregations = {f"m_{a.value.lower()}": a for a in Aggregation}
+    with Metering.open(tmp_path / "m.duckdb") as metering:
+        for name, aggregation in aggregations.items():
+            metering.define_metric({"name": name, "aggregation": aggregation.value})
+        rng = random.Random(5)
+        metering.record_events([
+            event(i, metric=metric, quantity=str(Decimal(rng.randint(0, 10**6)) / 1000), user_id=rng.choice(["a", "b", None]),
+                  tenant_id=rng.choice(["t1", "t2"]))
+            for i, metric in enumerate(rng.choice([*aggregations, "undefined"]) for _ in range(400))
+        ])
+        cursor = metering.database.cursor()
+        start, end = NOW - timedelta(days=2), NOW + timedelta(days=1)
+        values = usage_values_for_windows(cursor, [("t1", start, end), ("t2", start, end)], aggregations)
+        for tenant in ("t1", "t2"):
+            found = values[(tenant, start)]
+            assert set(found) == {*aggregations, "undefined"}
+            for metric, value in found.items():
+                expected = usage_totals(cursor, tenant, metric, start, end).value(aggregations.get(metric, Aggregation.SUM))
+                assert (str(value), value) == (str(expected), expected), metric
