@@ -75,7 +75,9 @@ def test_exactness_200k_events_with_10_percent_resent(kafka_bootstrap: str, topi
     assert stats.dead_letters == 0
     _, _, _, offsets = stored_state(tmp_path / "metering.duckdb")
     assert offsets == ends
-    # Kafka's group offsets mirror DuckDB's after the final synchronous commit.
+    # Kafka's group offsets mirror DuckDB's after the final synchronous commit (read back through the
+    # group coordinator, which may answer before it shows them: waited for, then compared exactly).
+    wait_for_group_offsets(kafka_bootstrap, consumer.group_id, ends, timeout=30)
     assert group_offsets(kafka_bootstrap, consumer.group_id) == ends
 
 
