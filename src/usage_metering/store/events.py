@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from usage_metering.schemas import UsageEvent
 
-
 EventKey = tuple[str, str]  # (tenant_id, event_id)
 
 # The 64-bit fingerprint of an event's key, in SQL (migrations, rebuilds) and in Python (ingest): the
@@ -31,6 +30,7 @@ FINGERPRINT_SQL = "md5_number_upper(tenant_id || '/' || event_id)"
 def event_fingerprint(tenant_id: str, event_id: str) -> int:
     digest = hashlib.md5(f"{tenant_id}/{event_id}".encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:8], "little")
+
 
 DECIMAL = pa.decimal128(38, 9)
 TIMESTAMP = pa.timestamp("us")  # naive UTC, as DuckDB's TIMESTAMP columns hold it
@@ -106,10 +106,6 @@ def keys_from_row(cursor: duckdb.DuckDBPyConnection, start: int) -> list[EventKe
 def keys_at_rows(cursor: duckdb.DuckDBPyConnection, rows: Sequence[int]) -> set[EventKey]:
     found = cursor.execute("SELECT tenant_id, event_id FROM events WHERE rowid = ANY(?)", [list(rows)]).fetchall()
     return {(tenant_id, event_id) for tenant_id, event_id in found}
-
-
-def select_rows(batch: pa.Table, mask: Sequence[bool]) -> pa.Table:
-    return batch.filter(pa.array(mask, type=pa.bool_()))
 
 
 def append_rollup_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table) -> None:
