@@ -39,6 +39,7 @@ class RollupCompactor:
         self.clock = clock
         self.interval_seconds = interval_seconds
         self._lock = threading.Lock()
+        self._pass = threading.Lock()  # one pass at a time: two would delete the same delta rows and conflict
         self._dirty_since: datetime | None = None
         self._started = False
         self._task = PeriodicTask("rollup-compactor", interval_seconds, self.compact)
@@ -53,17 +54,18 @@ class RollupCompactor:
 
     def compact(self) -> int:
         """One pass now over the hours touched since the last one; returns the rows merged away."""
-        with self._lock:
-            since, self._dirty_since = self._dirty_since, None
-        if since is None:
-            return 0
-        try:
-            removed = compact_rollups(self.database.cursor(), since)
-        except BaseException:
-            self.touched(since)  # try those hours again next time
-            raise
-        self.rows_removed += removed
-        return removed
+        with self._pass:
+            with self._lock:
+                since, self._dirty_since = self._dirty_since, None
+            if since is None:
+                return 0
+            try:
+                removed = compact_rollups(self.database.cursor(), since)
+            except BaseException:
+                self.touched(since)  # try those hours again next time
+                raise
+            self.rows_removed += removed
+            return removed
 
     def start(self) -> RollupCompactor:
         """Begin; the writer must not append deltas before this (the store is marked not compact)."""
