@@ -32,7 +32,7 @@ import duckdb
 
 from usage_metering.consumer.dedup import index_directory
 
-from .billing import DATA_DIR, FORMAT_VERSION, build_dataset, first_open
+from .billing import DATA_DIR, FORMAT_VERSION, build_dataset, first_open, upgrade_cache
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict
 from .postgres_peer import measure_peer, peer_events
 
@@ -56,6 +56,9 @@ def store(events: int) -> tuple[Path, str]:
         return path, "empty"
     if path.exists():
         return path, "cached"
+    upgrade = upgrade_cache(path, schema)
+    if upgrade is not None:
+        return path, f"upgraded from an older schema in {upgrade:.0f} s"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     partial.unlink(missing_ok=True)

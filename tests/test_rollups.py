@@ -123,20 +123,20 @@ def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookba
     first = Ingestor(database, compact_interval_seconds=0).start()
     for i in range(5):
         first.ingest([event(10 * i + k) for k in range(3)])  # several delta rows per group
-    assert first.compactor._dirty_since is not None  # a new file: the two-day lookback
+    assert "usage_hourly" in first.compactor._dirty_since  # a new file: the two-day lookback
     first.stop()
     assert rollup_rows(database) == len(database.cursor().execute(
         "SELECT DISTINCT tenant_id, metric, user_id, hour FROM usage_hourly").fetchall())  # folded at stop
     assert database.cursor().execute("SELECT compact FROM rollup_state").fetchall() == [(True,)]
 
     second = Ingestor(database, compact_interval_seconds=0).start()
-    assert second.compactor._dirty_since is None  # nothing left to fold
+    assert second.compactor._dirty_since == {}  # nothing left to fold
     assert database.cursor().execute("SELECT compact FROM rollup_state").fetchall() == [(False,)]
     second.ingest([event(100)])
     # no stop (kill -9): the next start folds the last two days again
     third = Ingestor(database, compact_interval_seconds=0)
     third.compactor.start()
-    assert third.compactor._dirty_since is not None
+    assert "usage_hourly" in third.compactor._dirty_since
     database.close()
 
 

@@ -417,6 +417,17 @@ class Metering:
 
     # -- analysts: snapshot and export (SQL in store/snapshot.py and store/export.py) --------
 
+    def compact_rollups(self) -> int:
+        """Fold the rollup deltas and seal every day due now, as the node's background pass does a few
+        days at a time (consumer/compactor.py); returns the days sealed. A lake is neither compacted nor
+        sealed (its readers fold delta rows)."""
+        if self.database.lake is not None:
+            return 0
+        compactor = self.ingestor.compactor
+        sealed = compactor.seal_due_days()
+        compactor.compact()
+        return sealed
+
     def maintain_lake(self, keep_snapshots: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:
         """One maintenance pass over the lake this node writes (store/lake_maintenance.py); safe while ingesting."""
         if self.database.lake is None:

@@ -57,6 +57,7 @@ from usage_metering.store.batch_folds import BatchFolds, fold_batch
 from usage_metering.store.offsets import PartitionKey, PartitionLost, claim_offsets, save_offsets
 from usage_metering.store.owners import record_owner
 from usage_metering.store.transaction import transaction
+from usage_metering.store.sealed_days import append_late_day_deltas
 from usage_metering.store.usage import Window, aggregate_states_for_windows
 
 from .alerts import detect_alerts
@@ -190,7 +191,8 @@ class Ingestor:
         # other that appended to it meanwhile: no rollup compaction (readers fold delta rows, and the
         # lake's file merging keeps files few) and no counter checkpoint (rewritten in place) there.
         self._on_lake = database.lake is not None
-        self.compactor = RollupCompactor(database, clock, compact_interval_seconds)
+        self._write_lock = threading.RLock()  # held while a batch, a config change, a reload or a day's seal runs
+        self.compactor = RollupCompactor(database, clock, compact_interval_seconds, self._write_lock)
         self.observer = observer  # told about every committed group; may be set later
         self.max_batch_events = max_batch_events
         self.max_wait_seconds = max_wait_seconds
@@ -201,7 +203,6 @@ class Ingestor:
         self.last_commit_at: datetime | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._write_lock = threading.RLock()  # held while a batch, a config change or a reload runs
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self._next_checkpoint = time.monotonic() + checkpoint_interval_seconds
         # Next offset this writer expects stored per claimed Kafka partition (None: nothing committed yet).
@@ -532,6 +533,10 @@ class Ingestor:
             append_events(cursor, batch)
             folds = fold_batch(stored_events, batch, _unique_user_metrics(rules))
             append_rollup_deltas(cursor, folds.rollups)
+            earliest_hour = min(hour.hour for hour in folds.hours) if folds.hours else None
+            sealed_before = self.compactor.sealed_before
+            late = earliest_hour is not None and sealed_before is not None and earliest_hour < sealed_before \
+                and append_late_day_deltas(cursor, folds.rollups, sealed_before)
             self._count_folds(folds, rules, staged)
             add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
             outcomes = self._outcomes(requests, decisions, keys, events)
@@ -552,8 +557,10 @@ class Ingestor:
         self.catalog = catalog
         self.counters.publish(staged)
         self.last_commit_at = now
-        if folds.hours:
-            self.compactor.touched(min(hour.hour for hour in folds.hours))
+        if earliest_hour is not None:
+            self.compactor.touched(earliest_hour)
+            if late:
+                self.compactor.touched(earliest_hour.replace(hour=0), "usage_daily_rollup")
         return outcomes
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:

@@ -255,6 +255,27 @@ MIGRATIONS: tuple[tuple[int, Step], ...] = (
         );
         """,
     ),
+    (
+        10,
+        """
+        -- Whole UTC days of usage_hourly folded per (tenant, metric, user, day) (store/usage.py): every
+        -- day before rollup_state.days_sealed_before is here in full, so reports over long periods read
+        -- a row per user and day instead of one per hour. An event ingested later for such a day adds
+        -- a delta row here as well as in usage_hourly, which stays complete.
+        CREATE TABLE usage_daily_rollup (
+            tenant_id       VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            user_id         VARCHAR NOT NULL,
+            day             TIMESTAMP NOT NULL,
+            quantity_sum    DECIMAL(38, 9) NOT NULL,
+            quantity_max    DECIMAL(38, 9) NOT NULL,
+            event_count     BIGINT NOT NULL,
+            latest_at       TIMESTAMP NOT NULL,
+            latest_quantity DECIMAL(38, 9) NOT NULL
+        );
+        ALTER TABLE rollup_state ADD COLUMN days_sealed_before TIMESTAMP;  -- NULL: no day sealed yet
+        """,
+    ),
 )
 
 
