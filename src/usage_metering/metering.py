@@ -189,6 +189,8 @@ class Metering:
     def _validate_all(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[UsageEvent | ValidationError]:
         """Each item validated (a dict) or as it is (already a UsageEvent)."""
         raw = [index for index, item in enumerate(items) if not isinstance(item, UsageEvent)]
+        if len(raw) == len(items):  # all dicts, the usual case
+            return parse_events(items, now=self.clock(), late_window=self.late_window)
         checked = parse_events([items[index] for index in raw], now=self.clock(), late_window=self.late_window)
         validated: list[UsageEvent | ValidationError] = list(items)  # type: ignore[arg-type]  # dicts replaced below
         for index, result in zip(raw, checked):
@@ -235,7 +237,14 @@ class Metering:
             if error is not None:
                 outer.set_exception(error)
                 return
-            for position, outcome in zip(positions, inner.result()):
+            outcomes = inner.result()
+            if len(outcomes) == len(results):  # nothing rejected: positions are 0, 1, ...
+                outer.set_result([  # the common outcome built inline: a call per event is a fifth of the cost
+                    EventResult(position, outcome.event_id, outcome.status) if outcome.quota is None
+                    else _result_from_outcome(position, outcome) for position, outcome in enumerate(outcomes)
+                ])
+                return
+            for position, outcome in zip(positions, outcomes):
                 results[position] = _result_from_outcome(position, outcome)
             outer.set_result([r for r in results if r is not None])
 

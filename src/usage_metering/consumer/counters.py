@@ -7,7 +7,6 @@ committed usage without taking a lock.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
@@ -76,8 +75,7 @@ class StagedCounters:
         state = self.changed.get(key)
         if state is None:
             published = self._counters._states.get(key)
-            state = copy.copy(published) if published else AggregateState()
-            state.users = set(state.users)
+            state = published.copy() if published else AggregateState()
             self.changed[key] = state
         return state
 

