@@ -10,6 +10,7 @@ so a `block` metric (which can reach but never pass its quota) still alerts at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from decimal import Decimal
 from typing import Mapping
@@ -40,14 +41,15 @@ class AlertRule:
             return None
         return cls(plan_metric.included, plan_metric.alert_thresholds, catalog.aggregation(metric))
 
-    def level(self, threshold: Decimal) -> Decimal:
-        """The usage at which `threshold` percent of the quota is reached."""
-        return self.included * threshold / HUNDRED
+    @cached_property
+    def levels(self) -> tuple[Decimal, ...]:
+        """The usage at which each threshold's percent of the quota is reached."""
+        return tuple(self.included * threshold / HUNDRED for threshold in self.thresholds)
 
 
 def crossed_thresholds(rule: AlertRule, before: Decimal, after: Decimal) -> tuple[Decimal, ...]:
     """The thresholds whose level lies in (before, after]: crossed by going from `before` to `after`."""
-    return tuple(t for t in rule.thresholds if before < rule.level(t) <= after)
+    return tuple(t for t, level in zip(rule.thresholds, rule.levels) if before < level <= after)
 
 
 def detect_alerts(
@@ -55,15 +57,21 @@ def detect_alerts(
     counters: QuotaCounters,
     catalog: Catalog,
     now: datetime,
+    rules: dict[tuple[str, str], AlertRule | None],
 ) -> list[Alert]:
-    """Alerts for every threshold the staged counters crossed relative to the published ones."""
+    """Alerts for every threshold the staged counters crossed relative to the published ones.
+
+    `rules` are the ones looked up so far for `catalog`, per (tenant, metric); it gets the new ones.
+    """
     alerts: list[Alert] = []
     for key, state in changed.items():
         tenant_id, metric, period_start = key
-        rule = AlertRule.of(catalog, tenant_id, metric)
+        if (tenant_id, metric) not in rules:
+            rules[(tenant_id, metric)] = AlertRule.of(catalog, tenant_id, metric)
+        rule = rules[(tenant_id, metric)]
         if rule is None:
             continue
-        before = counters.published_totals(key).value(rule.aggregation)
+        before = counters.published_state(key).value(rule.aggregation)
         after = state.value(rule.aggregation)
         crossed = crossed_thresholds(rule, before, after)
         if not crossed:

@@ -61,7 +61,7 @@ from usage_metering.store.transaction import transaction
 from usage_metering.store.sealed_days import append_late_day_deltas
 from usage_metering.store.usage import Window, aggregate_states_for_windows
 
-from .alerts import detect_alerts
+from .alerts import AlertRule, detect_alerts
 from .compactor import DEFAULT_INTERVAL_SECONDS, RollupCompactor
 from .counters import QuotaCounters, StagedCounters, seed_windows
 from .dedup import EventKeyIndex, index_directory
@@ -207,6 +207,7 @@ class Ingestor:
         self._rules: dict[tuple[str, str], _MeteringRule] = {}  # per (tenant, metric), for `_rules_catalog`
         self._rules_catalog: Catalog | None = None
         self._unique_metrics: set[str] = set()  # of `_rules_catalog`
+        self._alert_rules: dict[tuple[str, str], AlertRule | None] = {}  # likewise
         self._thread: threading.Thread | None = None
         self.checkpoint_interval_seconds = checkpoint_interval_seconds
         self._next_checkpoint = time.monotonic() + checkpoint_interval_seconds
@@ -544,7 +545,8 @@ class Ingestor:
             late = earliest_hour is not None and sealed_before is not None and earliest_hour < sealed_before \
                 and append_late_day_deltas(cursor, folds.rollups, sealed_before)
             self._count_folds(folds, rules, staged)
-            add_alerts(cursor, detect_alerts(staged.changed, self.counters, catalog, now))  # outbox, same commit
+            alerts = detect_alerts(staged.changed, self.counters, catalog, now, self._alert_rules)
+            add_alerts(cursor, alerts)  # the outbox, in the same commit
             outcomes = self._outcomes(requests, decisions, keys, events)
             letters = []  # per request, with its blocked events (kept apart: a lake may run this again)
             for request, request_outcomes in zip(requests, outcomes):
@@ -572,7 +574,7 @@ class Ingestor:
     def _rules_of(self, catalog: Catalog) -> dict[tuple[str, str], _MeteringRule]:
         """The rules looked up so far for this catalog (a catalog is never changed, only replaced)."""
         if catalog is not self._rules_catalog:
-            self._rules, self._rules_catalog = {}, catalog
+            self._rules, self._alert_rules, self._rules_catalog = {}, {}, catalog
             self._unique_metrics = _unique_user_metrics(catalog)
         return self._rules
 

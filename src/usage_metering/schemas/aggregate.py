@@ -13,6 +13,21 @@ from decimal import Decimal
 from .metric import Aggregation
 
 
+def aggregate_value(
+    aggregation: Aggregation, total: Decimal, count: int, maximum: Decimal, unique_users: int, latest: Decimal
+) -> Decimal:
+    """The one of a set of events' aggregates that `aggregation` picks."""
+    if aggregation is Aggregation.SUM:
+        return total
+    if aggregation is Aggregation.COUNT:
+        return Decimal(count)
+    if aggregation is Aggregation.MAX:
+        return maximum
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return Decimal(unique_users)
+    return latest
+
+
 @dataclass(frozen=True)
 class UsageTotals:
     """Every aggregate of a set of events; `value` picks the one a metric uses."""
@@ -24,15 +39,7 @@ class UsageTotals:
     latest: Decimal = Decimal(0)
 
     def value(self, aggregation: Aggregation) -> Decimal:
-        if aggregation is Aggregation.SUM:
-            return self.total
-        if aggregation is Aggregation.COUNT:
-            return Decimal(self.count)
-        if aggregation is Aggregation.MAX:
-            return self.maximum
-        if aggregation is Aggregation.UNIQUE_COUNT:
-            return Decimal(self.unique_users)
-        return self.latest
+        return aggregate_value(aggregation, self.total, self.count, self.maximum, self.unique_users, self.latest)
 
 
 @dataclass
@@ -77,7 +84,7 @@ class AggregateState:
         return UsageTotals(self.total, self.count, self.maximum, len(self.users), self.latest_quantity)
 
     def value(self, aggregation: Aggregation) -> Decimal:
-        return self.totals().value(aggregation)
+        return aggregate_value(aggregation, self.total, self.count, self.maximum, len(self.users), self.latest_quantity)
 
     def value_after(self, aggregation: Aggregation, quantity: Decimal, at: datetime, user_id: str | None) -> Decimal:
         """The value this aggregate would have with one more event, without changing it."""

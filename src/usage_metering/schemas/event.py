@@ -142,6 +142,9 @@ def _parse_quantity_generally(name: str, value: Any) -> Decimal:
     return check_scale(name, quantity, QUANTITY_MAX_SCALE, "invalid_quantity") + 0  # -0 becomes 0
 
 
+_UTC_TEXT_ENDS = ("Z", "0")  # "...Z" or "...+00:00"; another offset ending in 0 takes the general path after
+
+
 def parse_timestamp_value(name: str, value: Any) -> datetime:
     """RFC 3339 text with an offset, or epoch seconds; returned in UTC."""
     if isinstance(value, bool):
@@ -160,9 +163,9 @@ def parse_timestamp_value(name: str, value: Any) -> datetime:
             raise ValidationError(name, "epoch seconds out of range", "invalid_timestamp")
     if not isinstance(value, str):
         raise ValidationError(name, "must be RFC 3339 text or epoch seconds", "invalid_type")
-    if value[-1:] == "Z" and value[:1].isdigit():  # canonical UTC text, the common case: no strip or shift
+    if value[:1].isdigit() and value[-1:] in _UTC_TEXT_ENDS:  # UTC text, the common case: no strip or shift
         try:
-            parsed = datetime.fromisoformat(value)  # "...Z" parses as UTC (Python 3.11+)
+            parsed = datetime.fromisoformat(value)  # "...Z" and "...+00:00" parse as UTC (Python 3.11+)
         except ValueError:
             parsed = None  # the general path below gives the error
         if parsed is not None and parsed.tzinfo is timezone.utc:
