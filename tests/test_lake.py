@@ -147,6 +147,35 @@ def test_a_lake_newer_than_this_version_is_refused_and_nothing_is_changed(lakes:
     connection.close()
 
 
+def test_a_lake_made_before_daily_rollups_upgrades_and_answers_the_same(
+    lakes: LakeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 10 adds a table and a column, 11 replaces the analysts' views: on DuckLake, through its SQL."""
+    import usage_metering.store.lake as lake_module
+    import usage_metering.store.migrations as migrations_module
+
+    before_daily_rollups = tuple(step for step in migrations_module.MIGRATIONS if step[0] <= 9)
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", before_daily_rollups)
+    monkeypatch.setattr(lake_module, "MIGRATIONS", before_daily_rollups)
+    lake = lakes.new()
+    with Metering.open(tmp_path / "node", lake=lake) as metering:
+        assert metering.database.schema_version == 9
+        recorded = _record_all(metering)[EventStatus.RECORDED]
+        before = _answers(metering)
+    monkeypatch.undo()
+
+    with Metering.open(tmp_path / "node", lake=lake) as metering:
+        assert metering.database.schema_version == max(version for version, _step in migrations_module.MIGRATIONS)
+        assert _answers(metering) == before
+        cursor = metering.database.cursor()
+        assert cursor.execute("SELECT days_sealed_before FROM rollup_state").fetchall() == [(None,)]
+        assert metering.compact_rollups() == 0  # a lake is never sealed
+        demo_events = cursor.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        assert demo_events >= recorded
+        assert cursor.execute("SELECT sum(event_count) FROM usage_daily").fetchall() == [(demo_events,)]
+        assert cursor.execute("SELECT sum(event_count) FROM usage_monthly").fetchall() == [(demo_events,)]
+
+
 def test_a_missing_catalog_is_a_clear_error(lakes: LakeFactory, tmp_path: Path) -> None:
     missing = Lake(f"postgres:{lakes.catalog_dsn('no_such_database')}", str(tmp_path / "data"))
     with pytest.raises(LakeError, match="cannot open the lake"):

@@ -1,6 +1,6 @@
 """Sealed days: whole past days read from daily rollups answer exactly as the events do.
 
-Every reader is checked against SQL over the raw `events` table: before
+Every reader, and the analysts' views, is checked against SQL over the raw `events` table: before
 sealing, after it, after late events for sealed days (and resends of stored
 ones), after the daily deltas are folded, and with sealing running beside
 ingest. Also: a file from before the daily table upgrades and seals.
@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from nodes import ServerProcess
 from usage_metering import Metering
 from usage_metering.consumer import Ingestor
 from usage_metering.schemas import Aggregation, UsageTotals, parse_event
@@ -67,6 +68,10 @@ def windows() -> list[tuple[datetime, datetime]]:
 
 
 def assert_every_reader_exact(cursor: duckdb.DuckDBPyConnection) -> None:
+    for view, bucket in (("usage_daily", "CAST(ts AS DATE)"), ("usage_monthly", "date_trunc('month', ts)")):
+        assert sorted(cursor.execute(f"SELECT * FROM {view}").fetchall()) == sorted(cursor.execute(
+            f"SELECT tenant_id, metric, {bucket}, sum(quantity), max(quantity), count(*), count(DISTINCT user_id) "
+            "FROM events GROUP BY ALL").fetchall()), view
     for start, end in windows():
         values = usage_values_for_windows(cursor, [(t, start, end) for t in TENANTS], AGGREGATIONS)
         states = aggregate_states_for_windows(cursor, [(t, start, end) for t in TENANTS])
@@ -204,3 +209,46 @@ def test_a_file_from_before_daily_rollups_upgrades_and_seals(tmp_path: Path) -> 
         assert usage_totals(cursor, "t1", "calls", *window) == before
         # the two days with usage, each a row; the days between them were sealed with them
         assert cursor.execute("SELECT count(*) FROM usage_daily_rollup").fetchall()[0][0] == 2
+
+
+def test_a_node_seals_past_days_and_counts_late_events_over_http(tmp_path: Path) -> None:
+    """The real path: a server process seals the days it stored on a clean stop; after a restart, late
+    events for a sealed day still count, in the usage a client reads over HTTP."""
+    path, tenant = tmp_path / "m.duckdb", "seal-e2e"
+    moments = [TODAY - days * DAY + timedelta(hours=3 + days) for days in (6, 5, 4, 3)]
+    first = [{"tenant_id": tenant, "metric": "calls", "quantity": f"{k}.5", "user_id": f"u{k}", "event_id": f"e{k}",
+              "timestamp": moment.isoformat()} for k, moment in enumerate(moments)]
+    late = [{"tenant_id": tenant, "metric": "calls", "quantity": "100", "timestamp": moments[0].isoformat()},
+            first[0]]  # a new event for the first day, and a resend of that day's first event
+    window = f"?from={(TODAY - 7 * DAY).date().isoformat()}&to={TODAY.date().isoformat()}&daily=true"
+
+    node = ServerProcess(path, demo=False)
+    try:
+        node.start()
+        assert node.request("POST", "/api/events/batch", json_body={"events": first})[2]["recorded"] == 4
+        node.stop()  # a clean stop folds and seals what is due
+    finally:
+        node.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        sealed = days_sealed_before(con)
+        assert sealed is not None and sealed > moments[0]
+        assert con.execute("SELECT count(*) FROM usage_daily_rollup").fetchall()[0][0] >= 1
+
+    node = ServerProcess(path, demo=False)
+    try:
+        node.start()
+        answer = node.request("POST", "/api/events/batch", json_body={"events": late})[2]
+        assert (answer["recorded"], answer["duplicates"]) == (1, 1)
+        status, _headers, usage = node.request("GET", f"/api/usage/{tenant}/calls{window}")
+        assert status == 200
+        assert (Decimal(str(usage["value"])), usage["event_count"]) == (Decimal("108.0"), 5)
+        by_day = {day["date"]: Decimal(str(day["value"])) for day in usage["daily"]}
+        assert by_day[moments[0].date().isoformat()] == Decimal("100.5")
+        node.stop()
+    finally:
+        node.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        late_day = con.execute(
+            "SELECT sum(quantity_sum), sum(event_count) FROM usage_daily_rollup WHERE day = ?",
+            [start_of_day(moments[0]).replace(tzinfo=None)]).fetchall()[0]
+        assert (Decimal(late_day[0]), late_day[1]) == (Decimal("100.5"), 2)  # the late event is in its sealed day
