@@ -10,9 +10,9 @@ so a `block` metric (which can reach but never pass its quota) still alerts at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Mapping
 
 from usage_metering.schemas import AggregateState, Aggregation, period_containing

@@ -37,6 +37,7 @@ from usage_metering.schemas import (
 )
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
+from usage_metering.store.batch_folds import BatchFolds, fold_batch
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.counter_checkpoint import (
     CounterCheckpoint,
@@ -54,11 +55,10 @@ from usage_metering.store.events import (
     events_to_arrow,
     stored_event_rows,
 )
-from usage_metering.store.batch_folds import BatchFolds, fold_batch
 from usage_metering.store.offsets import PartitionKey, PartitionLost, claim_offsets, save_offsets
 from usage_metering.store.owners import record_owner
-from usage_metering.store.transaction import transaction
 from usage_metering.store.sealed_days import append_late_day_deltas
+from usage_metering.store.transaction import transaction
 from usage_metering.store.usage import Window, aggregate_states_for_windows
 
 from .alerts import AlertRule, detect_alerts
@@ -542,8 +542,9 @@ class Ingestor:
             append_rollup_deltas(cursor, folds.rollups)
             earliest_hour = min(hour.hour for hour in folds.hours) if folds.hours else None
             sealed_before = self.compactor.sealed_before
-            late = earliest_hour is not None and sealed_before is not None and earliest_hour < sealed_before \
-                and append_late_day_deltas(cursor, folds.rollups, sealed_before)
+            late = earliest_hour is not None and sealed_before is not None and earliest_hour < sealed_before
+            if late:  # some of the batch's hours are in sealed days
+                append_late_day_deltas(cursor, folds.rollups, sealed_before)
             self._count_folds(folds, rules, staged)
             alerts = detect_alerts(staged.changed, self.counters, catalog, now, self._alert_rules)
             add_alerts(cursor, alerts)  # the outbox, in the same commit

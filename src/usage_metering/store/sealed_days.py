@@ -70,18 +70,17 @@ def seal_day(cursor: duckdb.DuckDBPyConnection, day: datetime) -> int:
     return int(written)
 
 
-def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table, sealed_before: datetime) -> bool:
-    """Also count a batch's hourly rollup rows of sealed days in their day; True when there were any.
+def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table, sealed_before: datetime) -> None:
+    """Also count a batch's hourly rollup rows of sealed days (hour < `sealed_before`) in their day.
 
     `rollups` holds usage_hourly's columns (store/batch_folds.py); runs in the ingest transaction.
     """
     late_rows = rollups  # noqa: F841 (read by DuckDB's replacement scan)
-    appended = cursor.execute(
+    cursor.execute(
         "INSERT INTO usage_daily_rollup SELECT tenant_id, metric, user_id, date_trunc('day', hour), quantity_sum, "
         "quantity_max, event_count, latest_at, latest_quantity FROM late_rows WHERE hour < ?",
         [to_naive_utc(sealed_before)],
-    ).fetchall()[0][0]
-    return int(appended) > 0
+    )
 
 
 def split_window(

@@ -49,7 +49,9 @@ def _totals(row: Sequence[object]) -> UsageTotals:
     )
 
 
-_ROLLUP_COLUMNS = "tenant_id, metric, user_id, quantity_sum, quantity_max, event_count, latest_at, latest_quantity"
+_ROLLUP_COLUMN_NAMES = ("tenant_id", "metric", "user_id", "quantity_sum", "quantity_max", "event_count",
+                        "latest_at", "latest_quantity")
+_ROLLUP_COLUMNS = ", ".join(_ROLLUP_COLUMN_NAMES)
 
 
 def _rollup_rows(cursor: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> tuple[str, list[object]]:
@@ -153,13 +155,13 @@ def _window_rollups(cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window]
         if days:
             pieces[1].append((tenant_id, to_naive_utc(start), to_naive_utc(days[0]), to_naive_utc(days[1])))
     selects, params, registered = [], [], []
-    columns = ", ".join(f"u.{column}" for column in _ROLLUP_COLUMNS.split(", ")[1:])
+    columns = ", ".join(f"u.{column}" for column in _ROLLUP_COLUMN_NAMES[1:])  # tenant_id comes from the piece
     for (table, bucket), table_pieces in zip(_ROLLUP_TABLES, pieces):
         if not table_pieces:
             continue
         name = f"{table}_pieces"
-        cursor.register(name, pa.Table.from_pylist(
-            [dict(zip(_PIECES_SCHEMA.names, piece)) for piece in table_pieces], schema=_PIECES_SCHEMA))
+        cursor.register(name, pa.Table.from_pydict(dict(zip(_PIECES_SCHEMA.names, zip(*table_pieces))),
+                                                   schema=_PIECES_SCHEMA))
         registered.append(name)
         # The constant bounds let the scan skip row groups outside every piece (rollups lie in time order).
         selects.append(
