@@ -44,7 +44,7 @@ from .schemas import (
     parse_tenant,
     period_containing,
 )
-from .schemas.event_json import parse_events
+from .schemas.event_json import decode_valid_events_json, parse_events
 from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, Lake
 from .store import catalog as catalog_store
 from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
@@ -185,6 +185,11 @@ class Metering:
 
     def validate(self, data: Mapping[str, Any]) -> UsageEvent:
         return parse_event(data, now=self.clock(), late_window=self.late_window)
+
+    def validate_events_json(self, body: bytes) -> list[UsageEvent] | None:
+        """An HTTP batch body (`{"events": [...]}` or a list) as events when every one is valid, else None:
+        then decode it as JSON and pass the items to `submit_events`, which says what is wrong with each."""
+        return decode_valid_events_json(body, now=self.clock(), late_window=self.late_window)
 
     def _validate_all(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[UsageEvent | ValidationError]:
         """Each item validated (a dict) or as it is (already a UsageEvent)."""

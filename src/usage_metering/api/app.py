@@ -58,6 +58,8 @@ from .requests import (
     query_date,
     query_flag,
     query_int,
+    parse_json,
+    read_body,
     read_json,
     require_object,
 )
@@ -91,10 +93,13 @@ async def post_event(request: Request) -> Response:
 
 
 async def post_event_batch(request: Request) -> Response:
-    body = await read_json(request, MAX_BATCH_BODY_BYTES)
-    events = require_object(body).get("events") if isinstance(body, dict) else body
-    if not isinstance(events, list):
-        raise ApiError(422, "invalid_type", "events must be a list of event objects", "events")
+    body = await read_body(request, MAX_BATCH_BODY_BYTES)
+    events: list[Any] | None = _metering(request).validate_events_json(body)  # all valid: one msgspec pass
+    if events is None:  # the reference path, for each event's own error
+        data = parse_json(body)
+        events = require_object(data).get("events") if isinstance(data, dict) else data
+        if not isinstance(events, list):
+            raise ApiError(422, "invalid_type", "events must be a list of event objects", "events")
     if len(events) > MAX_BATCH_EVENTS:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
     check_event_tenants(request, events)  # one foreign event refuses the whole batch

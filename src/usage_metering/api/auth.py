@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from usage_metering.access import Principal
 from usage_metering.metering import Metering
-from usage_metering.schemas import ErrorDetail
+from usage_metering.schemas import ErrorDetail, UsageEvent
 
 from .errors import ApiError, error_response
 
@@ -155,13 +155,19 @@ def principal_of(request: Request) -> Principal | None:
 def check_event_tenants(request: Request, events: Sequence[Any]) -> None:
     """403 for the whole request if a tenant key sends an event for another tenant.
 
-    Items that are not objects are left to validation (they are rejected anyway).
+    Items are event objects (dicts) or already validated events. Items that are not objects are left to validation (they are rejected anyway).
     """
     principal = principal_of(request)
     if principal is None or principal.is_admin:
         return
     for index, event in enumerate(events):
-        if isinstance(event, dict) and not principal.may_access(event.get("tenant_id")):
+        if isinstance(event, UsageEvent):
+            tenant_id = event.tenant_id
+        elif isinstance(event, dict):
+            tenant_id = event.get("tenant_id")
+        else:
+            continue
+        if not principal.may_access(tenant_id):
             field = "tenant_id" if len(events) == 1 else f"events[{index}].tenant_id"
             raise ApiError(403, "forbidden", f"this key may only record events for tenant {principal.tenant_id!r}", field)
 
