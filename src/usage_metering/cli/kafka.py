@@ -83,10 +83,12 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
     from usage_metering.metering import Metering
     from usage_metering.node.logs import configure_logging
     from usage_metering.node.maintenance import LakeMaintenance
+    from usage_metering.node.runtime import tune_garbage_collector
     from usage_metering.node.webhooks import WebhookDispatcher, webhook_settings
 
     require_file_mode(ctx, "consume")
     configure_logging(log_format, log_level.lower())
+    tune_garbage_collector()
     options = root_options(ctx)
     try:
         webhooks = webhook_settings(options["db"], webhook_url, webhook_secret)

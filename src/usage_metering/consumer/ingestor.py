@@ -109,6 +109,11 @@ class _Request:
     dead_letters: Sequence[DeadLetter]
     dead_letter_blocked: BlockedLetter | None = None
     future: Future[list[IngestOutcome]] = field(default_factory=Future)
+    # Hashed by the submitting thread (an HTTP loop, a Kafka poller) while the writer commits the group before.
+    fingerprints: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprints = [event_fingerprint(event.tenant_id, event.event_id) for event in self.events]
 
 
 class IngestorStopped(RuntimeError):
@@ -516,8 +521,12 @@ class Ingestor:
         for index, event in enumerate(events):
             first_index.setdefault((event.tenant_id, event.event_id), index)
         keys = list(first_index)
-        unique = events if len(keys) == len(events) else [events[i] for i in first_index.values()]
-        fingerprints = [event_fingerprint(tenant_id, event_id) for tenant_id, event_id in keys]
+        fingerprints = [fingerprint for request in requests for fingerprint in request.fingerprints]
+        if len(keys) < len(events):
+            unique = [events[i] for i in first_index.values()]
+            fingerprints = [fingerprints[i] for i in first_index.values()]
+        else:
+            unique = events
         now = self.clock()
         cursor = self.database.cursor()
         self._load_keys(cursor)

@@ -22,6 +22,7 @@ from .demo import init_demo
 from .kafka_mode import KafkaMode
 from .logs import configure_logging
 from .maintenance import DEFAULT_MAINTENANCE_INTERVAL, LakeMaintenance
+from .runtime import tune_garbage_collector
 from .snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
 from .webhooks import WebhookDispatcher, webhook_settings
 
@@ -90,6 +91,7 @@ def run_server(
     `kafka_topic` and a consumer in this process ingests the topic (Kafka mode).
     """
     configure_logging(log_format, log_level)
+    tune_garbage_collector()
     webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
     kafka = KafkaMode(kafka_bootstrap_servers, kafka_topic) if kafka_bootstrap_servers else None
     metering = Metering.open(db_path, lake=lake, late_window=late_window, publisher=kafka.producer if kafka else None)
