@@ -44,7 +44,9 @@ class RecordPacker(Generic[Item]):
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._linger = linger_seconds
-        self._cond = threading.Condition()
+        # add() takes the lock itself (a C context manager); the condition, on the same lock, wakes the shipper.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         # Insertion order is due order: every record lingers the same time from its creation.
         self._open: dict[bytes, _OpenRecord[Item]] = {}
         self._closed = False
@@ -52,7 +54,7 @@ class RecordPacker(Generic[Item]):
         self._thread.start()
 
     def add(self, key: bytes, payload: bytes, item: Item) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the producer is closed")
             record = self._open.get(key)

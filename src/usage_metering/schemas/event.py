@@ -27,7 +27,7 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 DEFAULT_LATE_WINDOW = timedelta(days=35)
 
 
-class UsageEvent(msgspec.Struct, frozen=True, gc=False):
+class UsageEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A validated event. `timestamp` is timezone-aware UTC.
 
     A frozen msgspec Struct rather than a frozen dataclass: one is built per
