@@ -439,7 +439,7 @@ class Metering:
             return 0
         compactor = self.ingestor.compactor
         sealed = compactor.seal_due_days()
-        compactor.compact()
+        compactor.compact(seal_limit=0)  # fold the deltas: nothing is left to seal
         return sealed
 
     def maintain_lake(self, keep_snapshots: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:

@@ -64,12 +64,12 @@ class RollupCompactor:
             if table not in self._dirty_since or hour < self._dirty_since[table]:
                 self._dirty_since[table] = hour
 
-    def compact(self) -> int:
-        """One pass now: fold the deltas appended since the last one, then seal the days due; returns
-        the rows merged away."""
+    def compact(self, seal_limit: int | None = DAYS_PER_PASS) -> int:
+        """One pass now: fold the deltas appended since the last one, then seal up to `seal_limit` of the
+        days due (None: all); returns the rows merged away."""
         with self._pass:
             removed = self._fold("usage_hourly")
-            self.seal_due_days(DAYS_PER_PASS)
+            self.seal_due_days(seal_limit)
             removed += self._fold("usage_daily_rollup")  # late events' daily deltas
             self.rows_removed += removed
             return removed
