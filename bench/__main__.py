@@ -7,8 +7,8 @@ measured in the same run) and writes it to bench/results/latest.md.
 from __future__ import annotations
 
 import argparse
-import pstats
 import io
+import pstats
 import sys
 import tempfile
 import time
@@ -44,14 +44,22 @@ QUICK = Sizes(30_000, 1_000, 10, 2_000, 4_000, 4_000, 15.0, 1_000_000, 100)
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 90 s)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}"
+    )
     parser.add_argument("--repeat", type=int, default=None, help="runs per measurement (default 3, quick 2)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print cProfile of in-process ingest and of the HTTP server's event loop")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print cProfile of in-process ingest and of the HTTP server's event loop",
+    )
     parser.add_argument("--wrk", action="store_true", help="cross-check quota GETs with wrk if installed")
-    parser.add_argument("--scale-sizes", default=None, metavar="N,N,...",
-                        help="stored-event counts for the scale section (default 0,1000000,10000000; quick 0,1000000)")
+    parser.add_argument(
+        "--scale-sizes",
+        default=None,
+        metavar="N,N,...",
+        help="stored-event counts for the scale section (default 0,1000000,10000000; quick 0,1000000)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
     if unknown:
@@ -71,10 +79,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
         _step("in-process ingest")
         rows += bench_ingest(sizes.ingest_events, sizes.naive_rows, repeats)
         if args.profile:
-            notes.append("### cProfile: in-process validate + ingest (inline, no writer thread)\n\n```\n"
-                         + profile_ingest(min(sizes.ingest_events, 100_000)) + "```")
-            notes.append("### cProfile: 100 group commits of 32 pre-validated events\n\n```\n"
-                         + profile_small_commits() + "```")
+            notes.append(
+                "### cProfile: in-process validate + ingest (inline, no writer thread)\n\n```\n"
+                + profile_ingest(min(sizes.ingest_events, 100_000))
+                + "```"
+            )
+            notes.append(
+                "### cProfile: 100 group commits of 32 pre-validated events\n\n```\n" + profile_small_commits() + "```"
+            )
     if "scale" in sections:
         from .scale import bench_scale
 
@@ -89,8 +101,14 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
         from .http_api import HttpSizes, bench_http, wrk_cross_check
 
         _step(f"HTTP ({', '.join(sorted(http_sections))})")
-        http_sizes = HttpSizes(sizes.http_batches, sizes.http_singles, sizes.http_quotas, sizes.http_health,
-                               sizes.http_max_seconds, repeats)
+        http_sizes = HttpSizes(
+            sizes.http_batches,
+            sizes.http_singles,
+            sizes.http_quotas,
+            sizes.http_health,
+            sizes.http_max_seconds,
+            repeats,
+        )
         with tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp:
             profile_out = str(Path(tmp) / "server.prof") if args.profile else ""
             http_rows = bench_http(http_sizes, http_sections, profile_out)
@@ -98,12 +116,18 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
                 row.notes += "; SERVER UNDER cProfile: slower, not comparable to a run without --profile"
             rows += http_rows
             if profile_out and Path(profile_out).exists():
-                notes.append("### cProfile: HTTP server main thread (event loop) over the whole HTTP section\n\n```\n"
-                             + _top(profile_out) + "```")
+                notes.append(
+                    "### cProfile: HTTP server main thread (event loop) over the whole HTTP section\n\n```\n"
+                    + _top(profile_out)
+                    + "```"
+                )
         if args.wrk:
             out = wrk_cross_check()
-            notes.append("### wrk cross-check (quota GET, 16 conns)\n\n```\n" + out + "```" if out
-                         else "wrk not installed: no cross-check")
+            notes.append(
+                "### wrk cross-check (quota GET, 16 conns)\n\n```\n" + out + "```"
+                if out
+                else "wrk not installed: no cross-check"
+            )
     if "billing" in sections:
         from .billing import bench_billing
 
@@ -135,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         f"# Usage Metering benchmarks ({mode}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n{header}\n"
         f"- wall time {time.perf_counter() - started:.0f} s; medians of {args.repeat or (2 if args.quick else 3)} "
         f"runs (billing: 5); ratio > 1 means better than the baseline\n\n"
-        + markdown_table(rows) + "\n\n" + "\n\n".join(notes) + "\n"
+        + markdown_table(rows)
+        + "\n\n"
+        + "\n\n".join(notes)
+        + "\n"
     )
     print(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,17 @@ TARGET_SECONDS = 1.0
 
 def _plan(plan_id: str, base_fee: str, scale: int) -> dict[str, object]:
     return {
-        "plan_id": plan_id, "name": plan_id.title(), "currency": "USD", "base_fee": base_fee,
+        "plan_id": plan_id,
+        "name": plan_id.title(),
+        "currency": "USD",
+        "base_fee": base_fee,
         "metrics": [
-            {"metric": "api_calls", "included": 1000 * scale, "policy": "charge",
-             "tiers": [{"up_to": 100_000 * scale, "unit_price": "0.001"}, {"up_to": None, "unit_price": "0.0005"}]},
+            {
+                "metric": "api_calls",
+                "included": 1000 * scale,
+                "policy": "charge",
+                "tiers": [{"up_to": 100_000 * scale, "unit_price": "0.001"}, {"up_to": None, "unit_price": "0.0005"}],
+            },
             {"metric": "storage_gb", "included": 10 * scale, "policy": "charge", "unit_price": "0.10"},
             {"metric": "active_users", "included": 5 * scale, "policy": "notify"},
             {"metric": "compute_minutes", "included": 100 * scale, "policy": "charge", "unit_price": "0.02"},
@@ -70,7 +77,7 @@ def _insert_events_sql(events: int, tenants: int, start: datetime, span: timedel
                 CAST(CAST(hash(i, 3) % 100000 AS BIGINT) / 100 AS DECIMAL(38, 9)) AS quantity,
                 CASE WHEN hash(i, 4) % 10 < 3 THEN NULL
                      ELSE 'user-' || CAST(hash(i, 5) % {USERS_PER_TENANT} AS VARCHAR) END AS user_id,
-                TIMESTAMP '{start.replace(tzinfo=None).isoformat(sep=' ')}'
+                TIMESTAMP '{start.replace(tzinfo=None).isoformat(sep=" ")}'
                     + to_microseconds(CAST(hash(i, 6) % {span_us} AS BIGINT)) AS ts
             FROM range({events}) t(i)
         )
@@ -119,7 +126,10 @@ def dataset(events: int, tenants: int) -> tuple[Path, str]:
     from usage_metering.store.migrations import MIGRATIONS
 
     schema = max(version for version, _sql in MIGRATIONS)  # a cache from another schema is not reused
-    path = DATA_DIR / f"billing-v{FORMAT_VERSION}-s{schema}-duckdb{duckdb.__version__}-{events}ev-{tenants}t-{label}.duckdb"
+    path = (
+        DATA_DIR
+        / f"billing-v{FORMAT_VERSION}-s{schema}-duckdb{duckdb.__version__}-{events}ev-{tenants}t-{label}.duckdb"
+    )
     if path.exists():
         return path, "cached"
     upgrade = upgrade_cache(path, schema)
@@ -151,7 +161,7 @@ def upgrade_cache(path: Path, schema: int) -> float | None:
         old = path.with_name(path.name.replace(f"-s{schema}-", f"-s{older}-"))
         if old.exists():
             for file in old.parent.glob(old.name + "*"):  # the file, its WAL, its event key index
-                file.rename(path.with_name(path.name + file.name[len(old.name):]))
+                file.rename(path.with_name(path.name + file.name[len(old.name) :]))
             return first_open(path)
     return None
 
@@ -175,8 +185,11 @@ def check_totals(metering: Metering, invoices: list[Invoice]) -> tuple[bool, str
     expected: dict[tuple[str, str], Decimal] = {}
     for tenant, metric, total, _count, maximum, users, _latest in rows:
         aggregation = Aggregation(METRICS[metric])
-        expected[(tenant, metric)] = {Aggregation.SUM: total, Aggregation.MAX: maximum,
-                                      Aggregation.UNIQUE_COUNT: Decimal(users)}[aggregation]
+        expected[(tenant, metric)] = {
+            Aggregation.SUM: total,
+            Aggregation.MAX: maximum,
+            Aggregation.UNIQUE_COUNT: Decimal(users),
+        }[aggregation]
     mismatches = 0
     checked = 0
     grand = Decimal(0)
@@ -190,7 +203,8 @@ def check_totals(metering: Metering, invoices: list[Invoice]) -> tuple[bool, str
                 mismatches += 1
     missing = sum(1 for tenant, _ in expected if tenant not in {i.tenant_id for i in invoices})
     ok = mismatches == 0 and missing == 0
-    text = f"{'OK' if ok else 'MISMATCH'}: {checked} lines, {mismatches} differ, {missing} unbilled, sum(used)={grand:,.2f}"
+    verdict = "OK" if ok else "MISMATCH"
+    text = f"{verdict}: {checked} lines, {mismatches} differ, {missing} unbilled, sum(used)={grand:,.2f}"
     return ok, text
 
 
@@ -205,7 +219,7 @@ def bench_billing(events: int, tenants: int, repeats: int) -> tuple[list[Row], s
         metering.billing_report()  # warm-up: first touch of the file's pages
         report_times = [timed(metering.billing_report)[0] for _ in range(repeats)]
         invoices = metering.billing_report()
-        ok, check = check_totals(metering, invoices)
+        _ok, check = check_totals(metering, invoices)
         period = invoices[0].period
         windows = [(t.tenant_id, period.start, period.end) for t in metering.tenants()]
         aggregations = {name: metering.ingestor.catalog.aggregation(name) for name in metering.ingestor.catalog.metrics}
@@ -216,19 +230,25 @@ def bench_billing(events: int, tenants: int, repeats: int) -> tuple[list[Row], s
     finally:
         metering.close()
     report, naive, rollup_sql = median(report_times), median(naive_times), median(sql_times)
-    info = (f"dataset {path.name} ({origin}): {event_rows:,} events, {rollup_rows:,} usage_hourly rows "
-            f"({rollup_rows / max(event_rows, 1):.2f} per event), {daily_rows:,} usage_daily_rollup rows (sealed days), "
-            f"{len(invoices)} invoices; "
-            f"Metering.open (counter reload) {open_seconds:.2f} s")
+    info = (
+        f"dataset {path.name} ({origin}): {event_rows:,} events, {rollup_rows:,} usage_hourly rows "
+        f"({rollup_rows / max(event_rows, 1):.2f} per event), {daily_rows:,} usage_daily_rollup rows (sealed days), "
+        f"{len(invoices)} invoices; "
+        f"Metering.open (counter reload) {open_seconds:.2f} s"
+    )
     rows = [
         Row(
             f"billing_report(), {tenants:,} tenants, {events / 1e6:g}M events",
-            fmt_ms(report), fmt_ms(naive) + " (GROUP BY over raw events, SQL only)",
-            f"{naive / report:.2f}x", f"< {TARGET_SECONDS:g} s", verdict(report < TARGET_SECONDS),
+            fmt_ms(report),
+            fmt_ms(naive) + " (GROUP BY over raw events, SQL only)",
+            f"{naive / report:.2f}x",
+            f"< {TARGET_SECONDS:g} s",
+            verdict(report < TARGET_SECONDS),
             notes=f"{check}; runs ms: {', '.join(f'{t * 1000:.0f}' for t in report_times)}",
         ),
         Row(
-            "  of which rollup SQL (usage_values_for_windows)", fmt_ms(rollup_sql),
+            "  of which rollup SQL (usage_values_for_windows)",
+            fmt_ms(rollup_sql),
             notes=f"rest = Python pricing/plan loading ({fmt_ms(max(report - rollup_sql, 0))})",
         ),
     ]

@@ -38,7 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import psycopg
 
 from usage_metering import Metering
@@ -86,8 +85,9 @@ def _produce(bootstrap: str, topic: str, count: int, seed: int, started_at: Any)
     producer = UsageProducer(bootstrap, topic)
     started_at.value = time.time()  # after the process's start-up: the clock starts at the first record
     for i in range(count):
-        producer.record(f"tenant-{i % 200:03d}", ("api_calls", "storage_gb", "compute_ms")[i % 3], i % 17,
-                        event_id=f"{seed}-{i}")
+        producer.record(
+            f"tenant-{i % 200:03d}", ("api_calls", "storage_gb", "compute_ms")[i % 3], i % 17, event_id=f"{seed}-{i}"
+        )
     producer.flush()
     producer.close()
 
@@ -108,10 +108,26 @@ def _group_offsets(bootstrap: str, group: str) -> dict[int, int]:
 def _consumer(bootstrap: str, topic: str, group: str, node_dir: Path, lake: Lake | None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
     store = ["--lake", lake.catalog, "--lake-data", str(lake.data_path)] if lake else []
-    argv = [sys.executable, "-m", "usage_metering", *store, "--db", str(node_dir), "consume",
-            "--bootstrap-servers", bootstrap, "--topic", topic, "--group-id", group, "--maintenance-interval", "0"]
-    return subprocess.Popen(argv, env=env, stdout=(node_dir.parent / f"{node_dir.name}.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+    argv = [
+        sys.executable,
+        "-m",
+        "usage_metering",
+        *store,
+        "--db",
+        str(node_dir),
+        "consume",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group-id",
+        group,
+        "--maintenance-interval",
+        "0",
+    ]
+    return subprocess.Popen(
+        argv, env=env, stdout=(node_dir.parent / f"{node_dir.name}.log").open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def _assigned_everywhere(logs: list[Path], nodes: int) -> bool:
@@ -122,7 +138,11 @@ def _assigned_everywhere(logs: list[Path], nodes: int) -> bool:
         if not lines:
             return False
         latest.append({int(p) for p in lines[-1].split("assigned [", 1)[1].split("]", 1)[0].split(", ") if p})
-    return len(latest) == nodes and sum(len(s) for s in latest) == PARTITIONS and set().union(*latest) == set(range(PARTITIONS))
+    return (
+        len(latest) == nodes
+        and sum(len(s) for s in latest) == PARTITIONS
+        and set().union(*latest) == set(range(PARTITIONS))
+    )
 
 
 def nodes_rate(bootstrap: str, lakes: Lakes | None, nodes: int, events: int, work: Path) -> float:
@@ -163,8 +183,19 @@ def nodes_rate(bootstrap: str, lakes: Lakes | None, nodes: int, events: int, wor
 
 def _events(prefix: str, count: int, tenants: int = 200) -> list[Any]:
     now = datetime.now(timezone.utc)
-    return [parse_event({"tenant_id": f"t{i % tenants}", "metric": "calls", "quantity": i % 9, "user_id": f"u{i % 7}",
-                         "event_id": f"{prefix}-{i}"}, now=now) for i in range(count)]
+    return [
+        parse_event(
+            {
+                "tenant_id": f"t{i % tenants}",
+                "metric": "calls",
+                "quantity": i % 9,
+                "user_id": f"u{i % 7}",
+                "event_id": f"{prefix}-{i}",
+            },
+            now=now,
+        )
+        for i in range(count)
+    ]
 
 
 def commit_ms(database: Database, commits: int = 200) -> float:
@@ -173,14 +204,14 @@ def commit_ms(database: Database, commits: int = 200) -> float:
     seconds = []
     for n in range(commits):
         started = time.perf_counter()
-        ingestor.ingest(batch[n * 32:(n + 1) * 32])
+        ingestor.ingest(batch[n * 32 : (n + 1) * 32])
         seconds.append(time.perf_counter() - started)
     return median(seconds)
 
 
 def hand_over(lakes: Lakes, stored: int, work: Path) -> tuple[float, float]:
     """(seconds for a new node's first open: key index built from a lake of `stored` events,
-        seconds for a claim of 6 partitions after the old owner committed 100k more)."""
+    seconds for a claim of 6 partitions after the old owner committed 100k more)."""
     lake = lakes.new("handover")
     with Metering.open(work / f"old-{uuid.uuid4().hex[:6]}", lake=lake) as old:
         for start in range(0, stored, 50_000):
@@ -222,9 +253,13 @@ def billing_lake(billing_file: Path, postgres_module: Any) -> tuple[Any, Lake]:
         try:
             cursor = database.cursor()
             cursor.execute(f"ATTACH '{billing_file}' AS source (READ_ONLY)")
-            tables = [t for (t,) in cursor.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'source' AND table_name <> 'schema_migrations'"
-            ).fetchall()]
+            tables = [
+                t
+                for (t,) in cursor.execute(
+                    "SELECT table_name FROM duckdb_tables()"
+                    " WHERE database_name = 'source' AND table_name <> 'schema_migrations'"
+                ).fetchall()
+            ]
             cursor.execute("BEGIN TRANSACTION")
             for table in tables:
                 cursor.execute(f"DELETE FROM lake.{table}")
@@ -260,10 +295,16 @@ def run(args: argparse.Namespace, bootstrap: str, postgres_module: Any) -> list[
         for nodes in (1, 2, 3):
             rates = [nodes_rate(bootstrap, lakes, nodes, args.events, work) for _ in range(args.runs)]
             print(f"  {nodes} node(s) on a lake: {median(rates):,.0f} ev/s ({rates})", file=sys.stderr)
-            rows.append(Row(f"cluster: {nodes} consume node(s) on a lake, {args.events:,} events", fmt_rate(median(rates), "ev/s"),
-                            baseline=fmt_rate(median(file_rates), "ev/s") + " (1 consumer on a file)",
-                            ratio=f"{median(rates) / median(file_rates):.2f}x",
-                            notes=f"runs: {', '.join(f'{r:,.0f}' for r in rates)}; 2 cores shared with broker, PostgreSQL, producer"))
+            rows.append(
+                Row(
+                    f"cluster: {nodes} consume node(s) on a lake, {args.events:,} events",
+                    fmt_rate(median(rates), "ev/s"),
+                    baseline=fmt_rate(median(file_rates), "ev/s") + " (1 consumer on a file)",
+                    ratio=f"{median(rates) / median(file_rates):.2f}x",
+                    notes=f"runs: {', '.join(f'{r:,.0f}' for r in rates)}; "
+                    "2 cores shared with broker, PostgreSQL, producer",
+                )
+            )
         on_file = Database(work / "commit.duckdb")
         on_lake = Database(work / "commit-node", lake=lakes.new("commit"))
         try:
@@ -272,14 +313,24 @@ def run(args: argparse.Namespace, bootstrap: str, postgres_module: Any) -> list[
         finally:
             on_file.close()
             on_lake.close()
-        rows.append(Row("cluster: 32-event commit on a lake", fmt_ms(median(lake_ms)),
-                        baseline=fmt_ms(median(file_ms)) + " (on a DuckDB file)", ratio=f"{median(lake_ms) / median(file_ms):.1f}x slower"))
+        rows.append(
+            Row(
+                "cluster: 32-event commit on a lake",
+                fmt_ms(median(lake_ms)),
+                baseline=fmt_ms(median(file_ms)) + " (on a DuckDB file)",
+                ratio=f"{median(lake_ms) / median(file_ms):.1f}x slower",
+            )
+        )
         for stored in args.handover_sizes:
             measured = [hand_over(lakes, stored, work) for _ in range(args.runs)]
-            rows.append(Row(f"cluster: hand-over, lake holding {stored:,} events",
-                            f"claim of 6 partitions {median([m[1] for m in measured]):.2f} s",
-                            baseline=f"first open (key index from the lake) {median([m[0] for m in measured]):.2f} s",
-                            notes="claim after the old owner committed 100k events: offsets, key tail, counters re-read"))
+            rows.append(
+                Row(
+                    f"cluster: hand-over, lake holding {stored:,} events",
+                    f"claim of 6 partitions {median([m[1] for m in measured]):.2f} s",
+                    baseline=f"first open (key index from the lake) {median([m[0] for m in measured]):.2f} s",
+                    notes="claim after the old owner committed 100k events: offsets, key tail, counters re-read",
+                )
+            )
     finally:
         server.remove()
         shutil.rmtree(work, ignore_errors=True)
@@ -295,9 +346,15 @@ def run(args: argparse.Namespace, bootstrap: str, postgres_module: Any) -> list[
                 lake_s = billing_seconds(on_lake, max(args.runs, 5))
         finally:
             lake_server.stop()
-        rows.append(Row(f"cluster: billing report, 1,000 tenants, {args.billing_events:,} events, from the lake",
-                        fmt_ms(lake_s), baseline=fmt_ms(file_s) + " (the same data in a DuckDB file)",
-                        ratio=f"{lake_s / file_s:.1f}x slower", notes=f"file {how}; lake cached in bench/.data"))
+        rows.append(
+            Row(
+                f"cluster: billing report, 1,000 tenants, {args.billing_events:,} events, from the lake",
+                fmt_ms(lake_s),
+                baseline=fmt_ms(file_s) + " (the same data in a DuckDB file)",
+                ratio=f"{lake_s / file_s:.1f}x slower",
+                notes=f"file {how}; lake cached in bench/.data",
+            )
+        )
     return rows
 
 

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import httpx
 
@@ -100,6 +100,7 @@ def running_server(db_path: Path, profile_out: str = "") -> Iterator[Server]:
 
 # -- request builders (top-level so the spawned load process can unpickle them) ------------
 
+
 def _event(seed: int, i: int, now: datetime) -> dict[str, object]:
     event: dict[str, object] = {
         "tenant_id": f"tenant-{(i * 7919 + seed) % TENANTS:04d}",
@@ -121,8 +122,11 @@ def build_single_events(count: int, seed: int) -> list[bytes]:
 def build_batches(count: int, size: int, seed: int) -> list[bytes]:
     now = datetime.now(timezone.utc)
     return [
-        build_request("POST", "/api/events/batch",
-                      json.dumps({"events": [_event(seed, b * size + i, now) for i in range(size)]}).encode())
+        build_request(
+            "POST",
+            "/api/events/batch",
+            json.dumps({"events": [_event(seed, b * size + i, now) for i in range(size)]}).encode(),
+        )
         for b in range(count)
     ]
 
@@ -160,10 +164,20 @@ def setup_catalog(port: int) -> None:
 
 # -- running and reporting -----------------------------------------------------------------
 
-def _load(server: Server, build: Callable[[], list[bytes]], connections: int, total: int,
-          max_seconds: float, warmup: int) -> LoadResult:
-    result = run_in_process(build, host=HOST, port=server.port, connections=connections, total=total,
-                            max_seconds=max_seconds, warmup=warmup, server_pid=server.pid)
+
+def _load(
+    server: Server, build: Callable[[], list[bytes]], connections: int, total: int, max_seconds: float, warmup: int
+) -> LoadResult:
+    result = run_in_process(
+        build,
+        host=HOST,
+        port=server.port,
+        connections=connections,
+        total=total,
+        max_seconds=max_seconds,
+        warmup=warmup,
+        server_pid=server.pid,
+    )
     bad = {s: n for s, n in result.statuses.items() if s >= 300}
     if bad or result.errors:
         raise RuntimeError(f"unexpected responses {bad}, errors {result.errors}: {result.error_sample}")
@@ -175,8 +189,10 @@ def _cpu_text(results: list[LoadResult]) -> str:
     other = median([r.server_other_cpu_s / r.seconds for r in results])
     client = median([r.client_cpu_share for r in results])
     busy = median([r.machine_busy_s / r.seconds for r in results])
-    return (f"server {loop + other:.2f} cores (loop {loop:.2f} + threads {other:.2f}) / client {client:.2f}; "
-            f"whole machine busy {busy:.2f} of 2")
+    return (
+        f"server {loop + other:.2f} cores (loop {loop:.2f} + threads {other:.2f}) / client {client:.2f}; "
+        f"whole machine busy {busy:.2f} of 2"
+    )
 
 
 def _runs(results: list[LoadResult]) -> str:
@@ -185,8 +201,11 @@ def _runs(results: list[LoadResult]) -> str:
 
 def _summary(results: list[LoadResult], per_request: int = 1) -> tuple[float, float, float]:
     """Median over runs of: items/s, p50 and p99 seconds."""
-    return (median([r.rate * per_request for r in results]), median([r.p50_s for r in results]),
-            median([r.p99_s for r in results]))
+    return (
+        median([r.rate * per_request for r in results]),
+        median([r.p50_s for r in results]),
+        median([r.p99_s for r in results]),
+    )
 
 
 @dataclass
@@ -201,8 +220,10 @@ class HttpSizes:
 
 def bench_http(sizes: HttpSizes, sections: set[str], profile_out: str = "") -> list[Row]:
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp, \
-            running_server(Path(tmp) / "http.duckdb", profile_out) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-http-") as tmp,
+        running_server(Path(tmp) / "http.duckdb", profile_out) as server,
+    ):
         setup_catalog(server.port)
         cap = sizes.max_seconds
         health_build = functools.partial(build_gets, ("/healthz",))
@@ -213,47 +234,80 @@ def bench_http(sizes: HttpSizes, sections: set[str], profile_out: str = "") -> l
         single_rate = None
         if "single" in sections or "batch" in sections:
             single_runs = [
-                _load(server, functools.partial(build_single_events, sizes.singles + 300, 1000 + rep),
-                      32, sizes.singles, cap, 300)
+                _load(
+                    server,
+                    functools.partial(build_single_events, sizes.singles + 300, 1000 + rep),
+                    32,
+                    sizes.singles,
+                    cap,
+                    300,
+                )
                 for rep in range(sizes.repeats)
             ]
             single_rate, p50, p99 = _summary(single_runs)
             if "single" in sections:
                 base, *_ = _summary(health(32))
-                rows.append(Row(
-                    "HTTP single-event POST /api/events, 32 conns", fmt_rate(single_rate, "req/s"),
-                    fmt_rate(base, "req/s") + " (GET /healthz)", f"{single_rate / base:.2f} of healthz",
-                    ">= 5,000 req/s, p99 < 20 ms", verdict(single_rate >= 5000 and p99 < 0.020),
-                    fmt_ms(p50), fmt_ms(p99), _cpu_text(single_runs),
-                    f"{sizes.singles:,} req/run; runs req/s (p99): {_runs(single_runs)}",
-                ))
+                rows.append(
+                    Row(
+                        "HTTP single-event POST /api/events, 32 conns",
+                        fmt_rate(single_rate, "req/s"),
+                        fmt_rate(base, "req/s") + " (GET /healthz)",
+                        f"{single_rate / base:.2f} of healthz",
+                        ">= 5,000 req/s, p99 < 20 ms",
+                        verdict(single_rate >= 5000 and p99 < 0.020),
+                        fmt_ms(p50),
+                        fmt_ms(p99),
+                        _cpu_text(single_runs),
+                        f"{sizes.singles:,} req/run; runs req/s (p99): {_runs(single_runs)}",
+                    )
+                )
         if "batch" in sections:
             runs = [
-                _load(server, functools.partial(build_batches, sizes.batches + 3, 1000, 2000 + rep),
-                      4, sizes.batches, cap, 3)
+                _load(
+                    server,
+                    functools.partial(build_batches, sizes.batches + 3, 1000, 2000 + rep),
+                    4,
+                    sizes.batches,
+                    cap,
+                    3,
+                )
                 for rep in range(sizes.repeats)
             ]
             rate, p50, p99 = _summary(runs, per_request=1000)
-            rows.append(Row(
-                "HTTP batch POST /api/events/batch (1,000 ev/req), 4 conns", fmt_rate(rate, "ev/s"),
-                fmt_rate(single_rate or 0, "ev/s") + " (single-event POSTs)", fmt_ratio(rate, single_rate or 0),
-                ">= 100,000 ev/s (item 1's batch target)", verdict(rate >= 100_000),
-                fmt_ms(p50) + " /batch", fmt_ms(p99) + " /batch", _cpu_text(runs),
-                f"{sizes.batches} batches/run; runs: {', '.join(f'{r.rate * 1000:,.0f}' for r in runs)}",
-            ))
+            rows.append(
+                Row(
+                    "HTTP batch POST /api/events/batch (1,000 ev/req), 4 conns",
+                    fmt_rate(rate, "ev/s"),
+                    fmt_rate(single_rate or 0, "ev/s") + " (single-event POSTs)",
+                    fmt_ratio(rate, single_rate or 0),
+                    ">= 100,000 ev/s (item 1's batch target)",
+                    verdict(rate >= 100_000),
+                    fmt_ms(p50) + " /batch",
+                    fmt_ms(p99) + " /batch",
+                    _cpu_text(runs),
+                    f"{sizes.batches} batches/run; runs: {', '.join(f'{r.rate * 1000:,.0f}' for r in runs)}",
+                )
+            )
         if "quota" in sections:
             _load(server, functools.partial(build_single_events, 2000, 3000), 8, 2000, cap, 0)  # usage to report
             quota_build = functools.partial(build_gets, QUOTA_PATHS)
             runs = [_load(server, quota_build, 16, sizes.quotas, cap, 200) for _ in range(sizes.repeats)]
             rate, p50, p99 = _summary(runs)
             base, *_ = _summary(health(16))
-            rows.append(Row(
-                "HTTP quota GET /api/quota/{tenant}/{metric}, 16 conns", fmt_rate(rate, "req/s"),
-                fmt_rate(base, "req/s") + " (GET /healthz)", f"{rate / base:.2f} of healthz",
-                ">= 5,000 req/s, p99 < 5 ms", verdict(rate >= 5000 and p99 < 0.005),
-                fmt_ms(p50), fmt_ms(p99), _cpu_text(runs),
-                f"{sizes.quotas:,} req/run; runs req/s (p99): {_runs(runs)}",
-            ))
+            rows.append(
+                Row(
+                    "HTTP quota GET /api/quota/{tenant}/{metric}, 16 conns",
+                    fmt_rate(rate, "req/s"),
+                    fmt_rate(base, "req/s") + " (GET /healthz)",
+                    f"{rate / base:.2f} of healthz",
+                    ">= 5,000 req/s, p99 < 5 ms",
+                    verdict(rate >= 5000 and p99 < 0.005),
+                    fmt_ms(p50),
+                    fmt_ms(p99),
+                    _cpu_text(runs),
+                    f"{sizes.quotas:,} req/run; runs req/s (p99): {_runs(runs)}",
+                )
+            )
     return rows
 
 
@@ -268,7 +322,17 @@ def wrk_cross_check(seconds: int = 5) -> str | None:
         setup_catalog(server.port)
         with _client(server.port) as client:
             client.record({"tenant_id": "tenant-0000", "metric": "api_calls", "quantity": 1})
-        out = subprocess.run([wrk, "-t1", "-c16", f"-d{seconds}s", "--latency",
-                              f"http://{HOST}:{server.port}/api/quota/tenant-0000/api_calls"],
-                             capture_output=True, text=True, timeout=seconds + 30)
+        out = subprocess.run(
+            [
+                wrk,
+                "-t1",
+                "-c16",
+                f"-d{seconds}s",
+                "--latency",
+                f"http://{HOST}:{server.port}/api/quota/tenant-0000/api_calls",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
         return out.stdout

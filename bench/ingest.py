@@ -114,8 +114,7 @@ def run_naive(path: Path, validated: list[UsageEvent]) -> float:
         database.cursor().execute(NAIVE_TABLE)
         received = datetime.now(timezone.utc).replace(tzinfo=None)
         rows = [
-            [e.tenant_id, e.event_id, e.metric, e.quantity, e.user_id,
-             e.timestamp.replace(tzinfo=None), None, received]
+            [e.tenant_id, e.event_id, e.metric, e.quantity, e.user_id, e.timestamp.replace(tzinfo=None), None, received]
             for e in validated
         ]
         cursor = database.cursor()

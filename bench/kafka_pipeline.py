@@ -43,13 +43,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-
 from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
 from usage_metering.consumer.topics import create_topics, end_offsets
 from usage_metering.producer import UsageProducer
@@ -80,8 +80,16 @@ def _new_topic(bootstrap: str, prefix: str) -> str:
     return name
 
 
-def _produce(bootstrap: str, topic: str, count: int, resend_fraction: float = 0.0, seed: int = 0,
-             with_ids: bool = False, max_batch_events: int = 500, on_start: Callable[[], None] | None = None) -> float:
+def _produce(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    resend_fraction: float = 0.0,
+    seed: int = 0,
+    with_ids: bool = False,
+    max_batch_events: int = 500,
+    on_start: Callable[[], None] | None = None,
+) -> float:
     """Record `count` events (+ resends) through the SDK; returns seconds from first record to flushed.
     `on_start` is called just before the first record."""
     rng = random.Random(seed)
@@ -89,8 +97,15 @@ def _produce(bootstrap: str, topic: str, count: int, resend_fraction: float = 0.
     producer = UsageProducer(bootstrap, topic, max_batch_events=max_batch_events)
     pending: list[tuple[str, str, Decimal, str]] = []
     # The caller's own values are made before the clock starts: what is timed is the SDK's work.
-    inputs = [(TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)], Decimal(rng.randint(0, 10_000_000)) / 1000,
-               f"{seed}-{i}" if (with_ids or resend) else None) for i in range(count)]
+    inputs = [
+        (
+            TENANTS[rng.randrange(50)],
+            METRICS[rng.randrange(3)],
+            Decimal(rng.randint(0, 10_000_000)) / 1000,
+            f"{seed}-{i}" if (with_ids or resend) else None,
+        )
+        for i in range(count)
+    ]
     if on_start is not None:
         on_start()
     started = time.perf_counter()
@@ -110,7 +125,9 @@ def _produce(bootstrap: str, topic: str, count: int, resend_fraction: float = 0.
     return elapsed
 
 
-def _produce_process(bootstrap: str, topic: str, count: int, resend_fraction: float, started_at: Any, seed: int) -> None:
+def _produce_process(
+    bootstrap: str, topic: str, count: int, resend_fraction: float, started_at: Any, seed: int
+) -> None:
     def mark_first_record() -> None:
         with started_at.get_lock():
             if started_at.value == 0.0:
@@ -121,8 +138,12 @@ def _produce_process(bootstrap: str, topic: str, count: int, resend_fraction: fl
 
 def raw_consume(bootstrap: str, topic: str, total: int) -> float:
     """Seconds for plain kafka-python to poll `total` records (no unpacking of events, no DuckDB)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                             max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
@@ -139,8 +160,13 @@ def raw_consume(bootstrap: str, topic: str, total: int) -> float:
 class _RunningConsumer:
     def __init__(self, bootstrap: str, topic: str, db_dir: Path, profile: bool = False) -> None:
         self.database = Database(db_dir / f"{uuid.uuid4().hex[:8]}.duckdb")
-        self.consumer = KafkaIngestConsumer(bootstrap, self.database, topic=topic, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                                            dead_letter_topic=f"{topic}-dl")
+        self.consumer = KafkaIngestConsumer(
+            bootstrap,
+            self.database,
+            topic=topic,
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            dead_letter_topic=f"{topic}-dl",
+        )
         self.stop_event = threading.Event()
         self.profiles: list[cProfile.Profile] = []
         self.error: BaseException | None = None
@@ -187,7 +213,9 @@ class _RunningConsumer:
         self.database.close()
 
 
-def consume(bootstrap: str, topic: str, total_ends: dict[int, int], db_dir: Path, profile: bool = False) -> tuple[float, Any]:
+def consume(
+    bootstrap: str, topic: str, total_ends: dict[int, int], db_dir: Path, profile: bool = False
+) -> tuple[float, Any]:
     running = _RunningConsumer(bootstrap, topic, db_dir, profile)
     try:
         start = running.wait(running.assigned)
@@ -197,7 +225,9 @@ def consume(bootstrap: str, topic: str, total_ends: dict[int, int], db_dir: Path
         running.stop()
 
 
-def end_to_end(bootstrap: str, count: int, resend_fraction: float, db_dir: Path, producers: int = 1) -> tuple[float, int]:
+def end_to_end(
+    bootstrap: str, count: int, resend_fraction: float, db_dir: Path, producers: int = 1
+) -> tuple[float, int]:
     """Producer process(es) -> Kafka -> the running consumer: (first produce to last DuckDB commit, events sent)."""
     topic = _new_topic(bootstrap, "e2e")
     running = _RunningConsumer(bootstrap, topic, db_dir)
@@ -206,8 +236,10 @@ def end_to_end(bootstrap: str, count: int, resend_fraction: float, db_dir: Path,
         ctx = multiprocessing.get_context("spawn")
         started_at = ctx.Value("d", 0.0)
         procs = [
-            ctx.Process(target=_produce_process,
-                        args=(bootstrap, topic, count // producers, resend_fraction, started_at, 100 + i))
+            ctx.Process(
+                target=_produce_process,
+                args=(bootstrap, topic, count // producers, resend_fraction, started_at, 100 + i),
+            )
             for i in range(producers)
         ]
         for proc in procs:
@@ -247,7 +279,8 @@ def visible_latency(bootstrap: str, db_dir: Path, rate: int = 10_000, seconds: f
     try:
         running.wait(running.assigned)
         proc = multiprocessing.get_context("spawn").Process(
-            target=_produce_steadily, args=(bootstrap, topic, rate, seconds))
+            target=_produce_steadily, args=(bootstrap, topic, rate, seconds)
+        )
         proc.start()
         newest = None
         while proc.is_alive() or len(latencies) < int(rate * seconds):
@@ -270,18 +303,23 @@ def visible_latency(bootstrap: str, db_dir: Path, rate: int = 10_000, seconds: f
 def decode_rates(count: int, runs: int) -> dict[str, float]:
     """In-process decode + validate only, events/s (median of `runs`): the three ways a record is read."""
     rng = random.Random(3)
-    producer_events = [build_event(TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)],
-                                   Decimal(rng.randint(0, 10_000_000)) / 1000) for _ in range(count)]
+    producer_events = [
+        build_event(TENANTS[rng.randrange(50)], METRICS[rng.randrange(3)], Decimal(rng.randint(0, 10_000_000)) / 1000)
+        for _ in range(count)
+    ]
     singles = [encode_event(event) for event in producer_events]
-    packed = [encode_event_batch(singles[i:i + 500]) for i in range(0, count, 500)]
+    packed = [encode_event_batch(singles[i : i + 500]) for i in range(0, count, 500)]
     now = datetime.now(timezone.utc)
     ways: dict[str, Callable[[], object]] = {
-        "packed records (decode_event_batch, one msgspec pass per record)":
-            lambda: [decode_event_batch(raw, now=now) for raw in packed],
-        "one event per record (decode_event_json, msgspec)":
-            lambda: [decode_event_json(raw, now=now) for raw in singles],
-        "one event per record, reference (json.loads + parse_event)":
-            lambda: [parse_event(json.loads(raw, parse_float=Decimal), now=now) for raw in singles],
+        "packed records (decode_event_batch, one msgspec pass per record)": lambda: [
+            decode_event_batch(raw, now=now) for raw in packed
+        ],
+        "one event per record (decode_event_json, msgspec)": lambda: [
+            decode_event_json(raw, now=now) for raw in singles
+        ],
+        "one event per record, reference (json.loads + parse_event)": lambda: [
+            parse_event(json.loads(raw, parse_float=Decimal), now=now) for raw in singles
+        ],
     }
     seconds: dict[str, list[float]] = {label: [] for label in ways}
     for _ in range(runs):  # interleaved, each from a collected heap, so GC and noise hit all three alike
@@ -335,22 +373,34 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
             raw_record_rates.append(records / seconds)
             seconds, _ = consume(bootstrap, topic, ends, db_dir)
             consume_rates.append(n / seconds)
-            print(f"  {label}: run {run + 1}: raw {_fmt(raw_rates[-1])} ev/s, consumer {_fmt(consume_rates[-1])} ev/s",
-                  file=sys.stderr)
+            print(
+                f"  {label}: run {run + 1}: raw {_fmt(raw_rates[-1])} ev/s, consumer {_fmt(consume_rates[-1])} ev/s",
+                file=sys.stderr,
+            )
         profiled = profiled or (topic, ends)
         rows += [
             ("producer SDK (record + flush, acks=all, lz4)", label, statistics.median(produce_rates), None),
             ("consumer: poll + validate + dedup + DuckDB commit", label, statistics.median(consume_rates), None),
-            ("raw kafka-python consume, no processing (ceiling)", label, statistics.median(raw_rates),
-             statistics.median(raw_record_rates)),
+            (
+                "raw kafka-python consume, no processing (ceiling)",
+                label,
+                statistics.median(raw_rates),
+                statistics.median(raw_record_rates),
+            ),
         ]
     e2e_rates = []
     for run in range(runs):
         seconds, sent = end_to_end(bootstrap, n, 0.1, db_dir, args.producers)
         e2e_rates.append(sent / seconds)
         print(f"  end-to-end run {run + 1}: {_fmt(e2e_rates[-1])} ev/s", file=sys.stderr)
-    rows.append((f"end to end: first produce -> last DuckDB commit (10% resends, {args.producers} producer "
-                 "process(es))", "packed records", statistics.median(e2e_rates), None))
+    rows.append(
+        (
+            f"end to end: first produce -> last DuckDB commit (10% resends, {args.producers} producer process(es))",
+            "packed records",
+            statistics.median(e2e_rates),
+            None,
+        )
+    )
 
     decoding = decode_rates(n, runs)
     latencies = sorted(visible_latency(bootstrap, db_dir))
@@ -362,16 +412,20 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
     print("| stage | records | events/s | records/s | vs raw-consume ceiling | vs 100k/s target |")
     print("|---|---|---:|---:|---:|---:|")
     for stage, label, rate, record_rate in rows:
-        print(f"| {stage} | {label} | {_fmt(rate)} | {_fmt(record_rate) if record_rate else ''} | "
-              f"{rate / ceilings[label]:.2f}x | {rate / TARGET:.2f}x |")
+        print(
+            f"| {stage} | {label} | {_fmt(rate)} | {_fmt(record_rate) if record_rate else ''} | "
+            f"{rate / ceilings[label]:.2f}x | {rate / TARGET:.2f}x |"
+        )
 
     print("\n| decode + validate only (in process, no Kafka) | events/s | vs reference |")
     print("|---|---:|---:|")
     reference = list(decoding.values())[-1]
     for label, rate in decoding.items():
         print(f"| {label} | {_fmt(rate)} | {rate / reference:.2f}x |")
-    print(f"\nproduce -> visible in DuckDB at a steady 10,000 ev/s (SDK defaults, 20 ms linger; polled every 5 ms): "
-          f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies):,} events")
+    print(
+        f"\nproduce -> visible in DuckDB at a steady 10,000 ev/s (SDK defaults, 20 ms linger; polled every 5 ms): "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies):,} events"
+    )
 
     if args.profile and profiled is not None:
         _, running = consume(bootstrap, *profiled, db_dir, profile=True)

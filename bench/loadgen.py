@@ -13,8 +13,8 @@ import asyncio
 import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -102,8 +102,15 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(
-    host: str, port: int, requests: list[bytes], next_index: list[int], total: int, deadline: float,
-    latencies: list[int], statuses: dict[int, int], errors: list[str],
+    host: str,
+    port: int,
+    requests: list[bytes],
+    next_index: list[int],
+    total: int,
+    deadline: float,
+    latencies: list[int],
+    statuses: dict[int, int],
+    errors: list[str],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
     try:
@@ -123,8 +130,15 @@ async def _connection(
         writer.close()
 
 
-async def _run(host: str, port: int, requests: list[bytes], connections: int, total: int,
-               max_seconds: float, server_pid: int | None = None) -> LoadResult:
+async def _run(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    total: int,
+    max_seconds: float,
+    server_pid: int | None = None,
+) -> LoadResult:
     latencies: list[int] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
@@ -135,8 +149,10 @@ async def _run(host: str, port: int, requests: list[bytes], connections: int, to
     start = time.perf_counter()
     deadline = time.monotonic() + max_seconds
     await asyncio.gather(
-        *(_connection(host, port, requests, next_index, total, deadline, latencies, statuses, errors)
-          for _ in range(connections))
+        *(
+            _connection(host, port, requests, next_index, total, deadline, latencies, statuses, errors)
+            for _ in range(connections)
+        )
     )
     seconds = time.perf_counter() - start
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -149,15 +165,32 @@ async def _run(host: str, port: int, requests: list[bytes], connections: int, to
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1e9 if latencies else float("nan")
 
     return LoadResult(
-        requests=len(latencies), seconds=seconds, statuses=statuses, errors=len(errors),
-        p50_s=pct(0.50), p99_s=pct(0.99), max_s=latencies[-1] / 1e9 if latencies else float("nan"),
-        client_cpu_s=cpu, server_loop_cpu_s=server_after[0] - server_before[0],
-        server_other_cpu_s=server_after[1] - server_before[1], machine_busy_s=busy, truncated=len(latencies) + len(errors) < total, error_sample=errors[:3],
+        requests=len(latencies),
+        seconds=seconds,
+        statuses=statuses,
+        errors=len(errors),
+        p50_s=pct(0.50),
+        p99_s=pct(0.99),
+        max_s=latencies[-1] / 1e9 if latencies else float("nan"),
+        client_cpu_s=cpu,
+        server_loop_cpu_s=server_after[0] - server_before[0],
+        server_other_cpu_s=server_after[1] - server_before[1],
+        machine_busy_s=busy,
+        truncated=len(latencies) + len(errors) < total,
+        error_sample=errors[:3],
     )
 
 
-def run_load(host: str, port: int, requests: list[bytes], connections: int, total: int,
-             max_seconds: float, warmup: int = 0, server_pid: int | None = None) -> LoadResult:
+def run_load(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    total: int,
+    max_seconds: float,
+    warmup: int = 0,
+    server_pid: int | None = None,
+) -> LoadResult:
     """Send `total` requests (cycling through `requests`) over `connections` keep-alive sockets.
 
     Bounded twice: by `total` and by `max_seconds`. A warm-up pass (not measured) first,
@@ -172,8 +205,17 @@ def run_load(host: str, port: int, requests: list[bytes], connections: int, tota
     if warmup:
         spare = requests[total : total + warmup] or requests[:warmup]
         runner(_run(host, port, spare, connections, warmup, max_seconds))
-    return runner(_run(host, port, requests[:total] if len(requests) > total else requests,
-                       connections, total, max_seconds, server_pid))
+    return runner(
+        _run(
+            host,
+            port,
+            requests[:total] if len(requests) > total else requests,
+            connections,
+            total,
+            max_seconds,
+            server_pid,
+        )
+    )
 
 
 def _child(conn: multiprocessing.connection.Connection, build: Callable[[], list[bytes]], kwargs: dict) -> None:

@@ -76,8 +76,10 @@ def _server_class() -> Any:
 
 def _rows(events: list[Any]) -> list[tuple[Any, ...]]:
     received = datetime.now(timezone.utc).replace(tzinfo=None)
-    return [(e.tenant_id, e.event_id, e.metric, e.quantity, e.user_id, e.timestamp.replace(tzinfo=None), None, received)
-            for e in events]
+    return [
+        (e.tenant_id, e.event_id, e.metric, e.quantity, e.user_id, e.timestamp.replace(tzinfo=None), None, received)
+        for e in events
+    ]
 
 
 def _ingest(connection: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -111,7 +113,7 @@ def measure_peer(stored: int, small: list[Any], chunks: list[list[Any]]) -> dict
                     built.touch()
             commit_seconds = []
             for k in range(0, len(small), 32):
-                rows = _rows(small[k:k + 32])
+                rows = _rows(small[k : k + 32])
                 begin = time.perf_counter()
                 _ingest(connection, rows)
                 commit_seconds.append(time.perf_counter() - begin)
@@ -135,8 +137,16 @@ def peer_events(run_id: str, count: int, offset: int = 0) -> list[Any]:
 
     now = datetime.now(timezone.utc)
     return [
-        parse_event({"tenant_id": f"tenant-{i % 1000:05d}", "metric": ("api_calls", "storage_gb")[i % 2],
-                     "quantity": str(i % 997 + 1), "user_id": f"user-{i % 20}", "event_id": f"pg-{run_id}-{i}",
-                     "timestamp": (now - timedelta(seconds=i % 3600)).isoformat()}, now=now)
+        parse_event(
+            {
+                "tenant_id": f"tenant-{i % 1000:05d}",
+                "metric": ("api_calls", "storage_gb")[i % 2],
+                "quantity": str(i % 997 + 1),
+                "user_id": f"user-{i % 20}",
+                "event_id": f"pg-{run_id}-{i}",
+                "timestamp": (now - timedelta(seconds=i % 3600)).isoformat(),
+            },
+            now=now,
+        )
         for i in range(offset, offset + count)
     ]

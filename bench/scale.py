@@ -193,50 +193,65 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
             empty_rate = result["rate"]
             remove_store(path)
         run_id = f"{int(time.time())}"
-        peer = measure_peer(events, peer_events(run_id, COMMITS * SMALL_GROUP),
-                            [peer_events(run_id, CHUNK, COMMITS * SMALL_GROUP + k * CHUNK) for k in range(CHUNKS)])
+        peer = measure_peer(
+            events,
+            peer_events(run_id, COMMITS * SMALL_GROUP),
+            [peer_events(run_id, CHUNK, COMMITS * SMALL_GROUP + k * CHUNK) for k in range(CHUNKS)],
+        )
         size = _label(events)
-        rows.append(Row(
-            f"scale {size} stored: 32-event group commit",
-            f"{result['commit_ms']:.2f} ms",
-            baseline=f"{peer['commit_ms']:.2f} ms (PostgreSQL peer)",
-            ratio=fmt_ratio(result["commit_ms"], peer["commit_ms"], higher_is_better=False),
-            target=f"<= {TARGET_COMMIT_MS:g} ms",
-            met=verdict(result["commit_ms"] <= TARGET_COMMIT_MS),
-            notes=f"median of {COMMITS} commits of pre-validated events (Ingestor.ingest)",
-        ))
-        rows.append(Row(
-            f"scale {size} stored: ingest only (pre-validated)",
-            fmt_rate(result["ingest_rate"], "ev/s"),
-            baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer)",
-            ratio=fmt_ratio(result["ingest_rate"], peer["rate"]),
-            target="ahead of the PostgreSQL peer",
-            met=verdict(result["ingest_rate"] > peer["rate"]),
-            notes=f"Ingestor.ingest vs COPY + ON CONFLICT DO NOTHING + rollup upsert; median of {CHUNKS} x {CHUNK:,}",
-        ))
-        rows.append(Row(
-            f"scale {size} stored: validate+ingest",
-            fmt_rate(result["rate"], "ev/s"),
-            baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same run)" if empty_rate else "-",
-            ratio=fmt_ratio(result["rate"], empty_rate) if empty_rate else "-",
-            target=f">= {TARGET_RATE:,} ev/s and >= 0.8x empty",
-            met=verdict(result["rate"] >= TARGET_RATE and (not empty_rate or result["rate"] >= 0.8 * empty_rate)),
-            notes=f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
-        ))
+        rows.append(
+            Row(
+                f"scale {size} stored: 32-event group commit",
+                f"{result['commit_ms']:.2f} ms",
+                baseline=f"{peer['commit_ms']:.2f} ms (PostgreSQL peer)",
+                ratio=fmt_ratio(result["commit_ms"], peer["commit_ms"], higher_is_better=False),
+                target=f"<= {TARGET_COMMIT_MS:g} ms",
+                met=verdict(result["commit_ms"] <= TARGET_COMMIT_MS),
+                notes=f"median of {COMMITS} commits of pre-validated events (Ingestor.ingest)",
+            )
+        )
+        rows.append(
+            Row(
+                f"scale {size} stored: ingest only (pre-validated)",
+                fmt_rate(result["ingest_rate"], "ev/s"),
+                baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer)",
+                ratio=fmt_ratio(result["ingest_rate"], peer["rate"]),
+                target="ahead of the PostgreSQL peer",
+                met=verdict(result["ingest_rate"] > peer["rate"]),
+                notes="Ingestor.ingest vs COPY + ON CONFLICT DO NOTHING + rollup upsert; "
+                f"median of {CHUNKS} x {CHUNK:,}",
+            )
+        )
+        rows.append(
+            Row(
+                f"scale {size} stored: validate+ingest",
+                fmt_rate(result["rate"], "ev/s"),
+                baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same run)" if empty_rate else "-",
+                ratio=fmt_ratio(result["rate"], empty_rate) if empty_rate else "-",
+                target=f">= {TARGET_RATE:,} ev/s and >= 0.8x empty",
+                met=verdict(result["rate"] >= TARGET_RATE and (not empty_rate or result["rate"] >= 0.8 * empty_rate)),
+                notes=f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
+            )
+        )
         if billing:
             worst = max(billing["billing_current_ms"], billing["billing_previous_ms"])
-            rows.append(Row(
-                f"scale {size} stored: billing_report(), {TENANTS:,} tenants",
-                f"{billing['billing_current_ms']:,.0f} ms current period / "
-                f"{billing['billing_previous_ms']:,.0f} ms previous (whole) period",
-                target="< 1 s", met=verdict(worst < 1000),
-                notes="median of 3 each, own process, before the writes; events span the last 40 days, so the "
-                      "previous period holds about 3/4 of them and the current one what this month has so far",
-            ))
-        rows.append(Row(
-            f"scale {size} stored: memory, re-open, disk",
-            f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
-            notes=f"re-open {fmt_ms(result['reopen_s'])}; disk {result['disk_mb']:,.0f} MB; "
-                  f"{int(result['stored']):,} events after the run",
-        ))
+            rows.append(
+                Row(
+                    f"scale {size} stored: billing_report(), {TENANTS:,} tenants",
+                    f"{billing['billing_current_ms']:,.0f} ms current period / "
+                    f"{billing['billing_previous_ms']:,.0f} ms previous (whole) period",
+                    target="< 1 s",
+                    met=verdict(worst < 1000),
+                    notes="median of 3 each, own process, before the writes; events span the last 40 days, so the "
+                    "previous period holds about 3/4 of them and the current one what this month has so far",
+                )
+            )
+        rows.append(
+            Row(
+                f"scale {size} stored: memory, re-open, disk",
+                f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
+                notes=f"re-open {fmt_ms(result['reopen_s'])}; disk {result['disk_mb']:,.0f} MB; "
+                f"{int(result['stored']):,} events after the run",
+            )
+        )
     return rows, "scale stores: " + "; ".join(infos)

@@ -17,9 +17,9 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 from .schemas import ValidationError, check_id
 from .store import Database
@@ -70,7 +70,7 @@ def key_id_of(token: str) -> str | None:
     """The key id inside a well-formed token, else None."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    key_id, separator, secret = token[len(TOKEN_PREFIX):].partition("_")
+    key_id, separator, secret = token[len(TOKEN_PREFIX) :].partition("_")
     if not separator or not secret or len(key_id) != KEY_ID_HEX_CHARS:
         return None
     return key_id

@@ -14,9 +14,10 @@ or metric); what has no in-process equivalent (401/403, 409, 5xx) raises
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -78,7 +79,7 @@ def raise_for_answer(response: httpx.Response) -> None:
     if status in (400, 413, 422):
         raise ValidationError(error.get("field"), message, code or "invalid_field")
     if status == 404 and code.startswith("unknown_"):
-        missing = NotFoundError(code[len("unknown_"):], "")
+        missing = NotFoundError(code[len("unknown_") :], "")
         missing.args = (message,)  # the node's own text: "unknown tenant 'x'"
         raise missing
     raise MeteringHttpError(status, code, message)
@@ -143,7 +144,12 @@ class MeteringClient:
     # -- transport -------------------------------------------------------------------
 
     def send(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
     ) -> httpx.Response:
         """One request; the answer whatever its status (see `raise_for_answer`). Bodies are sent exact."""
         content = None
@@ -223,8 +229,9 @@ class MeteringClient:
         return self._call(list[Invoice], "POST", "/api/billing-report", body=body, key="invoices")
 
     def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
-        return self._call(list[StoredDeadLetter], "GET", "/api/dead-letters", params=_query(limit=limit),
-                          key="dead_letters")
+        return self._call(
+            list[StoredDeadLetter], "GET", "/api/dead-letters", params=_query(limit=limit), key="dead_letters"
+        )
 
     def alerts(self, tenant_id: str | None = None, status: str | None = None, limit: int = 1000) -> list[Alert]:
         params = _query(tenant_id=tenant_id, status=status, limit=limit)

@@ -1,21 +1,22 @@
 """The library: everything the HTTP API and the CLI do, in one object.
 
-    from usage_metering import Metering
-    with Metering.open("data/metering.duckdb") as metering:
-        metering.record({"tenant_id": "acme", "metric": "api_calls", "quantity": 1})
-        print(metering.quota("acme", "api_calls").to_json_dict())
+from usage_metering import Metering
+with Metering.open("data/metering.duckdb") as metering:
+    metering.record({"tenant_id": "acme", "metric": "api_calls", "quantity": 1})
+    print(metering.quota("acme", "api_calls").to_json_dict())
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .access import KeyRing, Principal
-from .consumer import IngestOutcome, Ingestor, QuotaExceeded
+from .consumer import Ingestor, IngestOutcome, QuotaExceeded
 from .consumer.observer import MeteringObserver
 from .consumer.partitions import partition_of
 from .consumer.periodic import PeriodicTask
@@ -52,8 +53,8 @@ from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
-from .store.owners import load_owners
 from .store.lake_maintenance import DEFAULT_KEEP_SNAPSHOTS, MaintenanceReport, maintain_lake
+from .store.owners import load_owners
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
 
 if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
@@ -244,10 +245,14 @@ class Metering:
                 return
             outcomes = inner.result()
             if len(outcomes) == len(results):  # nothing rejected: positions are 0, 1, ...
-                outer.set_result([  # the common outcome built inline: a call per event is a fifth of the cost
-                    EventResult(position, outcome.event_id, outcome.status) if outcome.quota is None
-                    else _result_from_outcome(position, outcome) for position, outcome in enumerate(outcomes)
-                ])
+                outer.set_result(
+                    [  # the common outcome built inline: a call per event is a fifth of the cost
+                        EventResult(position, outcome.event_id, outcome.status)
+                        if outcome.quota is None
+                        else _result_from_outcome(position, outcome)
+                        for position, outcome in enumerate(outcomes)
+                    ]
+                )
                 return
             for position, outcome in zip(positions, outcomes):
                 results[position] = _result_from_outcome(position, outcome)
@@ -275,7 +280,9 @@ class Metering:
         for position, event in zip(positions, events):
             exceeded = self.ingestor.check_quota(event)
             if exceeded is not None:
-                results[position] = EventResult(position, event.event_id, EventStatus.BLOCKED, _blocked_detail(exceeded))
+                results[position] = EventResult(
+                    position, event.event_id, EventStatus.BLOCKED, _blocked_detail(exceeded)
+                )
             else:
                 to_send.append((position, event))
         outer: Future[list[EventResult]] = Future()
@@ -312,7 +319,11 @@ class Metering:
 
     def tenant(self, tenant_id: str) -> Tenant:
         tenant = self.ingestor.catalog.tenants.get(tenant_id)
-        if tenant is None and self._config_refresh.running and catalog_store.tenant_stored(self.database.cursor(), tenant_id):
+        if (
+            tenant is None
+            and self._config_refresh.running
+            and catalog_store.tenant_stored(self.database.cursor(), tenant_id)
+        ):
             self.refresh_config()  # on a lake, another node registered it since this one last looked
             tenant = self.ingestor.catalog.tenants.get(tenant_id)
         if tenant is None:
@@ -556,4 +567,3 @@ class Metering:
 
     def authenticate(self, token: str) -> Principal | None:
         return self.access.authenticate(token)
-

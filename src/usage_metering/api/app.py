@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from functools import cache
 from datetime import date
-from typing import Annotated, Any, AsyncIterator, Callable, Literal, TypeVar
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -64,7 +64,6 @@ from .requests import (
     require_object,
 )
 
-
 T = TypeVar("T")
 
 
@@ -78,6 +77,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) ->
 
 
 # -- events ----------------------------------------------------------------------
+
 
 async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_JSON_BYTES), "an event")
@@ -109,6 +109,7 @@ async def post_event_batch(request: Request) -> Response:
 
 
 # -- reports -----------------------------------------------------------------------
+
 
 async def get_tenant_usage(request: Request) -> Response:
     tenant_id = request.path_params["tenant_id"]
@@ -150,7 +151,9 @@ async def get_quota(request: Request) -> Response:
         if answer is not None:
             return answer
     metric = request.path_params["metric"]
-    status = await _in_thread(metering.quota, tenant_id, metric) if owned is False else metering.quota(tenant_id, metric)
+    status = (
+        await _in_thread(metering.quota, tenant_id, metric) if owned is False else metering.quota(tenant_id, metric)
+    )
     response = typed_response(status if owned is False else _with_freshness(request, status))
     if owned is not None:
         response.headers[SOURCE_HEADER] = "lake" if owned is False else "counters"
@@ -196,6 +199,7 @@ async def post_billing_report(request: Request) -> Response:
 
 # -- configuration ---------------------------------------------------------------------
 
+
 async def list_plans(request: Request) -> Response:
     return typed_response(PlanList(_metering(request).plans()))
 
@@ -204,9 +208,7 @@ async def get_plan(request: Request) -> Response:
     version = request.query_params.get("version")
     if version is not None and not (version.isascii() and version.isdigit()):  # isdigit alone takes "²"
         raise ApiError(422, "invalid_parameter", "version must be a positive integer", "version")
-    plan = await _in_thread(
-        _metering(request).plan, request.path_params["plan_id"], int(version) if version else None
-    )
+    plan = await _in_thread(_metering(request).plan, request.path_params["plan_id"], int(version) if version else None)
     return typed_response(plan)
 
 
@@ -284,8 +286,11 @@ async def openapi(_request: Request) -> Response:
 
 _TENANT = path_param("tenant_id", Identifier, "The tenant", "tenant_acme")
 _METRIC = path_param("metric", Identifier, "The metric", "api_calls")
-_PERIOD = Param("period", Annotated[str, Field(pattern=MONTH_PATTERN)],
-                "The billing period starting in this month, YYYY-MM (default: the current one)")
+_PERIOD = Param(
+    "period",
+    Annotated[str, Field(pattern=MONTH_PATTERN)],
+    "The billing period starting in this month, YYYY-MM (default: the current one)",
+)
 _FROM = Param("from", date, "First day of a date range (needs `to`)")
 _TO = Param("to", date, "Last day of a date range, inclusive (needs `from`)")
 _NOT_FOUND = errors({404: "Unknown tenant, plan, metric or key"})
@@ -298,77 +303,216 @@ def _limit(maximum: int) -> Param:
 
 
 _EVENT_BATCH_SCHEMA = {
-    "description": "`{\"events\": [...]}` or a bare list of events; each event is validated on its own",
+    "description": '`{"events": [...]}` or a bare list of events; each event is validated on its own',
     "anyOf": [
-        {"type": "object", "required": ["events"],
-         "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
-                                   "maxItems": MAX_BATCH_EVENTS}}},
+        {
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Event"},
+                    "maxItems": MAX_BATCH_EVENTS,
+                }
+            },
+        },
         {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "maxItems": MAX_BATCH_EVENTS},
     ],
 }
 _EVENT_REF = {"$ref": "#/components/schemas/Event"}
 
 OPERATIONS = [
-    Operation("POST", "/api/events", post_event, "Record one usage event (2xx = committed)", {
-        200: Answer("Recorded, or a duplicate of an event already recorded", EventAccepted),
-        202: Answer("Kafka mode: acknowledged by the broker (acks=all)", EventAccepted),
-        429: Answer("Blocked: the tenant's quota for this metric is used up", QuotaExceededBody),
-        **BAD_BODY}, body=_EVENT_REF),
-    Operation("POST", "/api/events/batch", post_event_batch,
-              f"Record up to {MAX_BATCH_EVENTS:,} events; per-event results (invalid or blocked ones do not fail the batch)",
-              {200: Answer("Per-event results", BatchResult), **BAD_BODY}, body=_EVENT_BATCH_SCHEMA),
-    Operation("GET", "/api/usage/{tenant_id}", get_tenant_usage, "Usage of every metric the tenant used",
-              {200: Answer("Usage per metric", TenantUsage), **_LOOKUP_ERRORS}, params=(_TENANT, _PERIOD, _FROM, _TO)),
-    Operation("GET", "/api/usage/{tenant_id}/{metric}", get_usage, "Usage of one metric",
-              {200: Answer("Usage", UsageSummary), **_LOOKUP_ERRORS},
-              params=(_TENANT, _METRIC, _PERIOD, _FROM, _TO, Param("daily", bool, "Add a daily breakdown"))),
-    Operation("GET", "/api/quota/{tenant_id}/{metric}", get_quota, "Quota status in the current period",
-              {200: Answer("Quota", QuotaStatus), **_LOOKUP_ERRORS}, params=(_TENANT, _METRIC)),
-    Operation("GET", "/api/top-users/{tenant_id}/{metric}", get_top_users, "Heaviest users of a metric",
-              {200: Answer("Users ranked", TopUsers), **_LOOKUP_ERRORS}, params=(_TENANT, _METRIC, _PERIOD, _limit(1000))),
-    Operation("POST", "/api/billing-report", post_billing_report, "Billing report (invoices) for a tenant or all tenants", {
-        200: Answer("Invoices", InvoiceList, media={"application/json": InvoiceList, "text/csv": {"type": "string"}}),
-        **BAD_BODY, **_NOT_FOUND},
+    Operation(
+        "POST",
+        "/api/events",
+        post_event,
+        "Record one usage event (2xx = committed)",
+        {
+            200: Answer("Recorded, or a duplicate of an event already recorded", EventAccepted),
+            202: Answer("Kafka mode: acknowledged by the broker (acks=all)", EventAccepted),
+            429: Answer("Blocked: the tenant's quota for this metric is used up", QuotaExceededBody),
+            **BAD_BODY,
+        },
+        body=_EVENT_REF,
+    ),
+    Operation(
+        "POST",
+        "/api/events/batch",
+        post_event_batch,
+        f"Record up to {MAX_BATCH_EVENTS:,} events; per-event results (invalid or blocked ones do not fail the batch)",
+        {200: Answer("Per-event results", BatchResult), **BAD_BODY},
+        body=_EVENT_BATCH_SCHEMA,
+    ),
+    Operation(
+        "GET",
+        "/api/usage/{tenant_id}",
+        get_tenant_usage,
+        "Usage of every metric the tenant used",
+        {200: Answer("Usage per metric", TenantUsage), **_LOOKUP_ERRORS},
+        params=(_TENANT, _PERIOD, _FROM, _TO),
+    ),
+    Operation(
+        "GET",
+        "/api/usage/{tenant_id}/{metric}",
+        get_usage,
+        "Usage of one metric",
+        {200: Answer("Usage", UsageSummary), **_LOOKUP_ERRORS},
+        params=(_TENANT, _METRIC, _PERIOD, _FROM, _TO, Param("daily", bool, "Add a daily breakdown")),
+    ),
+    Operation(
+        "GET",
+        "/api/quota/{tenant_id}/{metric}",
+        get_quota,
+        "Quota status in the current period",
+        {200: Answer("Quota", QuotaStatus), **_LOOKUP_ERRORS},
+        params=(_TENANT, _METRIC),
+    ),
+    Operation(
+        "GET",
+        "/api/top-users/{tenant_id}/{metric}",
+        get_top_users,
+        "Heaviest users of a metric",
+        {200: Answer("Users ranked", TopUsers), **_LOOKUP_ERRORS},
+        params=(_TENANT, _METRIC, _PERIOD, _limit(1000)),
+    ),
+    Operation(
+        "POST",
+        "/api/billing-report",
+        post_billing_report,
+        "Billing report (invoices) for a tenant or all tenants",
+        {
+            200: Answer(
+                "Invoices", InvoiceList, media={"application/json": InvoiceList, "text/csv": {"type": "string"}}
+            ),
+            **BAD_BODY,
+            **_NOT_FOUND,
+        },
         params=(Param("format", Literal["json", "csv"], "Output format (a `format` in the body wins)"),),
-        body=BillingReportRequest, body_required=False),
+        body=BillingReportRequest,
+        body_required=False,
+    ),
     Operation("GET", "/api/plans", list_plans, "List plans (newest versions)", {200: Answer("Plans", PlanList)}),
-    Operation("POST", "/api/plans", post_plan, "Create a plan, or a new version of it when its definition changed",
-              {201: Answer("Saved", Plan), **BAD_BODY}, body=Plan),
-    Operation("GET", "/api/plans/{plan_id}", get_plan, "One plan (the newest version, or a stored one)",
-              {200: Answer("Plan", Plan), **_LOOKUP_ERRORS},
-              params=(path_param("plan_id", Identifier, "The plan", "pro"),
-                      Param("version", Annotated[int, Field(ge=1)], "A stored version"))),
-    Operation("PUT", "/api/plans/{plan_id}", put_plan, "Create a plan, or a new version of it when its definition changed",
-              {200: Answer("Saved", Plan), **BAD_BODY}, params=(path_param("plan_id", Identifier, "The plan"),), body=Plan),
+    Operation(
+        "POST",
+        "/api/plans",
+        post_plan,
+        "Create a plan, or a new version of it when its definition changed",
+        {201: Answer("Saved", Plan), **BAD_BODY},
+        body=Plan,
+    ),
+    Operation(
+        "GET",
+        "/api/plans/{plan_id}",
+        get_plan,
+        "One plan (the newest version, or a stored one)",
+        {200: Answer("Plan", Plan), **_LOOKUP_ERRORS},
+        params=(
+            path_param("plan_id", Identifier, "The plan", "pro"),
+            Param("version", Annotated[int, Field(ge=1)], "A stored version"),
+        ),
+    ),
+    Operation(
+        "PUT",
+        "/api/plans/{plan_id}",
+        put_plan,
+        "Create a plan, or a new version of it when its definition changed",
+        {200: Answer("Saved", Plan), **BAD_BODY},
+        params=(path_param("plan_id", Identifier, "The plan"),),
+        body=Plan,
+    ),
     Operation("GET", "/api/tenants", list_tenants, "List tenants", {200: Answer("Tenants", TenantList)}),
-    Operation("POST", "/api/tenants", post_tenant, "Create or update a tenant",
-              {201: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})}, body=Tenant),
-    Operation("GET", "/api/tenants/{tenant_id}", get_tenant, "One tenant", {200: Answer("Tenant", Tenant), **_NOT_FOUND},
-              params=(_TENANT,)),
-    Operation("PUT", "/api/tenants/{tenant_id}", put_tenant, "Create or update a tenant",
-              {200: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})}, params=(_TENANT,), body=Tenant),
+    Operation(
+        "POST",
+        "/api/tenants",
+        post_tenant,
+        "Create or update a tenant",
+        {201: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})},
+        body=Tenant,
+    ),
+    Operation(
+        "GET",
+        "/api/tenants/{tenant_id}",
+        get_tenant,
+        "One tenant",
+        {200: Answer("Tenant", Tenant), **_NOT_FOUND},
+        params=(_TENANT,),
+    ),
+    Operation(
+        "PUT",
+        "/api/tenants/{tenant_id}",
+        put_tenant,
+        "Create or update a tenant",
+        {200: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})},
+        params=(_TENANT,),
+        body=Tenant,
+    ),
     Operation("GET", "/api/metrics", list_metrics, "List metric definitions", {200: Answer("Metrics", MetricList)}),
-    Operation("POST", "/api/metrics", post_metric, "Define a metric", {201: Answer("Saved", MetricDefinition), **BAD_BODY},
-              body=MetricDefinition),
-    Operation("PUT", "/api/metrics/{name}", put_metric, "Define a metric", {200: Answer("Saved", MetricDefinition), **BAD_BODY},
-              params=(path_param("name", Identifier, "The metric"),), body=MetricDefinition),
-    Operation("GET", "/api/dead-letters", list_dead_letters, "Input that could not become events, newest first",
-              {200: Answer("Dead letters", DeadLetterList), **_BAD_PARAMETER}, params=(_limit(10_000),)),
-    Operation("GET", "/api/alerts", list_alerts,
-              "Quota alerts (crossed thresholds) with their webhook delivery status, newest first",
-              {200: Answer("Alerts", AlertList), **_BAD_PARAMETER},
-              params=(Param("tenant_id", Identifier, "One tenant"),
-                      Param("status", Literal["pending", "delivered"], "Only this status"), _limit(10_000))),
+    Operation(
+        "POST",
+        "/api/metrics",
+        post_metric,
+        "Define a metric",
+        {201: Answer("Saved", MetricDefinition), **BAD_BODY},
+        body=MetricDefinition,
+    ),
+    Operation(
+        "PUT",
+        "/api/metrics/{name}",
+        put_metric,
+        "Define a metric",
+        {200: Answer("Saved", MetricDefinition), **BAD_BODY},
+        params=(path_param("name", Identifier, "The metric"),),
+        body=MetricDefinition,
+    ),
+    Operation(
+        "GET",
+        "/api/dead-letters",
+        list_dead_letters,
+        "Input that could not become events, newest first",
+        {200: Answer("Dead letters", DeadLetterList), **_BAD_PARAMETER},
+        params=(_limit(10_000),),
+    ),
+    Operation(
+        "GET",
+        "/api/alerts",
+        list_alerts,
+        "Quota alerts (crossed thresholds) with their webhook delivery status, newest first",
+        {200: Answer("Alerts", AlertList), **_BAD_PARAMETER},
+        params=(
+            Param("tenant_id", Identifier, "One tenant"),
+            Param("status", Literal["pending", "delivered"], "Only this status"),
+            _limit(10_000),
+        ),
+    ),
     *KEY_OPERATIONS,  # admin-only, see auth.py
     Operation("GET", "/healthz", healthz, "Liveness", {200: Answer("Alive", Health)}, public=True),
-    Operation("GET", "/readyz", readyz,
-              "Readiness: 503 while a check (the ingestor; in Kafka mode the partitions) does not pass",
-              {200: Answer("Ready", Readiness), 503: Answer("Not ready; `waiting_for` names what", Readiness)}, public=True),
-    Operation("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition format)",
-              {200: Answer("Metrics", media={"text/plain": {"type": "string"}})}),
-    Operation("GET", "/openapi.json", openapi, "This document",
-              {200: Answer("OpenAPI 3.1", media={"application/json": {"type": "object", "required": ["openapi", "info", "paths"]}})},
-              auth_errors=(401,)),  # any valid key may read it
+    Operation(
+        "GET",
+        "/readyz",
+        readyz,
+        "Readiness: 503 while a check (the ingestor; in Kafka mode the partitions) does not pass",
+        {200: Answer("Ready", Readiness), 503: Answer("Not ready; `waiting_for` names what", Readiness)},
+        public=True,
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        metrics_endpoint,
+        "Prometheus metrics (text exposition format)",
+        {200: Answer("Metrics", media={"text/plain": {"type": "string"}})},
+    ),
+    Operation(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "This document",
+        {
+            200: Answer(
+                "OpenAPI 3.1", media={"application/json": {"type": "object", "required": ["openapi", "info", "paths"]}}
+            )
+        },
+        auth_errors=(401,),
+    ),  # any valid key may read it
 ]
 
 

@@ -22,9 +22,9 @@ batch with one foreign event is refused as a whole before anything is queued.
 from __future__ import annotations
 
 import ipaddress
-
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -155,7 +155,8 @@ def principal_of(request: Request) -> Principal | None:
 def check_event_tenants(request: Request, events: Sequence[Any]) -> None:
     """403 for the whole request if a tenant key sends an event for another tenant.
 
-    Items are event objects (dicts) or already validated events. Items that are not objects are left to validation (they are rejected anyway).
+    Items are event objects (dicts) or already validated events. Items that are not objects are left to
+    validation (they are rejected anyway).
     """
     principal = principal_of(request)
     if principal is None or principal.is_admin:
@@ -169,7 +170,9 @@ def check_event_tenants(request: Request, events: Sequence[Any]) -> None:
             continue
         if not principal.may_access(tenant_id):
             field = "tenant_id" if len(events) == 1 else f"events[{index}].tenant_id"
-            raise ApiError(403, "forbidden", f"this key may only record events for tenant {principal.tenant_id!r}", field)
+            raise ApiError(
+                403, "forbidden", f"this key may only record events for tenant {principal.tenant_id!r}", field
+            )
 
 
 def report_tenant(request: Request, tenant_id: Any) -> Any:

@@ -8,8 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from usage_metering.schemas import NotFoundError
-from usage_metering.schemas import ErrorDetail, ValidationError
+from usage_metering.schemas import ErrorDetail, NotFoundError, ValidationError
 from usage_metering.store import StoreLockedError
 
 from .models import ErrorBody, typed_response

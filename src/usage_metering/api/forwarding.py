@@ -43,8 +43,12 @@ class OwnerClient:
         if answer.status_code >= 500:
             log.warning("owner %s answered %d; answering from the lake", owner_url, answer.status_code)
             return None
-        return Response(answer.content, status_code=answer.status_code,
-                        media_type=answer.headers.get("content-type"), headers={SOURCE_HEADER: f"owner {owner_url}"})
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+            headers={SOURCE_HEADER: f"owner {owner_url}"},
+        )
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -48,12 +48,18 @@ async def revoke_key(request: Request) -> Response:
 KEY_OPERATIONS = [
     Operation("GET", "/api/keys", list_keys, "List API keys (never their tokens)", {200: Answer("Keys", ApiKeyList)}),
     Operation(
-        "POST", "/api/keys", create_key,
+        "POST",
+        "/api/keys",
+        create_key,
         "Create an API key; the response holds its token, shown only this once (authentication is on from now)",
-        {201: Answer("Created", NewApiKey), **BAD_BODY}, body=ApiKeyRequest,
+        {201: Answer("Created", NewApiKey), **BAD_BODY},
+        body=ApiKeyRequest,
     ),
     Operation(
-        "DELETE", "/api/keys/{key_id}", revoke_key, "Revoke an API key (takes effect at once; again is harmless)",
+        "DELETE",
+        "/api/keys/{key_id}",
+        revoke_key,
+        "Revoke an API key (takes effect at once; again is harmless)",
         {200: Answer("Revoked", ApiKey), **errors({404: "Unknown key", 422: "The key id is invalid"})},
         params=(path_param("key_id", Identifier, "The key"),),
     ),

@@ -9,11 +9,12 @@ are read at scrape time by a custom collector.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -41,16 +42,16 @@ class _ScrapeTimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         size = GaugeMetricFamily(f"{PREFIX}_database_size_bytes", "Size of the DuckDB database file (without its WAL).")
-        try:
+        with contextlib.suppress(OSError):  # not created yet, or removed: no sample rather than a wrong one
             size.add_metric([], os.stat(self.db_path).st_size)
-        except OSError:
-            pass  # not created yet, or removed: no sample rather than a wrong one
         yield size
         source = self.lag_source()
         if source is None:
             return
         lag = GaugeMetricFamily(
-            f"{PREFIX}_consumer_lag", "Kafka messages not yet committed to DuckDB, per owned partition.", labels=["partition"]
+            f"{PREFIX}_consumer_lag",
+            "Kafka messages not yet committed to DuckDB, per owned partition.",
+            labels=["partition"],
         )
         try:
             for partition, value in sorted(source().items()):

@@ -129,8 +129,12 @@ class Readiness(JsonShape):
 
 @dataclass(frozen=True)
 class BillingReportRequest:
-    tenant_id: Annotated[Identifier | None, Field(description="One tenant (default: every tenant; a tenant key: its own)")] = None
-    period: Annotated[str | None, Field(pattern=MONTH_PATTERN, description="YYYY-MM (default: the current period)")] = None
+    tenant_id: Annotated[
+        Identifier | None, Field(description="One tenant (default: every tenant; a tenant key: its own)")
+    ] = None
+    period: Annotated[str | None, Field(pattern=MONTH_PATTERN, description="YYYY-MM (default: the current period)")] = (
+        None
+    )
     format: Literal["json", "csv"] = "json"
 
 
@@ -139,4 +143,3 @@ class ApiKeyRequest:
     name: Annotated[str, Field(min_length=1, max_length=200)]
     scope: Literal["admin", "tenant"]
     tenant_id: Annotated[Identifier | None, Field(description="Tenant keys only")] = None
-

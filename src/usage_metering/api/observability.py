@@ -6,7 +6,7 @@ Kafka mode plugs in later through the two hooks on `Observability`:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request

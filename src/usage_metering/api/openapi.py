@@ -8,8 +8,9 @@ fuzzes a live node against the document with schemathesis.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from pydantic import TypeAdapter
 from starlette.requests import Request
@@ -101,8 +102,13 @@ class _Components:
 
 def _parameter(param: Param, components: _Components) -> dict[str, Any]:
     schema = {k: v for k, v in components.schema(param.shape, "validation").items() if k != "title"}
-    data = {"name": param.name, "in": param.location, "required": param.location == "path",
-            "description": param.description, "schema": schema}
+    data = {
+        "name": param.name,
+        "in": param.location,
+        "required": param.location == "path",
+        "description": param.description,
+        "schema": schema,
+    }
     if param.example is not None:
         data["example"] = param.example
     return data
@@ -110,7 +116,9 @@ def _parameter(param: Param, components: _Components) -> dict[str, Any]:
 
 def _response(answer: Answer, components: _Components) -> dict[str, Any]:
     if answer.media is not None:
-        content = {media: {"schema": components.schema(schema, "serialization")} for media, schema in answer.media.items()}
+        content = {
+            media: {"schema": components.schema(schema, "serialization")} for media, schema in answer.media.items()
+        }
     else:
         content = {"application/json": {"schema": components.schema(answer.shape, "serialization")}}
     return {"description": answer.description, "content": content}
@@ -147,6 +155,9 @@ def build_document(operations: list[Operation], raw_schemas: Mapping[str, Any]) 
         "openapi": "3.1.0",
         "info": {"title": "Usage Metering", "version": __version__},
         "paths": paths,
-        "components": {"schemas": components.schemas, "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": components.schemas,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearerAuth": []}],  # none needed while no key exists; /healthz and /readyz stay open
     }

@@ -50,7 +50,9 @@ def parse_json(body: bytes) -> Any:
         try:
             json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(400, "malformed_json", "request body holds an unpaired surrogate escape (\\ud800-\\udfff)") from None
+            raise ApiError(
+                400, "malformed_json", "request body holds an unpaired surrogate escape (\\ud800-\\udfff)"
+            ) from None
     return data
 
 
@@ -83,4 +85,6 @@ def query_flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
 
 
-BAD_BODY = errors({400: "Empty body or malformed JSON", 413: "Body too large", 422: "A field is invalid; `error.field` names it"})
+BAD_BODY = errors(
+    {400: "Empty body or malformed JSON", 413: "Body too large", 422: "A field is invalid; `error.field` names it"}
+)

@@ -14,9 +14,9 @@ listed in `common`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
 
 import click
 from click.core import ParameterSource
@@ -39,7 +39,7 @@ from .common import MeteringGroup
     envvar="USAGE_METERING_DB",
     show_envvar=True,
     help="The DuckDB file, opened in this process (only when no node holds it). With --lake: where this "
-         f"node keeps its local files (default {DEFAULT_LAKE_NODE_PATH}).",
+    f"node keeps its local files (default {DEFAULT_LAKE_NODE_PATH}).",
 )
 @click.option(
     "--lake",
@@ -47,7 +47,7 @@ from .common import MeteringGroup
     envvar="USAGE_METERING_LAKE",
     show_envvar=True,
     help="Use a DuckLake instead of the file: its catalog, e.g. 'postgres:host=H dbname=D user=U' "
-         "(cluster mode; every node names the same one).",
+    "(cluster mode; every node names the same one).",
 )
 @click.option(
     "--lake-data",
@@ -89,8 +89,16 @@ from .common import MeteringGroup
 )
 @click.version_option(__version__, prog_name="usage-metering")
 @click.pass_context
-def cli(ctx: click.Context, db: Path, lake: str | None, lake_data: str | None, url: str | None,
-        api_key: str | None, output_format: str, late_window_days: float) -> None:
+def cli(
+    ctx: click.Context,
+    db: Path,
+    lake: str | None,
+    lake_data: str | None,
+    url: str | None,
+    api_key: str | None,
+    output_format: str,
+    late_window_days: float,
+) -> None:
     """Usage metering: record usage events, check quotas, report usage and bills.
 
     Works on the DuckDB file (--db) when no node is running, or on a running
@@ -102,14 +110,36 @@ def cli(ctx: click.Context, db: Path, lake: str | None, lake_data: str | None, u
         raise click.UsageError("--lake-data needs --lake (the lake's catalog)")
     if lake is not None and ctx.get_parameter_source("db") is ParameterSource.DEFAULT:
         db = DEFAULT_LAKE_NODE_PATH
-    ctx.obj = {"db": db, "lake": Lake(lake, lake_data) if lake else None, "url": url, "api_key": api_key,
-               "format": output_format.lower(), "late_window": timedelta(days=late_window_days)}
+    ctx.obj = {
+        "db": db,
+        "lake": Lake(lake, lake_data) if lake else None,
+        "url": url,
+        "api_key": api_key,
+        "format": output_format.lower(),
+        "late_window": timedelta(days=late_window_days),
+    }
 
 
 for command in (
-    node.serve, node.init_demo_command, node.upgrade_file_command, node.maintain_command, events.record, events.import_command, export.export_command,
-    reports.usage, reports.quota, reports.report, reports.top_users_command, reports.dead_letters, reports.alerts,
-    config.plans, config.tenants, config.metrics, keys.keys, kafka.kafka_group, kafka.consume_command,
+    node.serve,
+    node.init_demo_command,
+    node.upgrade_file_command,
+    node.maintain_command,
+    events.record,
+    events.import_command,
+    export.export_command,
+    reports.usage,
+    reports.quota,
+    reports.report,
+    reports.top_users_command,
+    reports.dead_letters,
+    reports.alerts,
+    config.plans,
+    config.tenants,
+    config.metrics,
+    keys.keys,
+    kafka.kafka_group,
+    kafka.consume_command,
 ):
     cli.add_command(command)
 

@@ -15,9 +15,10 @@ Exit codes:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -92,8 +93,11 @@ def open_metering(ctx: click.Context, *, writes: str | None = None) -> Iterator[
     options = root_options(ctx)
     if options["url"]:
         if ctx.find_root().get_parameter_source("late_window_days") is ParameterSource.COMMANDLINE:
-            raise CliError("--late-window-days applies to the database file (--db); with --url the node's "
-                           "own window applies (set it on its serve command)", EXIT_INVALID)
+            raise CliError(
+                "--late-window-days applies to the database file (--db); with --url the node's "
+                "own window applies (set it on its serve command)",
+                EXIT_INVALID,
+            )
         with MeteringClient(options["url"], api_key=options["api_key"]) as client:
             yield client
         return
@@ -101,10 +105,16 @@ def open_metering(ctx: click.Context, *, writes: str | None = None) -> Iterator[
 
     lake = options["lake"]
     if lake is not None and writes == "events":
-        raise CliError("on a lake (--lake), events are recorded through a running node: "
-                       "--url http://NODE:PORT", EXIT_INVALID)
-    with Metering.open(options["db"], lake=lake, read_only=lake is not None and writes is None,
-                       ingest=lake is None, late_window=options["late_window"]) as metering:
+        raise CliError(
+            "on a lake (--lake), events are recorded through a running node: --url http://NODE:PORT", EXIT_INVALID
+        )
+    with Metering.open(
+        options["db"],
+        lake=lake,
+        read_only=lake is not None and writes is None,
+        ingest=lake is None,
+        late_window=options["late_window"],
+    ) as metering:
         yield metering
 
 
@@ -114,22 +124,40 @@ def require_file_mode(ctx: click.Context, command: str) -> None:
 
 
 log_format_option = click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-    help="json: one JSON object per line (with a request_id and an access line per HTTP request).")
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (with a request_id and an access line per HTTP request).",
+)
 log_level_option = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="info", show_default=True, help="Least severe level logged.")
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe level logged.",
+)
 
 webhook_url_option = click.option(
-    "--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url.")
+    "--webhook-url", metavar="URL", help="Where quota alerts go for tenants without their own webhook_url."
+)
 webhook_secret_option = click.option(
-    "--webhook-secret", metavar="SECRET", envvar="USAGE_METERING_WEBHOOK_SECRET", show_envvar=True,
-    help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).")
+    "--webhook-secret",
+    metavar="SECRET",
+    envvar="USAGE_METERING_WEBHOOK_SECRET",
+    show_envvar=True,
+    help="HMAC key signing alert webhooks (default: generated once into <db>.webhook-secret).",
+)
 
 
 maintenance_interval_option = click.option(
-    "--maintenance-interval", type=click.FloatRange(min=0), default=3600, show_default=True, metavar="SECONDS",
-    help="With --lake: run a lake maintenance pass (merge small files, expire snapshots) this often; 0 = never.")
+    "--maintenance-interval",
+    type=click.FloatRange(min=0),
+    default=3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --lake: run a lake maintenance pass (merge small files, expire snapshots) this often; 0 = never.",
+)
 
 
 period_option = click.option("--period", metavar="YYYY-MM", help="Billing period starting in this month.")

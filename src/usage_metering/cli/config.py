@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 import click
 
-from usage_metering.schemas import NotFoundError
-from usage_metering.schemas import Aggregation
+from usage_metering.schemas import Aggregation, NotFoundError
 
 from .common import load_json, open_metering
 from .output import METRIC_COLUMNS, PLAN_COLUMNS, TENANT_COLUMNS, as_json, emit, emit_plan
@@ -87,7 +87,11 @@ def tenants_show(ctx: click.Context, tenant_id: str) -> None:
 @click.option("--webhook-url", metavar="URL", help="Where this tenant's quota alerts are POSTed ('' = none).")
 @click.pass_context
 def tenants_set(
-    ctx: click.Context, tenant_id: str, name: str | None, plan_id: str | None, anchor_day: int | None,
+    ctx: click.Context,
+    tenant_id: str,
+    name: str | None,
+    plan_id: str | None,
+    anchor_day: int | None,
     webhook_url: str | None = None,
 ) -> None:
     """Create a tenant, or change the given fields of an existing one."""

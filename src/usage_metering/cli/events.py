@@ -12,9 +12,10 @@ import csv
 import json
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -115,8 +116,12 @@ def record(
     if tenant_id is None and metric is None and quantity is None:
         raise click.UsageError("give --tenant, --metric and --quantity, or --file")
     event: dict[str, Any] = {"tenant_id": tenant_id, "metric": metric, "quantity": _quantity(quantity)}
-    optional = {"user_id": user_id, "event_id": event_id, "timestamp": timestamp,
-                "properties": _parse_properties(properties)}
+    optional = {
+        "user_id": user_id,
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "properties": _parse_properties(properties),
+    }
     event.update({k: v for k, v in optional.items() if v is not None})
     with open_metering(ctx, writes="events") as metering:
         result = as_json(metering.record(event))
@@ -125,7 +130,6 @@ def record(
         raise CliError(f"event {result.get('event_id')} blocked: {message}", EXIT_FAILED)
     data = {"event_id": result["event_id"], "status": result["status"]}
     emit(data, [data], RECORD_COLUMNS)
-
 
 
 def _counted_lines(stream: IO[str], on_bytes: Callable[[int], None], taken: list[str]) -> Iterator[str]:
@@ -205,8 +209,9 @@ def import_rows(metering: Metering | MeteringClient, rows: Iterator[Row], source
         statuses.append(result["status"])
         if result["status"] in ("rejected", "blocked"):
             error = result.get("error") or {}
-            group = reasons.setdefault(error.get("code") or result["status"],
-                                       {"count": 0, "lines": [], "message": error.get("message")})
+            group = reasons.setdefault(
+                error.get("code") or result["status"], {"count": 0, "lines": [], "message": error.get("message")}
+            )
             group["count"] += 1
             if len(group["lines"]) < SHOWN_LINES:
                 group["lines"].append(line)
@@ -221,7 +226,9 @@ def _reader(fmt: str) -> Callable[[IO[str], Callable[[int], None]], Iterator[Row
     return read_csv_rows if fmt == "csv" else read_json_lines
 
 
-def _import_stream(metering: Metering | MeteringClient, stream: IO[str], fmt: str, source: str, size: int | None) -> dict[str, Any]:
+def _import_stream(
+    metering: Metering | MeteringClient, stream: IO[str], fmt: str, source: str, size: int | None
+) -> dict[str, Any]:
     """Import with a progress bar on stderr when the size is known (a file, not stdin)."""
     if not size:
         return import_rows(metering, _reader(fmt)(stream, lambda _n: None), source)
@@ -231,7 +238,12 @@ def _import_stream(metering: Metering | MeteringClient, stream: IO[str], fmt: st
 
 @click.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), help="Default: from FILE's extension (.csv, else JSON lines).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    help="Default: from FILE's extension (.csv, else JSON lines).",
+)
 @click.pass_context
 def import_command(ctx: click.Context, file: Path, fmt: str | None) -> None:
     """Backfill events from a JSON-lines or CSV file ('-' = stdin) through the normal ingest path.

@@ -23,14 +23,13 @@ from .output import emit
 EXPORT_COLUMNS = ("rows", "format", "path")
 
 
-
-
-
 def _export_format(fmt: str | None, output: Path | None) -> str:
     if fmt is not None:
         return fmt
     suffix = output.suffix.lower().lstrip(".") if output is not None else ""
-    return {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}.get(suffix, "parquet")
+    return {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}.get(
+        suffix, "parquet"
+    )
 
 
 def _open_read_only(db: Path, lake: Lake | None) -> Any:
@@ -51,11 +50,20 @@ def _open_read_only(db: Path, lake: Lake | None) -> Any:
 
 
 @click.command("export")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="File format (default: from --output's extension, else parquet).")
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="First UTC day (inclusive).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="File format (default: from --output's extension, else parquet).",
+)
+@click.option(
+    "--from", "start", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="First UTC day (inclusive)."
+)
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Last UTC day (inclusive).")
 @click.option("--tenant", "tenant_id", metavar="TENANT", help="Only this tenant's events.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: events.<format>).")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: events.<format>)."
+)
 @click.pass_context
 def export_command(
     ctx: click.Context,

@@ -22,8 +22,12 @@ from .common import (
 )
 
 _BOOTSTRAP = click.option(
-    "--bootstrap-servers", required=True, envvar="KAFKA_BOOTSTRAP_SERVERS", show_envvar=True,
-    metavar="HOST:PORT[,...]", help="Kafka brokers to start from.",
+    "--bootstrap-servers",
+    required=True,
+    envvar="KAFKA_BOOTSTRAP_SERVERS",
+    show_envvar=True,
+    metavar="HOST:PORT[,...]",
+    help="Kafka brokers to start from.",
 )
 _TOPIC = click.option("--topic", default=DEFAULT_TOPIC, show_default=True, help="Usage events topic.")
 
@@ -36,8 +40,13 @@ def kafka_group() -> None:
 @kafka_group.command("init")
 @_BOOTSTRAP
 @_TOPIC
-@click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=click.IntRange(1, 10_000),
-              help="Partitions of the events topic (the unit of scale-out; events are keyed by tenant).")
+@click.option(
+    "--partitions",
+    default=DEFAULT_PARTITIONS,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Partitions of the events topic (the unit of scale-out; events are keyed by tenant).",
+)
 @click.option("--dead-letter-topic", default=None, help="Default: <topic>-dead-letters ('' = none).")
 def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str | None) -> None:
     """Create the events topic and its dead-letter topic (existing ones are left as they are)."""
@@ -56,23 +65,48 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @_TOPIC
 @click.option("--group-id", default=DEFAULT_GROUP_ID, show_default=True, help="Consumer group.")
 @click.option("--instance-id", default=None, help="Static membership: a restart takes its partitions back at once.")
-@click.option("--dead-letter-topic", default=None,
-              help="Where malformed and blocked messages are copied. Default: <topic>-dead-letters "
-                   "('' = only the dead_letters table).")
-@click.option("--max-poll-records", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Most records per poll batch (one DuckDB transaction).")
-@click.option("--session-timeout-ms", default=45_000, show_default=True, type=click.IntRange(1000, 3_600_000),
-              help="How long the group waits for a silent member before giving its partitions to the others "
-                   "(within the broker's group.min/max.session.timeout.ms).")
+@click.option(
+    "--dead-letter-topic",
+    default=None,
+    help="Where malformed and blocked messages are copied. Default: <topic>-dead-letters "
+    "('' = only the dead_letters table).",
+)
+@click.option(
+    "--max-poll-records",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Most records per poll batch (one DuckDB transaction).",
+)
+@click.option(
+    "--session-timeout-ms",
+    default=45_000,
+    show_default=True,
+    type=click.IntRange(1000, 3_600_000),
+    help="How long the group waits for a silent member before giving its partitions to the others "
+    "(within the broker's group.min/max.session.timeout.ms).",
+)
 @maintenance_interval_option
 @webhook_url_option
 @webhook_secret_option
 @log_format_option
 @log_level_option
 @click.pass_context
-def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, group_id: str, instance_id: str | None,
-                    dead_letter_topic: str | None, max_poll_records: int, session_timeout_ms: int,
-                    maintenance_interval: float, webhook_url: str | None, webhook_secret: str | None, log_format: str, log_level: str) -> None:
+def consume_command(
+    ctx: click.Context,
+    bootstrap_servers: str,
+    topic: str,
+    group_id: str,
+    instance_id: str | None,
+    dead_letter_topic: str | None,
+    max_poll_records: int,
+    session_timeout_ms: int,
+    maintenance_interval: float,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+    log_format: str,
+    log_level: str,
+) -> None:
     """Consume usage events from Kafka into --db (or --lake), exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer (a file held by another
@@ -102,9 +136,14 @@ def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, grou
         maintenance = LakeMaintenance(metering, maintenance_interval).start()
         try:
             consumer = metering.kafka_consumer(
-                bootstrap_servers, topic=topic, group_id=group_id, group_instance_id=instance_id,
-                dead_letter_topic=dead_letter_topic, max_poll_records=max_poll_records,
-                session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(100, session_timeout_ms // 3),
+                bootstrap_servers,
+                topic=topic,
+                group_id=group_id,
+                group_instance_id=instance_id,
+                dead_letter_topic=dead_letter_topic,
+                max_poll_records=max_poll_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             )
             code = run_consumer(consumer)
         finally:

@@ -7,6 +7,7 @@ import click
 from .common import open_metering
 from .output import KEY_COLUMNS, as_json, emit
 
+
 @click.group()
 def keys() -> None:
     """API keys: once one exists, the HTTP API needs 'Authorization: Bearer <key>'."""
@@ -14,7 +15,12 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(["admin", "tenant"]), required=True, help="admin: everything; tenant: one tenant's events and reports.")
+@click.option(
+    "--scope",
+    type=click.Choice(["admin", "tenant"]),
+    required=True,
+    help="admin: everything; tenant: one tenant's events and reports.",
+)
 @click.option("--tenant", "tenant_id", metavar="TENANT", help="The tenant of a --scope tenant key.")
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, scope: str, tenant_id: str | None) -> None:

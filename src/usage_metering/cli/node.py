@@ -22,6 +22,7 @@ from .common import (
 )
 from .output import SUMMARY_COLUMNS, emit
 
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8005, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
@@ -30,21 +31,51 @@ from .output import SUMMARY_COLUMNS, emit
 @log_level_option
 @webhook_url_option
 @webhook_secret_option
-@click.option("--snapshot-interval", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
-              help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.")
-@click.option("--snapshot-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Snapshot file (default: <db stem>.snapshot.duckdb next to --db).")
-@click.option("--kafka-bootstrap-servers", metavar="HOST:PORT[,...]", envvar="USAGE_METERING_KAFKA", show_envvar=True,
-              help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.")
+@click.option(
+    "--snapshot-interval",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="Publish the read-only analyst snapshot this often (and at shutdown); 0 = never.",
+)
+@click.option(
+    "--snapshot-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Snapshot file (default: <db stem>.snapshot.duckdb next to --db).",
+)
+@click.option(
+    "--kafka-bootstrap-servers",
+    metavar="HOST:PORT[,...]",
+    envvar="USAGE_METERING_KAFKA",
+    show_envvar=True,
+    help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.",
+)
 @click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
 @maintenance_interval_option
-@click.option("--advertise-url", metavar="URL", help="With --lake and Kafka: where the other nodes reach this one "
-              "(default http://HOST:PORT); they forward quota checks about its partitions' tenants here.")
+@click.option(
+    "--advertise-url",
+    metavar="URL",
+    help="With --lake and Kafka: where the other nodes reach this one "
+    "(default http://HOST:PORT); they forward quota checks about its partitions' tenants here.",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, init_demo: bool, log_format: str, log_level: str,
-    webhook_url: str | None, webhook_secret: str | None, snapshot_interval: float, snapshot_path: Path | None,
-    kafka_bootstrap_servers: str | None, kafka_topic: str, maintenance_interval: float, advertise_url: str | None,
+    ctx: click.Context,
+    host: str,
+    port: int,
+    init_demo: bool,
+    log_format: str,
+    log_level: str,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+    snapshot_interval: float,
+    snapshot_path: Path | None,
+    kafka_bootstrap_servers: str | None,
+    kafka_topic: str,
+    maintenance_interval: float,
+    advertise_url: str | None,
 ) -> None:
     """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
@@ -55,12 +86,24 @@ def serve(
     from usage_metering.node.server import run_server
 
     options = root_options(ctx)
-    run_server(options["db"], host, port, init_demo, log_level=log_level.lower(), log_format=log_format,
-               late_window=options["late_window"],
-               webhook_url=webhook_url, webhook_secret=webhook_secret,
-               snapshot_interval=snapshot_interval, snapshot_path=snapshot_path,
-               kafka_bootstrap_servers=kafka_bootstrap_servers, kafka_topic=kafka_topic, lake=options["lake"],
-               maintenance_interval=maintenance_interval, advertise_url=advertise_url)
+    run_server(
+        options["db"],
+        host,
+        port,
+        init_demo,
+        log_level=log_level.lower(),
+        log_format=log_format,
+        late_window=options["late_window"],
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        snapshot_interval=snapshot_interval,
+        snapshot_path=snapshot_path,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_topic=kafka_topic,
+        lake=options["lake"],
+        maintenance_interval=maintenance_interval,
+        advertise_url=advertise_url,
+    )
 
 
 @click.command("init-demo")
@@ -94,14 +137,23 @@ def upgrade_file_command(ctx: click.Context) -> None:
     if conversion is None:
         click.echo(f"{path} is already readable by this version: nothing to convert", err=True)
         return
-    summary = {"path": str(conversion.path), "backup": str(conversion.backup), "tables": len(conversion.rows),
-               "rows": sum(conversion.rows.values())}
+    summary = {
+        "path": str(conversion.path),
+        "backup": str(conversion.backup),
+        "tables": len(conversion.rows),
+        "rows": sum(conversion.rows.values()),
+    }
     emit(summary, [summary], ("path", "backup", "tables", "rows"))
 
 
 @click.command("maintain")
-@click.option("--keep-snapshots-hours", type=click.FloatRange(min=0), default=24, show_default=True,
-              help="Expire lake snapshots older than this (time travel and reads running longer than it may fail).")
+@click.option(
+    "--keep-snapshots-hours",
+    type=click.FloatRange(min=0),
+    default=24,
+    show_default=True,
+    help="Expire lake snapshots older than this (time travel and reads running longer than it may fail).",
+)
 @click.pass_context
 def maintain_command(ctx: click.Context, keep_snapshots_hours: float) -> None:
     """One maintenance pass over --lake: flush inlined rows, merge small files, expire snapshots, delete files.

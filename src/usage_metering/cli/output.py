@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import click
 
@@ -48,7 +49,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     cells = [[c if len(c) <= TABLE_CELL_MAX else c[: TABLE_CELL_MAX - 1] + "…" for c in line] for line in cells]
     widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
     numeric = [
-        any(_is_number(line[i]) for line in cells) and all(line[i] in ("-", "") or _is_number(line[i]) for line in cells)
+        any(_is_number(line[i]) for line in cells)
+        and all(line[i] in ("-", "") or _is_number(line[i]) for line in cells)
         for i in range(len(columns))
     ]
 
@@ -97,11 +99,31 @@ def flat_period(data: Mapping[str, Any]) -> dict[str, Any]:
 
 USAGE_COLUMNS = ("tenant_id", "metric", "aggregation", "value", "event_count", "period_start", "period_end")
 QUOTA_COLUMNS = (
-    "tenant_id", "metric", "used", "limit", "remaining", "policy", "allowed", "period_start", "period_end", "as_of",
+    "tenant_id",
+    "metric",
+    "used",
+    "limit",
+    "remaining",
+    "policy",
+    "allowed",
+    "period_start",
+    "period_end",
+    "as_of",
 )
 REPORT_TABLE_COLUMNS = (
-    "tenant_id", "plan_id", "plan_version", "period_label", "currency", "row_type",
-    "metric", "policy", "used", "included", "overage_quantity", "unit_price", "amount",
+    "tenant_id",
+    "plan_id",
+    "plan_version",
+    "period_label",
+    "currency",
+    "row_type",
+    "metric",
+    "policy",
+    "used",
+    "included",
+    "overage_quantity",
+    "unit_price",
+    "amount",
 )
 TOP_USER_COLUMNS = ("rank", "user_id", "value", "event_count")
 PLAN_COLUMNS = ("plan_id", "version", "name", "currency", "base_fee", "metrics")
@@ -111,8 +133,17 @@ METRIC_COLUMNS = ("name", "aggregation", "unit", "description")
 KEY_COLUMNS = ("key_id", "name", "scope", "tenant_id", "created_at", "revoked_at")
 DEAD_LETTER_COLUMNS = ("id", "received_at", "source", "topic", "partition", "offset", "reason", "raw")
 ALERT_COLUMNS = (
-    "tenant_id", "metric", "threshold_percent", "used", "included", "period_start", "status", "attempts",
-    "last_error", "created_at", "delivered_at",
+    "tenant_id",
+    "metric",
+    "threshold_percent",
+    "used",
+    "included",
+    "period_start",
+    "status",
+    "attempts",
+    "last_error",
+    "created_at",
+    "delivered_at",
 )
 RECORD_COLUMNS = ("event_id", "status")
 SUMMARY_COLUMNS = ("recorded", "duplicates", "blocked", "rejected")
@@ -128,7 +159,6 @@ def emit_plan(plan: Mapping[str, Any]) -> None:
         for m in plan.get("metrics", [])
     ]
     title = (
-        f"plan {plan['plan_id']} v{plan['version']}: {plan['name']} "
-        f"({plan['currency']}, base fee {plan['base_fee']})"
+        f"plan {plan['plan_id']} v{plan['version']}: {plan['name']} ({plan['currency']}, base fee {plan['base_fee']})"
     )
     emit(plan, rows, PLAN_METRIC_COLUMNS, title=title)

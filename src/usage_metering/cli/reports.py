@@ -21,6 +21,7 @@ from .output import (
     flat_period,
 )
 
+
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
@@ -29,8 +30,16 @@ def _day(value: datetime | None) -> date | None:
 @click.argument("tenant_id", metavar="TENANT")
 @click.argument("metric", required=False)
 @period_option
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="First day, YYYY-MM-DD (with --to).")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Last day, inclusive (with --from).")
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="First day, YYYY-MM-DD (with --to).",
+)
+@click.option(
+    "--to", "end", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Last day, inclusive (with --from)."
+)
 @click.option("--daily", is_flag=True, help="Per-day values (with METRIC).")
 @click.pass_context
 def usage(
@@ -125,7 +134,9 @@ def dead_letters(ctx: click.Context, limit: int) -> None:
 @click.command()
 @click.option("--tenant", "tenant_id", metavar="TENANT", help="One tenant (default: all tenants).")
 @click.option("--status", type=click.Choice(["pending", "delivered"]), help="Only alerts with this delivery status.")
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="How many, newest first.")
+@click.option(
+    "--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="How many, newest first."
+)
 @click.pass_context
 def alerts(ctx: click.Context, tenant_id: str | None, status: str | None, limit: int) -> None:
     """Quota alerts: thresholds crossed per period, and whether their webhook was delivered."""

@@ -1,5 +1,5 @@
 """Ingestion: the ingestor shared by embedded mode and the Kafka consumer group."""
 
-from .ingestor import IngestOutcome, Ingestor, IngestorStopped, QuotaExceeded
+from .ingestor import Ingestor, IngestorStopped, IngestOutcome, QuotaExceeded
 
 __all__ = ["IngestOutcome", "Ingestor", "IngestorStopped", "QuotaExceeded"]

@@ -9,11 +9,11 @@ so a `block` metric (which can reach but never pass its quota) still alerts at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Mapping
 
 from usage_metering.schemas import AggregateState, Aggregation, period_containing
 from usage_metering.store import Catalog
@@ -78,7 +78,6 @@ def detect_alerts(
             continue
         period = period_containing(period_start, catalog.anchor_day(tenant_id))
         alerts.extend(
-            Alert.crossed(tenant_id, metric, period, threshold, rule.included, after, now)
-            for threshold in crossed
+            Alert.crossed(tenant_id, metric, period, threshold, rule.included, after, now) for threshold in crossed
         )
     return alerts

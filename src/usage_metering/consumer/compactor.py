@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import Callable
 
 from usage_metering.store import Database
 from usage_metering.store.sealed_days import DAY, days_sealed_before, first_day_with_usage, seal_day

@@ -7,12 +7,19 @@ committed usage without taking a lock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable
 
-from usage_metering.schemas import AggregateState, Aggregation, Period, UsageEvent, UsageTotals
-from usage_metering.schemas import period_containing, previous_period
+from usage_metering.schemas import (
+    AggregateState,
+    Aggregation,
+    Period,
+    UsageEvent,
+    UsageTotals,
+    period_containing,
+    previous_period,
+)
 
 CounterKey = tuple[str, str, datetime]  # (tenant_id, metric, period start)
 
@@ -84,8 +91,14 @@ class StagedCounters:
         self.state(key).add(event.quantity, event.timestamp, user_id)
 
     def add_group(
-        self, key: CounterKey, total: Decimal, count: int, maximum: Decimal, latest_at: datetime,
-        latest_quantity: Decimal, users: Iterable[str],
+        self,
+        key: CounterKey,
+        total: Decimal,
+        count: int,
+        maximum: Decimal,
+        latest_at: datetime,
+        latest_quantity: Decimal,
+        users: Iterable[str],
     ) -> None:
         """Add `count` events at once: their sum, max, latest (quantity at `latest_at`) and users."""
         state = self.state(key)

@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import duckdb
 import numpy as np
@@ -164,7 +164,11 @@ class RunFiles:
     def write(self, run: KeyRun) -> KeyRun:
         """Save a run's arrays (fsynced) and return it backed by the files."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for suffix, array in (("fp", run.fingerprints), ("row", run.rows), ("filter", presence_filter(run.fingerprints))):
+        for suffix, array in (
+            ("fp", run.fingerprints),
+            ("row", run.rows),
+            ("filter", presence_filter(run.fingerprints)),
+        ):
             path = self.directory / f"{run.name}.{suffix}.npy"
             with open(path, "wb") as file:
                 np.save(file, array)
@@ -270,7 +274,9 @@ class EventKeyIndex:
 
     # -- the writer's questions ----------------------------------------------------
 
-    def stored(self, cursor: duckdb.DuckDBPyConnection, keys: Sequence[EventKey], fingerprints: Sequence[int]) -> set[EventKey]:
+    def stored(
+        self, cursor: duckdb.DuckDBPyConnection, keys: Sequence[EventKey], fingerprints: Sequence[int]
+    ) -> set[EventKey]:
         """Which of `keys` (with their fingerprints, in the same order) are already stored."""
         found = {key for key in keys if key in self._recent}
         runs = self._runs
@@ -339,7 +345,9 @@ class EventKeyIndex:
                 with self._lock:
                     runs = self._runs  # the writer may have appended a run meanwhile; these two are unchanged
                     position = runs.index(older)
-                    self._publish((*runs[:position], merged, *runs[position + 2:]), self._covered_rows, self._last_fingerprint)
+                    self._publish(
+                        (*runs[:position], merged, *runs[position + 2 :]), self._covered_rows, self._last_fingerprint
+                    )
                 self.files.remove((older, newer))
         except Exception:
             log.exception("merging event key runs failed; the unmerged runs stay in use")

@@ -16,11 +16,12 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, localcontext
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import duckdb
 import msgspec
@@ -76,7 +77,6 @@ DIRECT_INGEST_TOPIC = "_direct_ingest"
 DIRECT_INGEST: PartitionKey = (DIRECT_INGEST_TOPIC, 0)
 _CONFLICT_BACKOFF_SECONDS = 0.05
 CHECKPOINT_INTERVAL_SECONDS = 60.0  # how often the counters are saved (store/counter_checkpoint.py)
-
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,9 @@ def _blocked_letters(request: _Request, outcomes: Sequence[IngestOutcome]) -> li
     return [request.dead_letter_blocked(i, o) for i, o in enumerate(outcomes) if o.status == EventStatus.BLOCKED]
 
 
-def _quota_exceeded(event: UsageEvent, rule: _MeteringRule, state: AggregateState, period: Period) -> QuotaExceeded | None:
+def _quota_exceeded(
+    event: UsageEvent, rule: _MeteringRule, state: AggregateState, period: Period
+) -> QuotaExceeded | None:
     assert rule.block_limit is not None
     user_id = event.user_id if rule.aggregation is Aggregation.UNIQUE_COUNT else None
     if state.value_after(rule.aggregation, event.quantity, event.timestamp, user_id) <= rule.block_limit:
@@ -297,7 +299,7 @@ class Ingestor:
             windows = seed_windows(anchors, now)
             checkpoint = load_checkpoint(cursor) if from_checkpoint else None
             states = _seeded_states(cursor, windows, checkpoint)
-            for (tenant_id, metric, _start), state in states.items():
+            for (_tenant_id, metric, _start), state in states.items():
                 if catalog.aggregation(metric) is not Aggregation.UNIQUE_COUNT:
                     state.users = set()
             tracked_from = {tenant_id: start for tenant_id, start, _end in windows[::2]}
@@ -347,6 +349,7 @@ class Ingestor:
         Holding the writer's lock keeps it from racing the ingest transaction
         (which registers new tenants) and the counters from seeing half a change.
         """
+
         def change_and_forget_checkpoint(cursor: duckdb.DuckDBPyConnection) -> T:
             result = change(cursor)
             if not self._on_lake:
@@ -363,6 +366,7 @@ class Ingestor:
 
         Serialised with the ingest transaction, so the two never conflict on a row.
         """
+
         def attempt() -> T:
             with transaction(self.database.cursor()) as cursor:
                 return change(cursor)
@@ -545,7 +549,9 @@ class Ingestor:
             recorded = [i for i, decision in enumerate(decisions) if decision.status is EventStatus.RECORDED]
             everything = len(recorded) == len(unique)
             stored_events = unique if everything else [unique[i] for i in recorded]
-            batch = events_to_arrow(stored_events, fingerprints if everything else [fingerprints[i] for i in recorded], now)
+            batch = events_to_arrow(
+                stored_events, fingerprints if everything else [fingerprints[i] for i in recorded], now
+            )
             append_events(cursor, batch)
             folds = fold_batch(stored_events, batch, self._unique_metrics)
             append_rollup_deltas(cursor, folds.rollups)
@@ -645,8 +651,13 @@ class Ingestor:
             period = self.counters.period_for(hour.tenant_id, rule.anchor_day, hour.hour)
             if self.counters.is_tracked(hour.tenant_id, period):
                 staged.add_group(
-                    (hour.tenant_id, hour.metric, period.start), hour.total, hour.count, hour.maximum, hour.latest_at,
-                    hour.latest_quantity, folds.users.get((hour.tenant_id, hour.metric, hour.hour), ()),
+                    (hour.tenant_id, hour.metric, period.start),
+                    hour.total,
+                    hour.count,
+                    hour.maximum,
+                    hour.latest_at,
+                    hour.latest_quantity,
+                    folds.users.get((hour.tenant_id, hour.metric, hour.hour), ()),
                 )
 
     @staticmethod
@@ -659,7 +670,7 @@ class Ingestor:
         if len(keys) == len(events):  # no repeats: the decisions are the outcomes, request by request
             start = 0
             for request in requests:
-                results.append(decisions[start:start + len(request.events)])
+                results.append(decisions[start : start + len(request.events)])
                 start += len(request.events)
             return results
         decided = dict(zip(keys, decisions))

@@ -25,6 +25,7 @@ becomes a dead letter committed with the offset past it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -32,21 +33,22 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus
 from usage_metering.store import Database, DeadLetter
 from usage_metering.store.offsets import PartitionKey, PartitionLost
 
-from .ingestor import IngestOutcome, Ingestor
+from .ingestor import Ingestor, IngestOutcome
 from .kafka_records import PolledBatch, blocked_letter, decode_polled, undecodable_record
 from .names import DEFAULT_GROUP_ID, DEFAULT_TOPIC, dead_letter_topic_for
 
@@ -81,7 +83,6 @@ def _undecodable_position(consumer: KafkaConsumer) -> tuple[TopicPartition, int]
     if consumer.position(tp) != offset:
         return None
     return tp, offset
-
 
 
 # -- batches -------------------------------------------------------------------------
@@ -256,8 +257,10 @@ class KafkaIngestConsumer:
                 if not exc.retriable:
                     raise
             if not warned:
-                log.warning("topic %s does not exist yet; waiting for it (create it with `usage-metering kafka init`)",
-                            self.topic)
+                log.warning(
+                    "topic %s does not exist yet; waiting for it (create it with `usage-metering kafka init`)",
+                    self.topic,
+                )
                 warned = True
             stop.wait(_TOPIC_WAIT_SECONDS)
         return False
@@ -433,8 +436,7 @@ class KafkaIngestConsumer:
         log.info(
             "assigned %s; resuming from stored offsets %s (from the beginning: %s)",
             sorted(tp.partition for tp in assigned),
-            {tp.partition: stored_by_topic[tp.topic].get(tp.partition) for tp in assigned
-             if tp not in from_start},
+            {tp.partition: stored_by_topic[tp.topic].get(tp.partition) for tp in assigned if tp not in from_start},
             sorted(tp.partition for tp in from_start),
         )
 
@@ -450,10 +452,8 @@ class KafkaIngestConsumer:
     def _wait_in_flight(self) -> None:
         """Block until every batch handed to the writer is committed or failed (not acknowledged)."""
         for future in list(self._in_flight):
-            try:
+            with contextlib.suppress(BaseException):  # reported by _finish_committed on the main thread
                 future.result()
-            except BaseException:
-                pass  # reported by _finish_committed on the main thread
 
     # -- the batch pipeline ------------------------------------------------------------
 
@@ -582,7 +582,8 @@ class KafkaIngestConsumer:
         try:
             if self._dead_letter_producer is None:
                 self._dead_letter_producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers, acks="all",
+                    bootstrap_servers=self.bootstrap_servers,
+                    acks="all",
                     client_id=f"usage-metering-dead-letters-{self.group_id}",
                 )
             producer = self._dead_letter_producer
@@ -619,6 +620,7 @@ def run_consumer(consumer: KafkaIngestConsumer, stop_event: threading.Event | No
     previous: dict[int, Any] = {}
     try:
         if threading.current_thread() is threading.main_thread():
+
             def handle(signum: int, _frame: Any) -> None:
                 log.info("received %s: finishing the current batch", signal.Signals(signum).name)
                 stop.set()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError
 from usage_metering.schemas.event_json import (
@@ -96,14 +97,16 @@ def is_event_batch(headers: Sequence[tuple[str, bytes | None]]) -> bool:
     return False
 
 
-def _add_event_batch(batch: PolledBatch, record: Any, value: bytes, produced_at: datetime,
-                     late_window: timedelta) -> None:
+def _add_event_batch(
+    batch: PolledBatch, record: Any, value: bytes, produced_at: datetime, late_window: timedelta
+) -> None:
     for item in decode_event_batch(value, now=produced_at, late_window=late_window):
         if isinstance(item, RejectedEvent):
             error = item.error
             path = f"events[{item.index}]" + (f".{error.field}" if error.field else "")
-            batch.add_dead_letter(record, dead_letter_reason(ValidationError(path, error.message, error.code)),
-                                  raw=item.raw)
+            batch.add_dead_letter(
+                record, dead_letter_reason(ValidationError(path, error.message, error.code)), raw=item.raw
+            )
         else:
             batch.events.append(item)
             batch.sources.append(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +13,9 @@ class PeriodicTask:
     """Runs `tick` now (or, with `wait_first`, after one interval) and then every `interval_seconds`;
     a tick that fails is logged and the next one retries."""
 
-    def __init__(self, name: str, interval_seconds: float, tick: Callable[[], object], *, wait_first: bool = False) -> None:
+    def __init__(
+        self, name: str, interval_seconds: float, tick: Callable[[], object], *, wait_first: bool = False
+    ) -> None:
         self.name = name
         self.interval_seconds = interval_seconds
         self.tick = tick

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from .names import DEFAULT_PARTITIONS, DEFAULT_TOPIC, dead_letter_topic_for
 
@@ -32,15 +33,15 @@ def create_topics(
     if dead_letter_topic is None:
         dead_letter_topic = dead_letter_topic_for(topic)
     wanted = [topic] + ([dead_letter_topic] if dead_letter_topic else [])
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="usage-metering-admin",
-                             request_timeout_ms=timeout_ms)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="usage-metering-admin", request_timeout_ms=timeout_ms
+    )
     try:
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         created: list[str] = []
         if missing:
-            spec = {name: {"num_partitions": partitions, "replication_factor": replication_factor}
-                    for name in missing}
+            spec = {name: {"num_partitions": partitions, "replication_factor": replication_factor} for name in missing}
             result = admin.create_topics(spec, timeout_ms=timeout_ms, raise_errors=False)
             for entry in result.get("topics", []):
                 code = entry.get("error_code", 0)

@@ -6,9 +6,9 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import uvicorn
 
@@ -92,7 +92,9 @@ def run_server(
     """
     configure_logging(log_format, log_level)
     tune_garbage_collector()
-    webhooks = webhook_settings(db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds)
+    webhooks = webhook_settings(
+        db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds
+    )
     kafka = KafkaMode(kafka_bootstrap_servers, kafka_topic) if kafka_bootstrap_servers else None
     metering = Metering.open(db_path, lake=lake, late_window=late_window, publisher=kafka.producer if kafka else None)
     if demo:

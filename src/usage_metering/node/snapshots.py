@@ -22,7 +22,9 @@ DEFAULT_SNAPSHOT_INTERVAL = 300.0  # seconds
 
 
 class SnapshotScheduler:
-    def __init__(self, metering: Metering, interval: float = DEFAULT_SNAPSHOT_INTERVAL, path: str | Path | None = None) -> None:
+    def __init__(
+        self, metering: Metering, interval: float = DEFAULT_SNAPSHOT_INTERVAL, path: str | Path | None = None
+    ) -> None:
         if interval < 0:
             raise ValueError("the snapshot interval must be >= 0 (0 = no snapshots)")
         self.metering = metering

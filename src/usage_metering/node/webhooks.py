@@ -96,8 +96,11 @@ class WebhookSettings:
 
 
 def webhook_settings(
-    db_path: str | Path, url: str | None, secret: str | None,
-    retry_base_seconds: float = 1.0, retry_max_seconds: float = 300.0,
+    db_path: str | Path,
+    url: str | None,
+    secret: str | None,
+    retry_base_seconds: float = 1.0,
+    retry_max_seconds: float = 300.0,
 ) -> WebhookSettings:
     """The node's settings; the URL is checked before a secret is read or generated."""
     checked_url = parse_webhook_url("webhook_url", url)
@@ -169,8 +172,14 @@ class WebhookDispatcher:
             delay = self.settings.retry_delay(alert.attempts + 1)
             retry_at = self.metering.clock() + timedelta(seconds=delay)
             self.metering.mark_alert_failed(alert, str(error), retry_at)
-            log.warning("alert %s to %s failed (%s); attempt %d, next in %.1fs",
-                        alert.alert_id, url, error, alert.attempts + 1, delay)
+            log.warning(
+                "alert %s to %s failed (%s); attempt %d, next in %.1fs",
+                alert.alert_id,
+                url,
+                error,
+                alert.attempts + 1,
+                delay,
+            )
             return 0
         self.metering.mark_alert_delivered(alert)
         log.info("alert %s delivered to %s", alert.alert_id, url)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from usage_metering.schemas import UsageEvent
 

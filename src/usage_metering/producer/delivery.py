@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ class DeliveryError(Exception):
         shown = ", ".join(ids[:_IDS_IN_MESSAGE])
         more = f" and {len(ids) - _IDS_IN_MESSAGE} more" if len(ids) > _IDS_IN_MESSAGE else ""
         super().__init__(
-            f"{len(ids)} usage event(s) not delivered: {shown}{more} "
-            f"(first error: {self.first_exception!r})"
+            f"{len(ids)} usage event(s) not delivered: {shown}{more} (first error: {self.first_exception!r})"
         )
 
     @property
@@ -116,7 +115,6 @@ class DeliveryTracker:
             pending = list(self._pending.items())
         for token, _ in pending:
             self.failed(token, error)
-
 
     def raise_failures(self) -> None:
         """Raise DeliveryError for the failures since the last call, if any."""

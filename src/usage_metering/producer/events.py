@@ -9,9 +9,10 @@ same id and the service counts it once.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 import msgspec
 
@@ -53,10 +54,12 @@ def build_event(
         quantity=parse_quantity("quantity", quantity),
         user_id=None if user_id is None else check_id("user_id", user_id),
         event_id=uuid7() if event_id is None else _required_id("event_id", event_id),
-        timestamp=now if ctx is None or timestamp is None else parse_event_timestamp(
-            "timestamp", _timestamp_value(timestamp), ctx),
-        properties=None if ctx is None or properties is None else parse_properties(
-            "properties", dict(properties) if isinstance(properties, Mapping) else properties, ctx),
+        timestamp=now
+        if ctx is None or timestamp is None
+        else parse_event_timestamp("timestamp", _timestamp_value(timestamp), ctx),
+        properties=None
+        if ctx is None or properties is None
+        else parse_properties("properties", dict(properties) if isinstance(properties, Mapping) else properties, ctx),
     )
 
 

@@ -14,14 +14,16 @@ restart) carry the same event id and the consumer drops them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
+from kafka import KafkaProducer
 from usage_metering.schemas import EVENT_SCHEMA_VERSION, UsageEvent
 from usage_metering.schemas.event_json import EVENT_BATCH_CONTENT_TYPE, encode_event_batch
 
@@ -106,8 +108,9 @@ class UsageProducer(BaseUsageProducer):
         self._single_events = max_batch_events == 1
         options = {**DEFAULT_KAFKA_OPTIONS, **kafka_options, "bootstrap_servers": bootstrap_servers}
         self._producer = KafkaProducer(**options)
-        self._packer: RecordPacker[str | _Publication] = RecordPacker(self._ship, max_events=max_batch_events, max_bytes=max_batch_bytes,
-                                    linger_seconds=linger_ms / 1000)
+        self._packer: RecordPacker[str | _Publication] = RecordPacker(
+            self._ship, max_events=max_batch_events, max_bytes=max_batch_bytes, linger_seconds=linger_ms / 1000
+        )
 
     def _send(self, event: UsageEvent) -> None:
         if self._closed:
@@ -190,7 +193,5 @@ class UsageProducer(BaseUsageProducer):
     def _close_producer(self, timeout: float | None) -> None:
         # kafka-python's close() flushes first and raises KafkaTimeoutError if
         # records are still pending; by then we have reported them as failed.
-        try:
+        with contextlib.suppress(KafkaTimeoutError):
             self._producer.close(timeout)
-        except KafkaTimeoutError:
-            pass

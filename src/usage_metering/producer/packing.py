@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ Item = TypeVar("Item")  # what the transport wants back with each event's payloa
 
 
 class _OpenRecord(Generic[Item]):
-    __slots__ = ("payloads", "items", "size", "due")
+    __slots__ = ("due", "items", "payloads", "size")
 
     def __init__(self, due: float) -> None:
         self.payloads: list[bytes] = []
@@ -36,8 +37,14 @@ class RecordPacker(Generic[Item]):
     transport settles its own send errors).
     """
 
-    def __init__(self, ship: Callable[[bytes, list[bytes], list[Item]], None], *,
-                 max_events: int, max_bytes: int, linger_seconds: float) -> None:
+    def __init__(
+        self,
+        ship: Callable[[bytes, list[bytes], list[Item]], None],
+        *,
+        max_events: int,
+        max_bytes: int,
+        linger_seconds: float,
+    ) -> None:
         if max_events < 1 or max_bytes < 1 or linger_seconds < 0:
             raise ValueError("max_events and max_bytes must be >= 1, linger_seconds >= 0")
         self._ship = ship

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import duckdb
 
@@ -33,7 +33,9 @@ def billing_report(
     """Invoices for `tenants`, each priced with its plan version in effect at the period end."""
     periods = {t.tenant_id: tenant_period(t, period_label, now) for t in tenants}
     windows = [(tenant_id, p.start, p.end) for tenant_id, p in periods.items()]
-    usage = usage_values_for_windows(cursor, windows, {metric: catalog.aggregation(metric) for metric in catalog.metrics})
+    usage = usage_values_for_windows(
+        cursor, windows, {metric: catalog.aggregation(metric) for metric in catalog.metrics}
+    )
     plans_at_end = {end: load_plans_as_of(cursor, end) for end in {p.end for p in periods.values()}}
     invoices = []
     for tenant in tenants:

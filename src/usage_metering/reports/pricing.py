@@ -21,6 +21,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+
 from usage_metering.schemas import (
     OveragePolicy,
     Period,
@@ -53,11 +54,31 @@ _DEFAULT_MINOR_UNITS = 2
 # treated as 2 (USD, EUR, GBP, ...).
 _MINOR_UNITS: dict[str, int] = {
     # no minor unit
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
-    "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0,
+    "BIF": 0,
+    "CLP": 0,
+    "DJF": 0,
+    "GNF": 0,
+    "ISK": 0,
+    "JPY": 0,
+    "KMF": 0,
+    "KRW": 0,
+    "PYG": 0,
+    "RWF": 0,
+    "UGX": 0,
+    "UYI": 0,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
     "XPF": 0,
     # thousandths
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    "BHD": 3,
+    "IQD": 3,
+    "JOD": 3,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "TND": 3,
 }
 
 # Additions and multiplications in this context are exact whatever the number of
@@ -210,9 +231,7 @@ def price_line_item(plan_metric: PlanMetric, used: Decimal, currency: str) -> Li
     )
 
 
-def build_invoice(
-    tenant_id: str, plan: Plan | None, period: Period, usage: Mapping[str, Decimal]
-) -> Invoice:
+def build_invoice(tenant_id: str, plan: Plan | None, period: Period, usage: Mapping[str, Decimal]) -> Invoice:
     """The invoice for one tenant and period.
 
     One line item per plan metric, in plan order (missing usage counts as 0).
@@ -225,8 +244,7 @@ def build_invoice(
         return Invoice(tenant_id, None, None, BillingPeriod.of(period), DEFAULT_CURRENCY, nothing, (), nothing)
     currency = plan.currency
     line_items = tuple(
-        price_line_item(plan_metric, usage.get(plan_metric.metric, _ZERO), currency)
-        for plan_metric in plan.metrics
+        price_line_item(plan_metric, usage.get(plan_metric.metric, _ZERO), currency) for plan_metric in plan.metrics
     )
     base_fee = round_money(plan.base_fee, currency)
     with localcontext(_EXACT):

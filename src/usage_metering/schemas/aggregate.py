@@ -55,13 +55,21 @@ class AggregateState:
 
     def copy(self) -> AggregateState:
         """An independent copy: its own user set."""
-        return AggregateState(self.total, self.count, self.maximum, self.latest_at, self.latest_quantity, set(self.users))
+        return AggregateState(
+            self.total, self.count, self.maximum, self.latest_at, self.latest_quantity, set(self.users)
+        )
 
     def add(self, quantity: Decimal, at: datetime, user_id: str | None) -> None:
         self.add_group(quantity, 1, quantity, at, quantity, user_id)
 
     def add_group(
-        self, total: Decimal, count: int, maximum: Decimal, latest_at: datetime, latest_quantity: Decimal, user_id: str | None
+        self,
+        total: Decimal,
+        count: int,
+        maximum: Decimal,
+        latest_at: datetime,
+        latest_quantity: Decimal,
+        user_id: str | None,
     ) -> None:
         """Add `count` events of one user (or none) at once: their sum, max and latest (quantity at `latest_at`)."""
         self.total += total

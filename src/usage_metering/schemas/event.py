@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -122,9 +123,10 @@ def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None)
     elif kind is int:
         if 0 <= value < _QUANTITY_MAX_INT:
             return Decimal(value)
-    elif kind is Decimal:
-        if value.is_finite() and 0 <= value < QUANTITY_MAX and value.as_tuple().exponent >= -QUANTITY_MAX_SCALE:
-            return value + 0  # -0 becomes 0
+    elif kind is Decimal and (
+        value.is_finite() and 0 <= value < QUANTITY_MAX and value.as_tuple().exponent >= -QUANTITY_MAX_SCALE
+    ):
+        return value + 0  # -0 becomes 0
     return _parse_quantity_generally(name, value)
 
 
@@ -156,11 +158,9 @@ def parse_timestamp_value(name: str, value: Any) -> datetime:
                 raise OverflowError
             whole = int(seconds)
             micros = int((seconds - whole) * 1_000_000)
-            return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
-                seconds=whole, microseconds=micros
-            )
+            return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=whole, microseconds=micros)
         except (InvalidOperation, ValueError, OverflowError):
-            raise ValidationError(name, "epoch seconds out of range", "invalid_timestamp")
+            raise ValidationError(name, "epoch seconds out of range", "invalid_timestamp") from None
     if not isinstance(value, str):
         raise ValidationError(name, "must be RFC 3339 text or epoch seconds", "invalid_type")
     if value[:1].isdigit() and value[-1:] in _UTC_TEXT_ENDS:  # UTC text, the common case: no strip or shift
@@ -180,7 +180,7 @@ def _parse_timestamp_text_generally(name: str, value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError(name, f"{value!r} is not an RFC 3339 timestamp", "invalid_timestamp")
+        raise ValidationError(name, f"{value!r} is not an RFC 3339 timestamp", "invalid_timestamp") from None
     if parsed.tzinfo is None:
         raise ValidationError(name, "must include a UTC offset, e.g. 'Z'", "invalid_timestamp")
     return parsed.astimezone(timezone.utc)
@@ -194,9 +194,7 @@ def parse_event_timestamp(name: str, value: Any, ctx: ValidationContext) -> date
         raise ValidationError(name, "is more than 5 minutes in the future", "timestamp_in_future")
     if timestamp < ctx.earliest:
         days = ctx.late_window.total_seconds() / 86400
-        raise ValidationError(
-            name, f"is older than the late-arrival window ({days:g} days)", "timestamp_too_old"
-        )
+        raise ValidationError(name, f"is older than the late-arrival window ({days:g} days)", "timestamp_too_old")
     return timestamp
 
 

@@ -12,10 +12,11 @@ word for word; tests check that both paths agree on valid and invalid input.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 
@@ -32,6 +33,7 @@ from .event import (
 from .ids import check_id, uuid7
 
 MAX_EVENT_JSON_BYTES = 64 * 1024  # one event's JSON: an HTTP body, a Kafka record value
+
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     # Identifiers are checked by `check_id` in `_to_event`: a pattern here runs Python's re for every
@@ -198,11 +200,13 @@ def _decode_one_by_one(raw: bytes, now: datetime, late_window: timedelta) -> lis
     try:
         envelope = _RAW_BATCH.decode(raw)
     except msgspec.MsgspecError as exc:
-        raise ValidationError(None, f'not a batch of events ({{"version": 1, "events": [...]}}): {exc}',
-                              "invalid_batch") from None
+        raise ValidationError(
+            None, f'not a batch of events ({{"version": 1, "events": [...]}}): {exc}', "invalid_batch"
+        ) from None
     if envelope.version != EVENT_BATCH_VERSION:
-        raise ValidationError("version", f"is {envelope.version}; only version {EVENT_BATCH_VERSION} is read",
-                              "unsupported_version")
+        raise ValidationError(
+            "version", f"is {envelope.version}; only version {EVENT_BATCH_VERSION} is read", "unsupported_version"
+        )
     decoded: list[UsageEvent | RejectedEvent] = []
     for index, item in enumerate(envelope.events):
         event_raw = bytes(item)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ValidationError
 from .ids import check_id
@@ -34,7 +35,7 @@ def parse_aggregation(field: str, value: Any) -> Aggregation:
         return Aggregation(str(value).upper())
     except ValueError:
         allowed = ", ".join(a.value for a in Aggregation)
-        raise ValidationError(field, f"must be one of {allowed}", "invalid_aggregation")
+        raise ValidationError(field, f"must be one of {allowed}", "invalid_aggregation") from None
 
 
 def _text(field: str, value: Any, max_length: int) -> str:

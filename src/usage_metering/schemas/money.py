@@ -34,9 +34,12 @@ def exact_decimal(field: str, value: Any, code: str) -> Decimal:
 def check_scale(field: str, value: Decimal, max_scale: int, code: str) -> Decimal:
     """Refuse more than `max_scale` significant fractional digits (trailing zeros are fine)."""
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -max_scale:
-        if value != value.quantize(Decimal(1).scaleb(-max_scale), context=_WIDE):
-            raise ValidationError(field, f"at most {max_scale} fractional digits", code)
+    if (
+        isinstance(exponent, int)
+        and exponent < -max_scale
+        and value != value.quantize(Decimal(1).scaleb(-max_scale), context=_WIDE)
+    ):
+        raise ValidationError(field, f"at most {max_scale} fractional digits", code)
     return value
 
 

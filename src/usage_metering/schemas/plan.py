@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -66,7 +67,6 @@ class Plan(JsonShape):
         return None
 
 
-
 @dataclass(frozen=True)
 class Tenant(JsonShape):
     tenant_id: Identifier
@@ -118,7 +118,7 @@ def _parse_policy(field: str, value: Any) -> OveragePolicy:
     try:
         return OveragePolicy(str(value).lower())
     except ValueError:
-        raise ValidationError(field, "must be one of block, charge, notify", "invalid_policy")
+        raise ValidationError(field, "must be one of block, charge, notify", "invalid_policy") from None
 
 
 def _parse_alert_thresholds(field: str, value: Any, included: Decimal | None) -> tuple[Decimal, ...]:
@@ -134,7 +134,9 @@ def _parse_alert_thresholds(field: str, value: Any, included: Decimal | None) ->
         threshold = parse_amount(f"{field}[{index}]", raw)
         assert threshold is not None
         if not 0 < threshold <= 1000:
-            raise ValidationError(f"{field}[{index}]", "must be a percentage above 0 and at most 1000", "invalid_thresholds")
+            raise ValidationError(
+                f"{field}[{index}]", "must be a percentage above 0 and at most 1000", "invalid_thresholds"
+            )
         if threshold in thresholds:
             raise ValidationError(f"{field}[{index}]", "each threshold may appear once", "invalid_thresholds")
         thresholds.append(threshold)

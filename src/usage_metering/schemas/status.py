@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Iterable
+from typing import Annotated
 
 from .errors import ValidationError
 from .event import format_decimal

@@ -37,11 +37,17 @@ def _utc(moment: datetime) -> datetime:
 DecimalText = Annotated[
     Decimal,
     PlainSerializer(format_decimal, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DECIMAL_TEXT_PATTERN, "description": "An exact decimal >= 0, as text"},
-                   mode="serialization"),
-    WithJsonSchema({"description": "A finite decimal >= 0: a JSON number or decimal text",
-                    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DECIMAL_TEXT_PATTERN}]},
-                   mode="validation"),
+    WithJsonSchema(
+        {"type": "string", "pattern": DECIMAL_TEXT_PATTERN, "description": "An exact decimal >= 0, as text"},
+        mode="serialization",
+    ),
+    WithJsonSchema(
+        {
+            "description": "A finite decimal >= 0: a JSON number or decimal text",
+            "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DECIMAL_TEXT_PATTERN}],
+        },
+        mode="validation",
+    ),
 ]
 """An exact decimal >= 0; written as plain text without trailing zeros ("12.5")."""
 

@@ -6,4 +6,15 @@ from .dead_letters import DeadLetter
 from .file_format import NewerFileFormatError
 from .lake import Lake, LakeError
 
-__all__ = ["Catalog", "DEFAULT_DB_PATH", "DEFAULT_MEMORY_LIMIT", "Database", "DeadLetter", "Lake", "LakeError", "NewerFileFormatError", "StoreLockedError", "load_catalog"]
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "DEFAULT_MEMORY_LIMIT",
+    "Catalog",
+    "Database",
+    "DeadLetter",
+    "Lake",
+    "LakeError",
+    "NewerFileFormatError",
+    "StoreLockedError",
+    "load_catalog",
+]

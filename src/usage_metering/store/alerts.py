@@ -7,10 +7,11 @@ the webhook dispatcher reads the pending ones and records each attempt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import duckdb
 
@@ -25,8 +26,17 @@ ALERT_STATUSES = (PENDING, DELIVERED)
 
 
 ALERT_TYPE = "quota.threshold_crossed"
-WEBHOOK_FIELDS = ("type", "alert_id", "tenant_id", "metric", "threshold_percent", "included", "used", "period",
-                  "created_at")
+WEBHOOK_FIELDS = (
+    "type",
+    "alert_id",
+    "tenant_id",
+    "metric",
+    "threshold_percent",
+    "included",
+    "used",
+    "period",
+    "created_at",
+)
 
 
 def alert_id(tenant_id: str, metric: str, period: Period, threshold_percent: Decimal) -> str:
@@ -55,8 +65,14 @@ class Alert(JsonShape):
 
     @classmethod
     def crossed(
-        cls, tenant_id: str, metric: str, period: Period, threshold_percent: Decimal, included: Decimal,
-        used: Decimal, created_at: datetime,
+        cls,
+        tenant_id: str,
+        metric: str,
+        period: Period,
+        threshold_percent: Decimal,
+        included: Decimal,
+        used: Decimal,
+        created_at: datetime,
     ) -> Alert:
         """A new, pending alert."""
         key = alert_id(tenant_id, metric, period, threshold_percent)
@@ -84,8 +100,15 @@ def add_alerts(cursor: duckdb.DuckDBPyConnection, alerts: Sequence[Alert]) -> No
         value
         for a in alerts
         for value in (
-            a.tenant_id, a.metric, to_naive_utc(a.period.start), a.threshold_percent, to_naive_utc(a.period.end),
-            a.included, a.used, to_naive_utc(a.created_at), to_naive_utc(a.created_at),
+            a.tenant_id,
+            a.metric,
+            to_naive_utc(a.period.start),
+            a.threshold_percent,
+            to_naive_utc(a.period.end),
+            a.included,
+            a.used,
+            to_naive_utc(a.created_at),
+            to_naive_utc(a.created_at),
         )
     ]
     cursor.execute(

@@ -12,10 +12,11 @@ both against SQL.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Collection, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -107,8 +108,10 @@ def _fold_in_python(events: Sequence[UsageEvent], user_metrics: Collection[str])
                 running[3], running[4], running[5] = group[3], group[4], group[5]
         if user_id and metric in user_metrics:
             users.setdefault(hour_key, []).append(user_id)
-    totals = [HourTotal(*key, total, maximum, count, at, quantity)
-              for key, (total, maximum, count, at, _position, quantity) in hours.items()]
+    totals = [
+        HourTotal(*key, total, maximum, count, at, quantity)
+        for key, (total, maximum, count, at, _position, quantity) in hours.items()
+    ]
     return BatchFolds(_rollup_table(groups), totals, users)
 
 
@@ -139,21 +142,26 @@ def _fold_in_arrow(batch: pa.Table, user_metrics: Collection[str]) -> BatchFolds
     hourly = _fold(rows, batch["quantity"], ["tenant_id", "metric", "hour"])
     columns = [_aware(column) if column.type == TIMESTAMP else column.to_pylist() for column in hourly.columns]
     totals = [HourTotal(*values) for values in zip(*columns)]
-    return BatchFolds(pa.Table.from_arrays(rollups.columns, schema=ROLLUP_ARROW_SCHEMA), totals,
-                      _users_by_hour(rollups, user_metrics) if user_metrics else {})
+    return BatchFolds(
+        pa.Table.from_arrays(rollups.columns, schema=ROLLUP_ARROW_SCHEMA),
+        totals,
+        _users_by_hour(rollups, user_metrics) if user_metrics else {},
+    )
 
 
 def _time_ordered(batch: pa.Table) -> pa.Table:
     """The rows a fold needs (user '' for none, the hour, the position in the batch), sorted by (ts, position)."""
-    rows = pa.table({
-        "tenant_id": batch["tenant_id"],
-        "metric": batch["metric"],
-        "user_id": pc.fill_null(batch["user_id"], ""),
-        "hour": pc.floor_temporal(batch["ts"], unit="hour"),
-        "quantity": batch["quantity"],
-        "ts": batch["ts"],
-        "position": pa.array(np.arange(batch.num_rows, dtype=np.int64)),
-    })
+    rows = pa.table(
+        {
+            "tenant_id": batch["tenant_id"],
+            "metric": batch["metric"],
+            "user_id": pc.fill_null(batch["user_id"], ""),
+            "hour": pc.floor_temporal(batch["ts"], unit="hour"),
+            "quantity": batch["quantity"],
+            "ts": batch["ts"],
+            "position": pa.array(np.arange(batch.num_rows, dtype=np.int64)),
+        }
+    )
     return rows.sort_by([("ts", "ascending"), ("position", "ascending")])
 
 
@@ -163,24 +171,33 @@ def _fold(rows: pa.Table, quantities: pa.ChunkedArray, keys: list[str]) -> pa.Ta
     folded = rows.group_by(keys, use_threads=False).aggregate(
         [("quantity", "sum"), ("quantity", "max"), ("quantity", "count"), ("ts", "max"), ("position", "last")]
     )
-    return pa.table({
-        **{key: folded[key] for key in keys},
-        "quantity_sum": folded["quantity_sum"].cast(DECIMAL),
-        "quantity_max": folded["quantity_max"],
-        "event_count": folded["quantity_count"],
-        "latest_at": folded["ts_max"],
-        "latest_quantity": quantities.take(folded["position_last"]),
-    })
+    return pa.table(
+        {
+            **{key: folded[key] for key in keys},
+            "quantity_sum": folded["quantity_sum"].cast(DECIMAL),
+            "quantity_max": folded["quantity_max"],
+            "event_count": folded["quantity_count"],
+            "latest_at": folded["ts_max"],
+            "latest_quantity": quantities.take(folded["position_last"]),
+        }
+    )
 
 
 def _users_by_hour(rollups: pa.Table, metrics: Collection[str]) -> dict[HourKey, list[str]]:
-    wanted = pc.and_(pc.is_in(rollups["metric"], pa.array(list(metrics), pa.string())),
-                     pc.not_equal(rollups["user_id"], ""))
-    grouped = rollups.filter(wanted).group_by(["tenant_id", "metric", "hour"], use_threads=False).aggregate(
-        [("user_id", "list")]
+    wanted = pc.and_(
+        pc.is_in(rollups["metric"], pa.array(list(metrics), pa.string())), pc.not_equal(rollups["user_id"], "")
     )
-    columns = [grouped["tenant_id"].to_pylist(), grouped["metric"].to_pylist(), _aware(grouped["hour"]),
-               grouped["user_id_list"].to_pylist()]
+    grouped = (
+        rollups.filter(wanted)
+        .group_by(["tenant_id", "metric", "hour"], use_threads=False)
+        .aggregate([("user_id", "list")])
+    )
+    columns = [
+        grouped["tenant_id"].to_pylist(),
+        grouped["metric"].to_pylist(),
+        _aware(grouped["hour"]),
+        grouped["user_id_list"].to_pylist(),
+    ]
     return {(tenant_id, metric, hour): users for tenant_id, metric, hour, users in zip(*columns)}
 
 

@@ -52,6 +52,7 @@ class Catalog:
 
 # -- metrics -----------------------------------------------------------------
 
+
 def upsert_metric(cursor: duckdb.DuckDBPyConnection, metric: MetricDefinition) -> None:
     cursor.execute("DELETE FROM metrics WHERE name = ?", [metric.name])
     cursor.execute(
@@ -61,9 +62,7 @@ def upsert_metric(cursor: duckdb.DuckDBPyConnection, metric: MetricDefinition) -
 
 
 def load_metrics(cursor: duckdb.DuckDBPyConnection) -> dict[str, MetricDefinition]:
-    rows = cursor.execute(
-        "SELECT name, aggregation, unit, description FROM metrics ORDER BY name"
-    ).fetchall()
+    rows = cursor.execute("SELECT name, aggregation, unit, description FROM metrics ORDER BY name").fetchall()
     return {
         name: MetricDefinition(name, Aggregation(aggregation), unit, description)
         for name, aggregation, unit, description in rows
@@ -71,6 +70,7 @@ def load_metrics(cursor: duckdb.DuckDBPyConnection) -> dict[str, MetricDefinitio
 
 
 # -- plans -------------------------------------------------------------------
+
 
 def _plan_definition(plan: Plan) -> str:
     data = plan.to_json_dict()
@@ -119,6 +119,7 @@ def load_current_plans(cursor: duckdb.DuckDBPyConnection) -> dict[str, Plan]:
 
 # -- tenants -----------------------------------------------------------------
 
+
 def save_tenant(cursor: duckdb.DuckDBPyConnection, tenant: Tenant) -> None:
     """Update the tenant, or add it (created now) when it is new; no ON CONFLICT, so it runs on a DuckLake."""
     updated = cursor.execute(
@@ -129,8 +130,14 @@ def save_tenant(cursor: duckdb.DuckDBPyConnection, tenant: Tenant) -> None:
         cursor.execute(
             "INSERT INTO tenants (tenant_id, name, plan_id, billing_anchor_day, created_at, webhook_url) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [tenant.tenant_id, tenant.name, tenant.plan_id, tenant.billing_anchor_day, utc_now_naive(),
-             tenant.webhook_url],
+            [
+                tenant.tenant_id,
+                tenant.name,
+                tenant.plan_id,
+                tenant.billing_anchor_day,
+                utc_now_naive(),
+                tenant.webhook_url,
+            ],
         )
 
 

@@ -11,9 +11,9 @@ the rollups as before. Written off the ingest path, in its own transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 import duckdb
 import pyarrow as pa
@@ -41,23 +41,28 @@ class CounterCheckpoint:
 def save_checkpoint(cursor: duckdb.DuckDBPyConnection, checkpoint: CounterCheckpoint) -> None:
     keys = list(checkpoint.states)
     states = [checkpoint.states[key] for key in keys]
-    checkpoint_states = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
-        "tenant_id": pa.array([k[0] for k in keys], pa.string()),
-        "metric": pa.array([k[1] for k in keys], pa.string()),
-        "period_start": pa.array([to_naive_utc(k[2]) for k in keys], pa.timestamp("us")),
-        "total": pa.array([s.total for s in states], pa.decimal128(38, 9)),
-        "event_count": pa.array([s.count for s in states], pa.int64()),
-        "maximum": pa.array([s.maximum for s in states], pa.decimal128(38, 9)),
-        "latest_at": pa.array([None if s.latest_at is None else to_naive_utc(s.latest_at) for s in states],
-                              pa.timestamp("us")),
-        "latest_quantity": pa.array([s.latest_quantity for s in states], pa.decimal128(38, 9)),
-        "users": pa.array([sorted(s.users) for s in states], pa.list_(pa.string())),
-    })
+    checkpoint_states = pa.table(  # noqa: F841 (read by name in the SQL below: a DuckDB replacement scan)
+        {
+            "tenant_id": pa.array([k[0] for k in keys], pa.string()),
+            "metric": pa.array([k[1] for k in keys], pa.string()),
+            "period_start": pa.array([to_naive_utc(k[2]) for k in keys], pa.timestamp("us")),
+            "total": pa.array([s.total for s in states], pa.decimal128(38, 9)),
+            "event_count": pa.array([s.count for s in states], pa.int64()),
+            "maximum": pa.array([s.maximum for s in states], pa.decimal128(38, 9)),
+            "latest_at": pa.array(
+                [None if s.latest_at is None else to_naive_utc(s.latest_at) for s in states], pa.timestamp("us")
+            ),
+            "latest_quantity": pa.array([s.latest_quantity for s in states], pa.decimal128(38, 9)),
+            "users": pa.array([sorted(s.users) for s in states], pa.list_(pa.string())),
+        }
+    )
     tenants = sorted(checkpoint.tracked_from)
-    checkpoint_tracking = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
-        "tenant_id": pa.array(tenants, pa.string()),
-        "tracked_from": pa.array([to_naive_utc(checkpoint.tracked_from[t]) for t in tenants], pa.timestamp("us")),
-    })
+    checkpoint_tracking = pa.table(  # noqa: F841 (read by name in the SQL below: a DuckDB replacement scan)
+        {
+            "tenant_id": pa.array(tenants, pa.string()),
+            "tracked_from": pa.array([to_naive_utc(checkpoint.tracked_from[t]) for t in tenants], pa.timestamp("us")),
+        }
+    )
     with transaction(cursor):
         drop_checkpoint(cursor)
         cursor.execute("INSERT INTO counter_checkpoint VALUES (?, ?)", [checkpoint.covered_rows, utc_now_naive()])

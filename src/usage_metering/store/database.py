@@ -42,8 +42,11 @@ def connect(
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        config = {"memory_limit": memory_limit} if read_only else \
-            {"memory_limit": memory_limit, "checkpoint_threshold": CHECKPOINT_THRESHOLD}
+        config = (
+            {"memory_limit": memory_limit}
+            if read_only
+            else {"memory_limit": memory_limit, "checkpoint_threshold": CHECKPOINT_THRESHOLD}
+        )
         return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:
         if is_newer_format_error(exc):

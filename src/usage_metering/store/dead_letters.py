@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Sequence
+from typing import Annotated
 
 import duckdb
 import pyarrow as pa
@@ -66,16 +67,18 @@ def add_dead_letters(cursor: duckdb.DuckDBPyConnection, letters: Sequence[DeadLe
     """One columnar insert (executemany would run a statement per letter); DuckDB reads `letter_rows` by name."""
     if not letters:
         return
-    letter_rows = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
-        "id": pa.array(_letter_ids.take(len(letters)), pa.int64()),
-        "received_at": pa.array([utc_now_naive()] * len(letters), pa.timestamp("us")),
-        "source": pa.array([d.source for d in letters], pa.string()),
-        "topic": pa.array([d.topic for d in letters], pa.string()),
-        "partition": pa.array([d.partition for d in letters], pa.int32()),
-        "offset": pa.array([d.offset for d in letters], pa.int64()),
-        "raw": pa.array([d.raw for d in letters], pa.binary()),
-        "reason": pa.array([d.reason for d in letters], pa.string()),
-    })
+    letter_rows = pa.table(  # noqa: F841 (read by name in the SQL below: a DuckDB replacement scan)
+        {
+            "id": pa.array(_letter_ids.take(len(letters)), pa.int64()),
+            "received_at": pa.array([utc_now_naive()] * len(letters), pa.timestamp("us")),
+            "source": pa.array([d.source for d in letters], pa.string()),
+            "topic": pa.array([d.topic for d in letters], pa.string()),
+            "partition": pa.array([d.partition for d in letters], pa.int32()),
+            "offset": pa.array([d.offset for d in letters], pa.int64()),
+            "raw": pa.array([d.raw for d in letters], pa.binary()),
+            "reason": pa.array([d.reason for d in letters], pa.string()),
+        }
+    )
     cursor.execute(
         'INSERT INTO dead_letters (id, received_at, source, topic, partition, "offset", raw, reason) '
         "SELECT * FROM letter_rows"
@@ -90,7 +93,13 @@ def list_dead_letters(cursor: duckdb.DuckDBPyConnection, limit: int = 100) -> li
     ).fetchall()
     return [
         StoredDeadLetter(
-            row[0], from_naive_utc(row[1]), row[2], row[3], row[4], row[5], bytes(row[6]).decode("utf-8", "replace"),
+            row[0],
+            from_naive_utc(row[1]),
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            bytes(row[6]).decode("utf-8", "replace"),
             row[7],
         )
         for row in rows

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import duckdb
 import numpy as np
@@ -60,8 +60,10 @@ def events_to_arrow(events: Sequence[UsageEvent], fingerprints: Sequence[int], r
         pa.array([e.quantity for e in events], DECIMAL),
         pa.array([e.user_id for e in events], pa.string()),
         pa.array([e.timestamp for e in events], UTC_TIMESTAMP).cast(TIMESTAMP),
-        pa.array([None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
-                 pa.string()),
+        pa.array(
+            [None if e.properties is None else json.dumps(e.properties, separators=(",", ":")) for e in events],
+            pa.string(),
+        ),
         pa.repeat(pa.scalar(received_at, UTC_TIMESTAMP), len(events)).cast(TIMESTAMP),
         pa.array(fingerprints, pa.uint64()),
     ]

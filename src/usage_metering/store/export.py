@@ -10,10 +10,11 @@ text ending in `Z` in CSV and JSON lines.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 
@@ -25,9 +26,7 @@ _TEXT_COLUMNS = (
     "tenant_id, metric, CAST(quantity AS VARCHAR) AS quantity, user_id, event_id, "
     "strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS timestamp, properties"
 )
-_PARQUET_COLUMNS = (
-    "tenant_id, metric, quantity, user_id, event_id, timezone('UTC', ts) AS timestamp, properties"
-)
+_PARQUET_COLUMNS = "tenant_id, metric, quantity, user_id, event_id, timezone('UTC', ts) AS timestamp, properties"
 
 
 @dataclass(frozen=True)

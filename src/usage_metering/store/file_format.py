@@ -71,8 +71,18 @@ def newer_reader() -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".duckdb-install-", dir=target.parent))
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-             "--target", str(staging), f"duckdb=={NEWER_READER_VERSION}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--target",
+                str(staging),
+                f"duckdb=={NEWER_READER_VERSION}",
+            ],
             check=True,
         )
         if (target / "duckdb").is_dir():  # another process won the race
@@ -98,9 +108,12 @@ print(json.dumps({t: con.execute('SELECT count(*) FROM "' + t + '"').fetchone()[
 
 
 def table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    tables = [row[0] for row in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary"
-    ).fetchall()]
+    tables = [
+        row[0]
+        for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary"
+        ).fetchall()
+    ]
     return {table: int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]) for table in tables}
 
 
@@ -132,7 +145,10 @@ def convert_newer_file(path: str | Path) -> Conversion | None:
         env = {**os.environ, "PYTHONPATH": str(reader)}
         done = subprocess.run(
             [sys.executable, "-c", _EXPORT_WITH_NEWER, str(path), str(export_dir), NEWER_READER_VERSION],
-            env=env, capture_output=True, text=True, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"exporting {path} with DuckDB {NEWER_READER_VERSION} failed:\n{done.stderr}")

@@ -27,9 +27,9 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 import duckdb
@@ -102,10 +102,14 @@ def load_extensions(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     for name in names:
         package, stem, registered = _EXTENSIONS[name]
         module = importlib.import_module(package)
-        source = Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}" / f"{stem}.duckdb_extension"
+        source = (
+            Path(module.__file__ or "").parent / "extensions" / f"v{duckdb.__version__}" / f"{stem}.duckdb_extension"
+        )
         if not source.exists():
-            raise LakeError(f"{package} has no extension for DuckDB {duckdb.__version__} ({source}); "
-                            f"install {package}=={duckdb.__version__}")
+            raise LakeError(
+                f"{package} has no extension for DuckDB {duckdb.__version__} ({source}); "
+                f"install {package}=={duckdb.__version__}"
+            )
         con.execute(f"INSTALL {_literal(str(source))}")
         con.execute(f"LOAD {registered}")
 
@@ -114,12 +118,14 @@ def connect_lake(lake: Lake, *, memory_limit: str, read_only: bool = False) -> d
     """An in-memory DuckDB with the lake attached as the default catalog."""
     extensions = extension_directory()
     extensions.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={
-        "memory_limit": memory_limit,
-        "extension_directory": str(extensions),
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-    })
+    con = duckdb.connect(
+        config={
+            "memory_limit": memory_limit,
+            "extension_directory": str(extensions),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+    )
     try:
         needed = lake.needed_extensions()
         load_extensions(con, needed)
@@ -246,6 +252,8 @@ def _migrate_lake_once(con: duckdb.DuckDBPyConnection) -> int:
             con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [schema.version, utc_now_naive()])
         return schema.version
     if current > newest:
-        raise LakeError(f"the lake is at schema version {current}, newer than this version knows ({newest}): "
-                        "upgrade usage-metering on this node")
+        raise LakeError(
+            f"the lake is at schema version {current}, newer than this version knows ({newest}): "
+            "upgrade usage-metering on this node"
+        )
     return apply_steps_after(con, current)

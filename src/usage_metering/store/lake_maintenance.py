@@ -57,15 +57,20 @@ def _ago(age: timedelta) -> str:
     return f"now() - INTERVAL '{int(age.total_seconds())} seconds'"
 
 
-def maintain_lake(cursor: duckdb.DuckDBPyConnection, older_than: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:
+def maintain_lake(
+    cursor: duckdb.DuckDBPyConnection, older_than: timedelta = DEFAULT_KEEP_SNAPSHOTS
+) -> MaintenanceReport:
     report = MaintenanceReport()
     for table in APPEND_ONLY_TABLES:
-        _step(cursor, report, f"flush {table}",
-              f"ducklake_flush_inlined_data('{LAKE_ALIAS}', table_name => '{table}')")
+        _step(cursor, report, f"flush {table}", f"ducklake_flush_inlined_data('{LAKE_ALIAS}', table_name => '{table}')")
         _step(cursor, report, f"merge {table}", f"ducklake_merge_adjacent_files('{LAKE_ALIAS}', '{table}')")
     cutoff = _ago(older_than)
     _step(cursor, report, "expire snapshots", f"ducklake_expire_snapshots('{LAKE_ALIAS}', older_than => {cutoff})")
     _step(cursor, report, "delete old files", f"ducklake_cleanup_old_files('{LAKE_ALIAS}', older_than => {cutoff})")
-    _step(cursor, report, "delete orphaned files",
-          f"ducklake_delete_orphaned_files('{LAKE_ALIAS}', older_than => {_ago(max(older_than, ORPHAN_MIN_AGE))})")
+    _step(
+        cursor,
+        report,
+        "delete orphaned files",
+        f"ducklake_delete_orphaned_files('{LAKE_ALIAS}', older_than => {_ago(max(older_than, ORPHAN_MIN_AGE))})",
+    )
     return report

@@ -8,7 +8,7 @@ ON CONFLICT or RETURNING in them.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import duckdb
 

@@ -18,7 +18,7 @@ it, and that conflict is the point.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import duckdb
 
@@ -35,8 +35,9 @@ class PartitionLost(RuntimeError):
     """Another writer committed this partition's offset since ours was read: the partition changed hands."""
 
     def __init__(self, key: PartitionKey, expected: int | None) -> None:
-        super().__init__(f"{key[0]}/{key[1]}: the stored offset is no longer {expected}; "
-                         "another consumer owns this partition now")
+        super().__init__(
+            f"{key[0]}/{key[1]}: the stored offset is no longer {expected}; another consumer owns this partition now"
+        )
         self.key = key
 
 
@@ -83,7 +84,9 @@ def claim_offsets(cursor: duckdb.DuckDBPyConnection, topic: str, partitions: Ite
 
 
 def save_offsets(
-    cursor: duckdb.DuckDBPyConnection, next_offsets: Mapping[PartitionKey, int], expected: Mapping[PartitionKey, int | None]
+    cursor: duckdb.DuckDBPyConnection,
+    next_offsets: Mapping[PartitionKey, int],
+    expected: Mapping[PartitionKey, int | None],
 ) -> None:
     """Move each partition's offset from `expected[key]` (None: nothing committed yet) to `next_offsets[key]`.
 
@@ -102,24 +105,31 @@ def save_offsets(
         if stored.get(i) != (NOT_STARTED if was is None else was):
             raise PartitionLost(key, was)
     now = utc_now_naive().isoformat(sep=" ")
-    cursor.execute("; ".join(
-        f"UPDATE {offset_table(*key)} SET next_offset = {int(next_offsets[key])}, updated_at = TIMESTAMP '{now}'"
-        for key in keys
-    ))
+    cursor.execute(
+        "; ".join(
+            f"UPDATE {offset_table(*key)} SET next_offset = {int(next_offsets[key])}, updated_at = TIMESTAMP '{now}'"
+            for key in keys
+        )
+    )
 
 
 def _exists(cursor: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(cursor.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?", [table]
-    ).fetchall()[0][0])
+    return bool(
+        cursor.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?", [table]
+        ).fetchall()[0][0]
+    )
 
 
 def load_offsets(cursor: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:
     """The next offset stored per partition of `topic` (partitions nothing was committed from are left out)."""
-    tables = [name for (name,) in cursor.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND table_name LIKE ?",
-        [f"source_offsets_%_{_topic_tag(topic)}"],
-    ).fetchall()]
+    tables = [
+        name
+        for (name,) in cursor.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND table_name LIKE ?",
+            [f"source_offsets_%_{_topic_tag(topic)}"],
+        ).fetchall()
+    ]
     if not tables:
         return {}
     rows = cursor.execute(

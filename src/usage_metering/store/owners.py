@@ -6,7 +6,7 @@ never conflict with each other.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import duckdb
 import pyarrow as pa
@@ -14,16 +14,20 @@ import pyarrow as pa
 from .timeutil import utc_now_naive
 
 
-def record_owner(cursor: duckdb.DuckDBPyConnection, topic: str, partitions: Iterable[int], node_url: str | None) -> None:
+def record_owner(
+    cursor: duckdb.DuckDBPyConnection, topic: str, partitions: Iterable[int], node_url: str | None
+) -> None:
     partitions = list(partitions)
     if not partitions:
         return
-    owner_rows = pa.table({  # noqa: F841 (read by DuckDB's replacement scan)
-        "topic": pa.array([topic] * len(partitions), pa.string()),
-        "partition": pa.array(partitions, pa.int32()),
-        "node_url": pa.array([node_url] * len(partitions), pa.string()),
-        "claimed_at": pa.array([utc_now_naive()] * len(partitions), pa.timestamp("us")),
-    })
+    owner_rows = pa.table(  # noqa: F841 (read by name in the SQL below: a DuckDB replacement scan)
+        {
+            "topic": pa.array([topic] * len(partitions), pa.string()),
+            "partition": pa.array(partitions, pa.int32()),
+            "node_url": pa.array([node_url] * len(partitions), pa.string()),
+            "claimed_at": pa.array([utc_now_naive()] * len(partitions), pa.timestamp("us")),
+        }
+    )
     cursor.execute("INSERT INTO partition_owners SELECT * FROM owner_rows")
 
 

@@ -17,6 +17,7 @@ rollups agree) and the writer never waits for the copy.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -56,10 +57,8 @@ def _identifier(name: str) -> str:
 
 def _remove(path: Path) -> None:
     for candidate in (path, path.with_name(path.name + ".wal")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             candidate.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _copy_into(cursor: duckdb.DuckDBPyConnection, temp: Path, alias: str) -> int:

@@ -8,11 +8,12 @@ the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -49,19 +50,30 @@ def _totals(row: Sequence[object]) -> UsageTotals:
     )
 
 
-_ROLLUP_COLUMN_NAMES = ("tenant_id", "metric", "user_id", "quantity_sum", "quantity_max", "event_count",
-                        "latest_at", "latest_quantity")
+_ROLLUP_COLUMN_NAMES = (
+    "tenant_id",
+    "metric",
+    "user_id",
+    "quantity_sum",
+    "quantity_max",
+    "event_count",
+    "latest_at",
+    "latest_quantity",
+)
 _ROLLUP_COLUMNS = ", ".join(_ROLLUP_COLUMN_NAMES)
 
 
 def _rollup_rows(cursor: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> tuple[str, list[object]]:
     """A subquery of the rollup rows of [start, end), each with its `bucket` (hour or day), and its parameters."""
     days, hours = split_window(start, end, days_sealed_before(cursor))
-    parts = [(f"SELECT {_ROLLUP_COLUMNS}, hour AS bucket FROM usage_hourly WHERE hour >= ? AND hour < ?", span)
-             for span in hours]
+    parts = [
+        (f"SELECT {_ROLLUP_COLUMNS}, hour AS bucket FROM usage_hourly WHERE hour >= ? AND hour < ?", span)
+        for span in hours
+    ]
     if days:
-        parts.append((f"SELECT {_ROLLUP_COLUMNS}, day AS bucket FROM usage_daily_rollup WHERE day >= ? AND day < ?",
-                      days))
+        parts.append(
+            (f"SELECT {_ROLLUP_COLUMNS}, day AS bucket FROM usage_daily_rollup WHERE day >= ? AND day < ?", days)
+        )
     params: list[object] = [to_naive_utc(moment) for _sql, span in parts for moment in span]
     return "(" + " UNION ALL ".join(sql for sql, _span in parts) + ")", params
 
@@ -137,8 +149,12 @@ def windows_table(windows: Sequence[Window]) -> pa.Table:
 
 
 _PIECES_SCHEMA = pa.schema(
-    [("tenant_id", pa.string()), ("window_start", pa.timestamp("us")),
-     ("piece_start", pa.timestamp("us")), ("piece_end", pa.timestamp("us"))]
+    [
+        ("tenant_id", pa.string()),
+        ("window_start", pa.timestamp("us")),
+        ("piece_start", pa.timestamp("us")),
+        ("piece_end", pa.timestamp("us")),
+    ]
 )
 _ROLLUP_TABLES = (("usage_hourly", "hour"), ("usage_daily_rollup", "day"))
 
@@ -160,8 +176,9 @@ def _window_rollups(cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window]
         if not table_pieces:
             continue
         name = f"{table}_pieces"
-        cursor.register(name, pa.Table.from_pydict(dict(zip(_PIECES_SCHEMA.names, zip(*table_pieces))),
-                                                   schema=_PIECES_SCHEMA))
+        cursor.register(
+            name, pa.Table.from_pydict(dict(zip(_PIECES_SCHEMA.names, zip(*table_pieces))), schema=_PIECES_SCHEMA)
+        )
         registered.append(name)
         # The constant bounds let the scan skip row groups outside every piece (rollups lie in time order).
         selects.append(
@@ -207,8 +224,11 @@ def usage_values_for_windows(
         selects, params = [], []
         for aggregation, metrics in by_aggregation.items():
             if aggregation is Aggregation.SUM:  # every metric not aggregated otherwise
-                wanted, listed = ("metric NOT IN (" + ", ".join("?" * len(not_summed)) + ")", not_summed) \
-                    if not_summed else ("TRUE", [])
+                wanted, listed = (
+                    ("metric NOT IN (" + ", ".join("?" * len(not_summed)) + ")", not_summed)
+                    if not_summed
+                    else ("TRUE", [])
+                )
             else:
                 wanted, listed = "metric IN (" + ", ".join("?" * len(metrics)) + ")", metrics
             selects.append(
@@ -220,7 +240,9 @@ def usage_values_for_windows(
     result: dict[tuple[str, datetime], dict[str, Decimal]] = {}
     for tenant_id, window_start, metric, value in found:
         whole = aggregations.get(metric) in _WHOLE_NUMBERS
-        result.setdefault((tenant_id, from_naive_utc(window_start)), {})[metric] = Decimal(int(value)) if whole else value
+        result.setdefault((tenant_id, from_naive_utc(window_start)), {})[metric] = (
+            Decimal(int(value)) if whole else value
+        )
     return result
 
 
