@@ -146,7 +146,7 @@ def dataset(events: int, tenants: int) -> tuple[Path, str]:
 
 def first_open(path: Path) -> float:
     """Open and close a freshly built (or upgraded) store once, as a node would: that builds its event key
-    index (consumer/dedup.py) and saves its counter checkpoint, so a measured re-open is a restart. The days
+    index (ingest/dedup.py) and saves its counter checkpoint, so a measured re-open is a restart. The days
     a node seals a few at a time in the background are all sealed now, so every run measures the same store."""
     begin = time.perf_counter()
     with Metering.open(path) as metering:

@@ -41,8 +41,8 @@ from typing import Any
 import psycopg
 
 from usage_metering import Metering
-from usage_metering.consumer import Ingestor
-from usage_metering.consumer.topics import create_topics, end_offsets
+from usage_metering.ingest import Ingestor
+from usage_metering.kafka.topics import create_topics, end_offsets
 from usage_metering.schemas import parse_event
 from usage_metering.store import Database, Lake
 

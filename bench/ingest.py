@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from usage_metering.consumer import Ingestor
+from usage_metering.ingest import Ingestor
 from usage_metering.metering import Metering
 from usage_metering.schemas import UsageEvent, format_timestamp, parse_event
 from usage_metering.schemas.event_json import parse_events

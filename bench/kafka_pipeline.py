@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
-from usage_metering.consumer.topics import create_topics, end_offsets
+
+from usage_metering.kafka.consumer import KafkaIngestConsumer
+from usage_metering.kafka.topics import create_topics, end_offsets
 from usage_metering.producer import UsageProducer
 from usage_metering.producer.events import build_event, encode_event
 from usage_metering.schemas import parse_event

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from usage_metering.consumer.dedup import index_directory
+from usage_metering.ingest.dedup import index_directory
 
 from .billing import DATA_DIR, FORMAT_VERSION, build_dataset, first_open, upgrade_cache
 from .common import Row, fmt_ms, fmt_rate, fmt_ratio, verdict

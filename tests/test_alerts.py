@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from nodes import ServerProcess
 from usage_metering.cli import cli
-from usage_metering.consumer.alerts import AlertRule, crossed_thresholds
+from usage_metering.ingest.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 from usage_metering.node.webhooks import SECRET_ENV

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from usage_metering.consumer import Ingestor
+from usage_metering.ingest import Ingestor
 from usage_metering.schemas import UsageEvent, parse_event, parse_metric_definition
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store

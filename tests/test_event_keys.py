@@ -1,4 +1,4 @@
-"""Exact dedup without a primary key: the event key index (consumer/dedup.py) on real DuckDB files."""
+"""Exact dedup without a primary key: the event key index (ingest/dedup.py) on real DuckDB files."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usage_metering.consumer import Ingestor
-from usage_metering.consumer.dedup import EventKeyIndex, KeyRun, index_directory, merge_runs, sorted_run
+from usage_metering.ingest import Ingestor
+from usage_metering.ingest.dedup import EventKeyIndex, KeyRun, index_directory, merge_runs, sorted_run
 from usage_metering.metering import Metering
 from usage_metering.schemas import EventStatus, UsageEvent, parse_event
 from usage_metering.store import Database
@@ -203,7 +203,7 @@ def test_runs_are_files_mapped_not_loaded(tmp_path: Path) -> None:
 
 
 def test_a_run_filter_passes_every_stored_key_and_few_others() -> None:
-    from usage_metering.consumer.dedup import may_contain, presence_filter
+    from usage_metering.ingest.dedup import may_contain, presence_filter
 
     generator = np.random.default_rng(11)
     stored_keys = np.sort(generator.integers(0, 2**64, 50_000, dtype=np.uint64))

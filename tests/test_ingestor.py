@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from usage_metering.consumer import Ingestor
+from usage_metering.ingest import Ingestor
 from usage_metering.schemas import EventStatus, UsageEvent, parse_event, parse_metric_definition, parse_plan, parse_tenant
 from usage_metering.store import Database, DeadLetter
 from usage_metering.store import catalog as catalog_store

@@ -17,7 +17,7 @@ import pytest
 from lakes import LakeFactory
 
 from usage_metering import Metering
-from usage_metering.consumer.dedup import index_directory
+from usage_metering.ingest.dedup import index_directory
 from usage_metering.node.demo import DEMO_TENANTS, init_demo
 from usage_metering.schemas import EventStatus
 from usage_metering.store import Database, DeadLetter, Lake, LakeError

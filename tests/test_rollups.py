@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from usage_metering import Metering
-from usage_metering.consumer import Ingestor
+from usage_metering.ingest import Ingestor
 from usage_metering.schemas import parse_event
 from usage_metering.store import Database
 from usage_metering.store.migrations import MIGRATIONS, apply_migrations
@@ -142,9 +142,9 @@ def test_a_clean_stop_leaves_rollups_compact_and_the_next_start_skips_the_lookba
 
 @pytest.mark.parametrize("fold", ["python", "arrow"])
 def test_a_batchs_folds_are_its_events_grouped_as_sql_would(fold: str) -> None:
-    """Both folds (store/batch_folds.py) against GROUP BYs over the same rows in DuckDB; ties in time
+    """Both folds (ingest/folds.py) against GROUP BYs over the same rows in DuckDB; ties in time
     (every third event shares its neighbour's timestamp) take the later event's quantity."""
-    from usage_metering.store.batch_folds import ROLLUP_ARROW_SCHEMA, _fold_in_arrow, _fold_in_python
+    from usage_metering.ingest.folds import ROLLUP_ARROW_SCHEMA, _fold_in_arrow, _fold_in_python
     from usage_metering.store.events import EVENT_ARROW_SCHEMA, event_fingerprint, events_to_arrow
 
     rng = random.Random(3)

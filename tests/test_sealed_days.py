@@ -19,7 +19,7 @@ import duckdb
 
 from nodes import ServerProcess
 from usage_metering import Metering
-from usage_metering.consumer import Ingestor
+from usage_metering.ingest import Ingestor
 from usage_metering.schemas import Aggregation, UsageTotals, parse_event
 from usage_metering.store import Database
 from usage_metering.store.migrations import MIGRATIONS, apply_migrations

@@ -20,14 +20,16 @@ PACKAGE = SRC / "usage_metering"
 MAX_LINES = 700
 
 LIBRARY = {"metering", "access", "client"}
-# What each part may import (besides itself); ARCHITECTURE.md's package table.
-BELOW_LIBRARY = {"schemas", "producer", "store", "consumer", "reports"}
+# What each part may import (besides itself); docs/architecture.md's package table.
+BELOW_LIBRARY = {"utilities", "schemas", "producer", "store", "ingest", "kafka", "reports"}
 ALLOWED: dict[str, set[str]] = {
-    "schemas": set(),
-    "producer": {"schemas"},
-    "store": {"schemas"},
-    "consumer": {"schemas", "store"},
-    "reports": {"schemas", "store"},
+    "utilities": set(),
+    "schemas": {"utilities"},
+    "producer": {"utilities", "schemas"},
+    "store": {"utilities", "schemas"},
+    "ingest": {"utilities", "schemas", "store"},
+    "kafka": {"utilities", "schemas", "store", "ingest"},
+    "reports": {"utilities", "schemas", "store"},
     "library": BELOW_LIBRARY | {"library"},
     "api": BELOW_LIBRARY | {"library"},
     "node": BELOW_LIBRARY | {"library", "api"},
@@ -49,6 +51,8 @@ MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 def part_of(module: str) -> str:
     """The layer a module belongs to: its subpackage, 'library' for the root modules."""
     parts = module.split(".")
+    if len(parts) > 1 and parts[1] == "utilities":
+        return "utilities"
     if len(parts) == 1 or parts[1] in LIBRARY:
         return "library"
     if parts[1] == "__main__":

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .access import KeyRing, Principal
-from .consumer import Ingestor, IngestOutcome, QuotaExceeded
-from .consumer.observer import MeteringObserver
-from .consumer.partitions import partition_of
-from .consumer.periodic import PeriodicTask
+from .ingest import Ingestor, IngestOutcome, QuotaExceeded
+from .ingest.observer import MeteringObserver
+from .kafka.partitions import partition_of
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
@@ -56,9 +55,10 @@ from .store.keys import ApiKey
 from .store.lake_maintenance import DEFAULT_KEEP_SNAPSHOTS, MaintenanceReport, maintain_lake
 from .store.owners import load_owners
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
+from .utilities import PeriodicTask
 
 if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
-    from .consumer.kafka_consumer import KafkaIngestConsumer
+    from .kafka.consumer import KafkaIngestConsumer
 
 
 CONFIG_REFRESH_SECONDS = 5.0
@@ -168,7 +168,7 @@ class Metering:
         `options` are `KafkaIngestConsumer`'s (topic, group_id, dead_letter_topic, ...).
         Sharing the writer keeps one set of quota counters for HTTP and Kafka alike.
         """
-        from .consumer.kafka_consumer import KafkaIngestConsumer
+        from .kafka.consumer import KafkaIngestConsumer
 
         consumer = KafkaIngestConsumer(
             bootstrap_servers, self.database, ingestor=self.ingestor, late_window=self.late_window, **options
@@ -444,7 +444,7 @@ class Metering:
 
     def compact_rollups(self) -> int:
         """Fold the rollup deltas and seal every day due now, as the node's background pass does a few
-        days at a time (consumer/compactor.py); returns the days sealed. A lake is neither compacted nor
+        days at a time (ingest/compactor.py); returns the days sealed. A lake is neither compacted nor
         sealed (its readers fold delta rows)."""
         if self.database.lake is not None:
             return 0

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from pipeline_helpers import PARTITIONS, dead_letter_topic_of, kafka_broker
-from usage_metering.consumer.topics import create_topics
+from usage_metering.kafka.topics import create_topics
 
 
 @pytest.fixture(scope="session")

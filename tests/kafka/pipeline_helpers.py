@@ -21,7 +21,7 @@ from typing import Callable
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 
-from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
+from usage_metering.kafka.consumer import KafkaIngestConsumer
 from usage_metering.producer import UsageProducer
 from usage_metering.store import Database, Lake
 

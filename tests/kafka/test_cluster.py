@@ -28,7 +28,7 @@ from pipeline_helpers import (
     wait_for_log,
 )
 
-from usage_metering.consumer.topics import end_offsets
+from usage_metering.kafka.topics import end_offsets
 
 SESSION_TIMEOUT_SECONDS = 6  # the broker's group.min.session.timeout.ms
 

@@ -21,8 +21,8 @@ from lakes import LakeFactory
 from nodes import SRC_DIR, free_port, request, wait_until_serving
 from pipeline_helpers import TENANTS, group_offsets, produce_events
 
-from usage_metering.consumer.names import DEFAULT_GROUP_ID
-from usage_metering.consumer.topics import end_offsets
+from usage_metering.schemas.topics import DEFAULT_GROUP_ID
+from usage_metering.kafka.topics import end_offsets
 
 
 def _start_node(n: int, port: int, lake: Any, bootstrap: str, topic: str, tmp_path: Path) -> subprocess.Popen[bytes]:

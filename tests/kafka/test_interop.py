@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaProducer
 
 from pipeline_helpers import REPO_ROOT, ThreadedConsumer, kafka_broker
-from usage_metering.consumer.topics import end_offsets
+from usage_metering.kafka.topics import end_offsets
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
 from usage_metering.store import Database

@@ -35,7 +35,7 @@ from pipeline_helpers import (
     wait_for_log,
     wait_for_partition_count,
 )
-from usage_metering.consumer.topics import create_topics, end_offsets
+from usage_metering.kafka.topics import create_topics, end_offsets
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store

@@ -26,7 +26,7 @@ from pipeline_helpers import (
     wait_for_log,
 )
 
-from usage_metering.consumer.topics import end_offsets
+from usage_metering.kafka.topics import end_offsets
 
 
 def _produce_plain_json(bootstrap: str, topic: str, expected: Expected, count: int) -> None:

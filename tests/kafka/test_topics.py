@@ -22,7 +22,7 @@ from pipeline_helpers import (
     dead_letter_topic_of,
     produce_events,
 )
-from usage_metering.consumer.topics import create_topics, end_offsets
+from usage_metering.kafka.topics import create_topics, end_offsets
 
 
 def _topic_exists(bootstrap: str, topic: str) -> bool:
@@ -37,7 +37,7 @@ def test_consumer_started_before_its_topic_waits_and_takes_every_partition(
         kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     topic = f"usage-events-late-{uuid.uuid4().hex[:10]}"
     db_path = tmp_path / "metering.duckdb"
-    with caplog.at_level(logging.WARNING, logger="usage_metering.consumer.kafka_consumer"):
+    with caplog.at_level(logging.WARNING, logger="usage_metering.kafka.consumer"):
         consumer = ThreadedConsumer(kafka_bootstrap, db_path, topic, metadata_max_age_ms=500)
         deadline = time.monotonic() + 30
         while f"topic {topic} does not exist yet" not in caplog.text:

@@ -63,7 +63,7 @@ class _ScrapeTimeCollector(Collector):
 
 
 class PrometheusMetrics:
-    """Counts what the library reports (see `usage_metering.consumer.observer.MeteringObserver`)."""
+    """Counts what the library reports (see `usage_metering.ingest.observer.MeteringObserver`)."""
 
     def __init__(self, db_path: str | Path, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from usage_metering.consumer.names import DEFAULT_GROUP_ID, DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from usage_metering.schemas import ValidationError
+from usage_metering.schemas.topics import DEFAULT_GROUP_ID, DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from usage_metering.store import StoreLockedError
 
 from .common import (
@@ -50,8 +50,8 @@ def kafka_group() -> None:
 @click.option("--dead-letter-topic", default=None, help="Default: <topic>-dead-letters ('' = none).")
 def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_topic: str | None) -> None:
     """Create the events topic and its dead-letter topic (existing ones are left as they are)."""
-    from usage_metering.consumer.names import dead_letter_topic_for
-    from usage_metering.consumer.topics import create_topics
+    from usage_metering.kafka.topics import create_topics
+    from usage_metering.schemas.topics import dead_letter_topic_for
 
     if dead_letter_topic is None:
         dead_letter_topic = dead_letter_topic_for(topic)
@@ -113,7 +113,7 @@ def consume_command(
     process fails at once), so it also delivers the quota alerts its batches
     record, as `serve` does.
     """
-    from usage_metering.consumer.kafka_consumer import run_consumer
+    from usage_metering.kafka.consumer import run_consumer
     from usage_metering.metering import Metering
     from usage_metering.node.logs import configure_logging
     from usage_metering.node.maintenance import LakeMaintenance

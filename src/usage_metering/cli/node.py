@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from usage_metering.schemas.topics import DEFAULT_TOPIC
+
 from .common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -52,7 +54,7 @@ from .output import SUMMARY_COLUMNS, emit
     show_envvar=True,
     help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.",
 )
-@click.option("--kafka-topic", default="usage-events", show_default=True, help="Usage events topic (Kafka mode).")
+@click.option("--kafka-topic", default=DEFAULT_TOPIC, show_default=True, help="Usage events topic (Kafka mode).")
 @maintenance_interval_option
 @click.option(
     "--advertise-url",

@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from usage_metering.consumer.kafka_consumer import KafkaIngestConsumer
-from usage_metering.consumer.topics import create_topics
+from usage_metering.kafka.consumer import KafkaIngestConsumer
+from usage_metering.kafka.topics import create_topics
 from usage_metering.metering import Metering
 from usage_metering.producer import UsageProducer
 

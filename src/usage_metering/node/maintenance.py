@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
-from usage_metering.consumer.periodic import PeriodicTask
 from usage_metering.metering import Metering
+from usage_metering.utilities import PeriodicTask
 
 log = logging.getLogger(__name__)
 

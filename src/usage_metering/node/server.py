@@ -16,6 +16,7 @@ from usage_metering.api.app import create_app
 from usage_metering.api.auth import serving_host
 from usage_metering.metering import Metering
 from usage_metering.schemas import DEFAULT_LATE_WINDOW
+from usage_metering.schemas.topics import DEFAULT_TOPIC
 from usage_metering.store import Lake
 
 from .demo import init_demo
@@ -63,7 +64,7 @@ def run_server(
     snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
     snapshot_path: str | Path | None = None,
     kafka_bootstrap_servers: str | None = None,
-    kafka_topic: str = "usage-events",
+    kafka_topic: str = DEFAULT_TOPIC,
     late_window: timedelta = DEFAULT_LATE_WINDOW,
     lake: Lake | None = None,
     maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,

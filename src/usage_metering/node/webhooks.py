@@ -29,11 +29,11 @@ from pathlib import Path
 
 import httpx
 
-from usage_metering.consumer.periodic import PeriodicTask
 from usage_metering.metering import Metering
 from usage_metering.schemas import ValidationError
 from usage_metering.schemas.plan import parse_webhook_url
 from usage_metering.store.alerts import Alert
+from usage_metering.utilities import PeriodicTask
 
 log = logging.getLogger(__name__)
 

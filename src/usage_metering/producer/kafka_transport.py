@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from kafka import KafkaProducer
 from usage_metering.schemas import EVENT_SCHEMA_VERSION, UsageEvent
 from usage_metering.schemas.event_json import EVENT_BATCH_CONTENT_TYPE, encode_event_batch
+from usage_metering.schemas.topics import DEFAULT_TOPIC
 
 from .base import BaseUsageProducer
 from .delivery import DeliveryTracker, ErrorCallback
@@ -93,7 +94,7 @@ class UsageProducer(BaseUsageProducer):
     def __init__(
         self,
         bootstrap_servers: str | list[str] = "localhost:9092",
-        topic: str = "usage-events",
+        topic: str = DEFAULT_TOPIC,
         *,
         on_error: ErrorCallback | None = None,
         max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,

@@ -79,7 +79,7 @@ def append_events(cursor: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
 
 
 # Rows are only ever appended to `events` (no update, no delete), so a rowid names one event for good;
-# the dedup key index (consumer/dedup.py) keeps rowids to confirm a fingerprint match exactly.
+# the dedup key index (ingest/dedup.py) keeps rowids to confirm a fingerprint match exactly.
 
 
 def stored_event_rows(cursor: duckdb.DuckDBPyConnection) -> int:

@@ -196,7 +196,7 @@ MIGRATIONS: tuple[tuple[int, Step], ...] = (
         """
         -- events becomes append-only without a primary key: the key's in-memory index (an ART over
         -- every stored (tenant_id, event_id)) grew with history and was rewritten by every commit.
-        -- Dedup moves to the ingestor's key index (consumer/dedup.py), which finds keys by this
+        -- Dedup moves to the ingestor's key index (ingest/dedup.py), which finds keys by this
         -- fingerprint (store/events.py, FINGERPRINT_SQL) and confirms them by rowid. Rows keep their
         -- order, so rowids follow arrival.
         CREATE TABLE events_appended (
@@ -247,7 +247,7 @@ MIGRATIONS: tuple[tuple[int, Step], ...] = (
         7,
         """
         -- Whether the last node stopped cleanly after folding the rollup deltas it appended
-        -- (consumer/compactor.py): if not, a start folds the last two days again.
+        -- (ingest/compactor.py): if not, a start folds the last two days again.
         CREATE TABLE rollup_state (compact BOOLEAN NOT NULL);
         INSERT INTO rollup_state VALUES (false);
         """,

@@ -10,7 +10,7 @@ hourly questions and a reader that saw an older mark still answer exactly.
 
 Sealing must not run beside an ingest commit: a row committed for the day
 after the fold read it would be in neither place. The writer's lock keeps
-them apart (consumer/compactor.py); a lake, with writers on other nodes, is
+them apart (ingest/compactor.py); a lake, with writers on other nodes, is
 never sealed.
 """
 
@@ -73,7 +73,7 @@ def seal_day(cursor: duckdb.DuckDBPyConnection, day: datetime) -> int:
 def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table, sealed_before: datetime) -> None:
     """Also count a batch's hourly rollup rows of sealed days (hour < `sealed_before`) in their day.
 
-    `rollups` holds usage_hourly's columns (store/batch_folds.py); runs in the ingest transaction.
+    `rollups` holds usage_hourly's columns (ingest/folds.py); runs in the ingest transaction.
     """
     late_rows = rollups  # noqa: F841 (read by DuckDB's replacement scan)
     cursor.execute(

@@ -1,4 +1,8 @@
-"""A daemon thread that runs one task every few seconds until stopped (rollup compaction, webhook delivery)."""
+"""Small utilities every layer may use; this module imports nothing of the package.
+
+`PeriodicTask`: a daemon thread that runs one task every few seconds until stopped (rollup compaction,
+webhook delivery, lake maintenance).
+"""
 
 from __future__ import annotations
 

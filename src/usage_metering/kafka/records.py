@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from usage_metering.ingest import IngestOutcome
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError
 from usage_metering.schemas.event_json import (
     EVENT_BATCH_CONTENT_TYPE,
@@ -27,8 +28,6 @@ from usage_metering.schemas.event_json import (
 from usage_metering.store import DeadLetter
 from usage_metering.store.dead_letters import dead_letter_reason
 from usage_metering.store.offsets import PartitionKey
-
-from .ingestor import IngestOutcome
 
 log = logging.getLogger(__name__)
 

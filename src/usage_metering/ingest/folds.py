@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from usage_metering.schemas import UsageEvent
-
-from .events import DECIMAL, TIMESTAMP, UTC_TIMESTAMP
+from usage_metering.store.events import DECIMAL, TIMESTAMP, UTC_TIMESTAMP
 
 ARROW_FOLD_MIN_EVENTS = 256
 

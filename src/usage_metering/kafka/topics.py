@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-from .names import DEFAULT_PARTITIONS, DEFAULT_TOPIC, dead_letter_topic_for
+from usage_metering.schemas.topics import DEFAULT_PARTITIONS, DEFAULT_TOPIC, dead_letter_topic_for
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from datetime import datetime, timedelta
 from usage_metering.store import Database
 from usage_metering.store.sealed_days import DAY, days_sealed_before, first_day_with_usage, seal_day
 from usage_metering.store.usage import compact_rollups, mark_rollups_compact, rollups_left_compact
-
-from .periodic import PeriodicTask
+from usage_metering.utilities import PeriodicTask
 
 log = logging.getLogger(__name__)
 

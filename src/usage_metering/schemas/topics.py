@@ -1,4 +1,7 @@
-"""The pipeline's default Kafka names, importable without loading kafka-python (the CLI's --help shows them)."""
+"""The pipeline's Kafka names, defined once: the producer SDK, the consumer and the CLI use these.
+
+Importable without loading kafka-python (the CLI's --help shows them).
+"""
 
 DEFAULT_TOPIC = "usage-events"
 DEFAULT_PARTITIONS = 12

@@ -1,4 +1,4 @@
-"""Ingestion: the ingestor shared by embedded mode and the Kafka consumer group."""
+"""The ingest engine every mode shares: decide (dedup, quota), fold rollup deltas, append, counters, compaction."""
 
 from .ingestor import Ingestor, IngestorStopped, IngestOutcome, QuotaExceeded
 

@@ -26,6 +26,7 @@ from typing import TypeVar
 import duckdb
 import msgspec
 
+from usage_metering.ingest.folds import BatchFolds, fold_batch
 from usage_metering.schemas import (
     AggregateState,
     Aggregation,
@@ -38,7 +39,6 @@ from usage_metering.schemas import (
 )
 from usage_metering.store import Catalog, Database, DeadLetter, load_catalog
 from usage_metering.store.alerts import add_alerts
-from usage_metering.store.batch_folds import BatchFolds, fold_batch
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.counter_checkpoint import (
     CounterCheckpoint,
@@ -462,7 +462,7 @@ class Ingestor:
         self._maintain()
 
     def _maintain(self, *, checkpoint_now: bool = False) -> None:
-        """After the callers heard back: save a full recent-key set as a run (consumer/dedup.py), and the
+        """After the callers heard back: save a full recent-key set as a run (ingest/dedup.py), and the
         counters when their checkpoint is due. Both are derived data: a failure is logged and retried."""
         try:
             with self._write_lock:

@@ -39,18 +39,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from usage_metering.ingest import Ingestor, IngestOutcome
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus
+from usage_metering.schemas.topics import DEFAULT_GROUP_ID, DEFAULT_TOPIC, dead_letter_topic_for
 from usage_metering.store import Database, DeadLetter
 from usage_metering.store.offsets import PartitionKey, PartitionLost
 
-from .ingestor import Ingestor, IngestOutcome
-from .kafka_records import PolledBatch, blocked_letter, decode_polled, undecodable_record
-from .names import DEFAULT_GROUP_ID, DEFAULT_TOPIC, dead_letter_topic_for
+from .records import PolledBatch, blocked_letter, decode_polled, undecodable_record
 
 log = logging.getLogger(__name__)
 
