@@ -44,6 +44,7 @@ from .schemas import (
     parse_tenant,
     period_containing,
 )
+from .schemas.entitlement import Entitlement
 from .schemas.event_json import decode_valid_events_json, parse_events
 from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, Lake
 from .store import catalog as catalog_store
@@ -384,11 +385,10 @@ class Metering:
         catalog = self.ingestor.catalog
         if self.owns_partition_of(tenant_id) is False:
             period, state = self.ingestor.stored_usage(tenant_id, metric, now)
-            used = state.value(catalog.aggregation(metric))
         else:
-            period, totals = self.ingestor.current_usage(tenant_id, metric, now)
-            used = totals.value(catalog.aggregation(metric))
-        status = quota_status(tenant_id, metric, catalog.plan_for(tenant_id), period, used, now)
+            period, state = self.ingestor.current_state(tenant_id, metric, now)
+        entitlement = Entitlement.of(catalog.plan_for(tenant_id), metric)
+        status = quota_status(tenant_id, metric, entitlement, catalog.aggregation(metric), period, state, now)
         if self.observer is not None:
             self.observer.on_quota_check(status.allowed)
         return status

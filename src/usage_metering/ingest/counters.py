@@ -7,9 +7,11 @@ committed usage without taking a lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+
+import duckdb
 
 from usage_metering.schemas import (
     AggregateState,
@@ -20,6 +22,8 @@ from usage_metering.schemas import (
     period_containing,
     previous_period,
 )
+from usage_metering.store.counter_checkpoint import CounterCheckpoint, event_states_for_windows
+from usage_metering.store.usage import Window, aggregate_states_for_windows
 
 CounterKey = tuple[str, str, datetime]  # (tenant_id, metric, period start)
 
@@ -115,3 +119,20 @@ def seed_windows(anchor_days: dict[str, int], now: datetime) -> list[tuple[str, 
         windows.append((tenant_id, previous.start, previous.end))
         windows.append((tenant_id, current.start, current.end))
     return windows
+
+
+def seeded_states(
+    cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window], checkpoint: CounterCheckpoint | None
+) -> dict[CounterKey, AggregateState]:
+    """Counter states for `windows`: from the checkpoint plus the events after it where it tracked the
+    window, otherwise from the rollups."""
+    if checkpoint is None:
+        return aggregate_states_for_windows(cursor, windows)
+    known = [w for w in windows if checkpoint.tracks(w[0], w[1])]
+    known_starts = {(tenant_id, start) for tenant_id, start, _end in known}
+    states = {key: state for key, state in checkpoint.states.items() if (key[0], key[2]) in known_starts}
+    for key, tail in event_states_for_windows(cursor, known, checkpoint.covered_rows).items():
+        states.setdefault(key, AggregateState()).merge(tail)
+    unknown = [w for w in windows if (w[0], w[1]) not in known_starts]
+    states.update(aggregate_states_for_windows(cursor, unknown))
+    return states

@@ -11,7 +11,6 @@ from .pricing import (
     build_invoice,
     currency_minor_units,
     invoice_csv_rows,
-    overage_of,
     price_line_item,
     round_money,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "build_invoice",
     "currency_minor_units",
     "invoice_csv_rows",
-    "overage_of",
     "price_line_item",
     "round_money",
 ]

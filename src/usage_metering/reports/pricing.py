@@ -9,18 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import (
-    MAX_EMAX,
-    MAX_PREC,
-    MIN_EMIN,
-    ROUND_HALF_UP,
-    Context,
-    Decimal,
-    DivisionByZero,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from usage_metering.schemas import (
     OveragePolicy,
@@ -30,6 +19,8 @@ from usage_metering.schemas import (
     PriceTier,
     format_decimal,
 )
+from usage_metering.schemas.entitlement import Entitlement
+from usage_metering.schemas.money import EXACT as _EXACT
 from usage_metering.schemas.periods import BillingPeriod
 from usage_metering.schemas.wire import DecimalText, Identifier, JsonShape, Money, format_money
 
@@ -42,7 +33,6 @@ __all__ = [
     "build_invoice",
     "currency_minor_units",
     "invoice_csv_rows",
-    "overage_of",
     "price_line_item",
     "round_money",
 ]
@@ -81,15 +71,6 @@ _MINOR_UNITS: dict[str, int] = {
     "TND": 3,
 }
 
-# Additions and multiplications in this context are exact whatever the number of
-# digits (the default context keeps only 28 significant digits, and quantities
-# alone may have 29: < 10^20 with 9 fractional digits). We never divide.
-_EXACT = Context(
-    prec=MAX_PREC,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    traps=[InvalidOperation, DivisionByZero, Overflow],
-)
 _ZERO = Decimal(0)
 
 
@@ -162,14 +143,6 @@ def _as_decimal(name: str, value: Decimal | int) -> Decimal:
     return Decimal(value)
 
 
-def overage_of(used: Decimal, included: Decimal | None) -> Decimal:
-    """Usage above the quota; 0 when the quota is unlimited (None) or not reached."""
-    if included is None or used <= included:
-        return _ZERO
-    with localcontext(_EXACT):
-        return used - included
-
-
 def _tier_charges(tiers: tuple[PriceTier, ...], overage: Decimal) -> tuple[TierCharge, ...]:
     """Graduated charges: each tier bills the overage units between its bounds.
 
@@ -207,7 +180,7 @@ def _marginal_price(tiers: tuple[PriceTier, ...], overage: Decimal) -> Decimal:
 def price_line_item(plan_metric: PlanMetric, used: Decimal, currency: str) -> LineItem:
     """Price one metric's usage for a period against its plan entry."""
     used = _as_decimal("used", used)
-    overage = overage_of(used, plan_metric.included)
+    overage = Entitlement.of_plan_metric(plan_metric).overage(used)
     if plan_metric.policy is not OveragePolicy.CHARGE:
         unit_price, tiers, exact_amount = _ZERO, (), _ZERO
     elif plan_metric.tiers:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any
 
 from .errors import ValidationError
@@ -13,6 +13,10 @@ AMOUNT_MAX = Decimal(10) ** 20
 DECIMAL_TEXT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 _DECIMAL_TEXT_RE = re.compile(DECIMAL_TEXT_PATTERN)
 _WIDE = Context(prec=80)  # wide enough that checks on 38-digit values never round
+# Additions and multiplications in this context are exact whatever the number of digits (the default
+# context keeps only 28 significant digits, and quantities alone may have 29: < 10^20 with 9 fractional
+# digits). Money and usage arithmetic never divides.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 def exact_decimal(field: str, value: Any, code: str) -> Decimal:
