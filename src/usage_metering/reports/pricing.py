@@ -208,6 +208,7 @@ def price_line_item(plan_metric: PlanMetric, used: Decimal, currency: str) -> Li
     """Price one metric's usage for a period against its plan entry."""
     used = _as_decimal("used", used)
     overage = overage_of(used, plan_metric.included)
+    tiers: tuple[TierCharge, ...]
     if plan_metric.policy is not OveragePolicy.CHARGE:
         unit_price, tiers, exact_amount = _ZERO, (), _ZERO
     elif plan_metric.tiers:
