@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -166,9 +167,9 @@ def upgrade_cache(path: Path, schema: int) -> float | None:
     return None
 
 
-def naive_totals_sql(cursor: object, start: datetime, end: datetime) -> list[tuple]:
+def naive_totals_sql(cursor: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
     """Baseline: the same per tenant/metric totals straight from raw events, one GROUP BY (no rollups)."""
-    return cursor.execute(  # type: ignore[attr-defined]
+    return cursor.execute(
         """
         SELECT tenant_id, metric, sum(quantity), count(*), max(quantity),
                count(DISTINCT user_id), arg_max(quantity, ts)
@@ -224,7 +225,10 @@ def bench_billing(events: int, tenants: int, repeats: int) -> tuple[list[Row], s
         windows = [(t.tenant_id, period.start, period.end) for t in metering.tenants()]
         aggregations = {name: metering.ingestor.catalog.aggregation(name) for name in metering.ingestor.catalog.metrics}
         sql_times = [timed(lambda: usage_values_for_windows(cursor, windows, aggregations))[0] for _ in range(repeats)]
-        naive_sql = lambda: naive_totals_sql(cursor, period.start, period.end)  # noqa: E731
+
+        def naive_sql() -> list[tuple[Any, ...]]:
+            return naive_totals_sql(cursor, period.start, period.end)
+
         naive_sql()
         naive_times = [timed(naive_sql)[0] for _ in range(repeats)]
     finally:

@@ -36,7 +36,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -47,6 +47,9 @@ from usage_metering.schemas import parse_event
 from usage_metering.store import Database, Lake
 
 from .common import Row, fmt_ms, fmt_rate, markdown_table, median
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / ".data"
@@ -79,7 +82,7 @@ class Lakes:
 # -- nodes -------------------------------------------------------------------------------
 
 
-def _produce(bootstrap: str, topic: str, count: int, seed: int, started_at: Any) -> None:
+def _produce(bootstrap: str, topic: str, count: int, seed: int, started_at: Synchronized[float]) -> None:
     from usage_metering.producer import UsageProducer
 
     producer = UsageProducer(bootstrap, topic)
@@ -161,7 +164,7 @@ def nodes_rate(bootstrap: str, lakes: Lakes | None, nodes: int, events: int, wor
             time.sleep(0.2)
         time.sleep(1.0)
         context = multiprocessing.get_context("spawn")
-        started_at = context.Value("d", 0.0)
+        started_at: Synchronized[float] = context.Value("d", 0.0)
         producer = context.Process(target=_produce, args=(bootstrap, topic, events, nodes, started_at))
         producer.start()
         producer.join()
@@ -340,10 +343,10 @@ def run(args: argparse.Namespace, bootstrap: str, postgres_module: Any) -> list[
         billing_file, how = dataset(args.billing_events, 1000)
         lake_server, lake = billing_lake(billing_file, postgres_module)
         try:
-            with Metering.open(billing_file, read_only=True) as on_file:
-                file_s = billing_seconds(on_file, max(args.runs, 5))
-            with Metering.open(DATA_DIR / "billing-reader", lake=lake, read_only=True) as on_lake:
-                lake_s = billing_seconds(on_lake, max(args.runs, 5))
+            with Metering.open(billing_file, read_only=True) as file_metering:
+                file_s = billing_seconds(file_metering, max(args.runs, 5))
+            with Metering.open(DATA_DIR / "billing-reader", lake=lake, read_only=True) as lake_metering:
+                lake_s = billing_seconds(lake_metering, max(args.runs, 5))
         finally:
             lake_server.stop()
         rows.append(

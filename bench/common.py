@@ -80,7 +80,8 @@ def machine_info() -> str:
     try:
         import uvloop
 
-        uvloop_version = uvloop.__version__
+        # uvloop sets __version__ but leaves it out of its __all__, so a strict check calls it private
+        uvloop_version = uvloop.__version__  # type: ignore[attr-defined]
     except ImportError:
         uvloop_version = "not installed"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -15,6 +15,10 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 
 @dataclass
@@ -199,7 +203,7 @@ def run_load(
     try:
         import uvloop
 
-        runner: Callable[..., LoadResult] = uvloop.run  # type: ignore[assignment]
+        runner: Callable[..., LoadResult] = uvloop.run
     except ImportError:
         runner = asyncio.run
     if warmup:
@@ -218,7 +222,22 @@ def run_load(
     )
 
 
-def _child(conn: multiprocessing.connection.Connection, build: Callable[[], list[bytes]], kwargs: dict) -> None:
+class _LoadTarget(TypedDict):
+    host: str
+    port: int
+    connections: int
+    total: int
+    max_seconds: float
+
+
+class LoadOptions(_LoadTarget, total=False):
+    """`run_load`'s arguments but `requests`: what `run_in_process` hands to the child."""
+
+    warmup: int
+    server_pid: int | None
+
+
+def _child(conn: multiprocessing.connection.Connection, build: Callable[[], list[bytes]], kwargs: LoadOptions) -> None:
     try:
         conn.send(run_load(requests=build(), **kwargs))
     except BaseException as exc:  # report, don't hang the parent
@@ -227,7 +246,7 @@ def _child(conn: multiprocessing.connection.Connection, build: Callable[[], list
         conn.close()
 
 
-def run_in_process(build: Callable[[], list[bytes]], **kwargs: object) -> LoadResult:
+def run_in_process(build: Callable[[], list[bytes]], **kwargs: Unpack[LoadOptions]) -> LoadResult:
     """`run_load` in a fresh process; `build` (a picklable top-level function) makes the requests there.
 
     Building inside the child keeps the parent idle and avoids pickling megabytes of request bytes.
@@ -238,10 +257,10 @@ def run_in_process(build: Callable[[], list[bytes]], **kwargs: object) -> LoadRe
     process.start()
     child.close()
     try:
-        timeout = float(kwargs.get("max_seconds", 60)) * 2 + 120  # type: ignore[arg-type]
+        timeout = float(kwargs.get("max_seconds", 60)) * 2 + 120
         if not parent.poll(timeout):
             raise TimeoutError("load generator did not finish")
-        result = parent.recv()
+        result: LoadResult | BaseException = parent.recv()  # what _child sends
     finally:
         process.join(timeout=10)
         if process.is_alive():

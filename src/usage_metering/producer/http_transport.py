@@ -227,7 +227,7 @@ class HttpUsageProducer(BaseUsageProducer):
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with "equal jitter"; at least Retry-After, at most the cap."""
-        base = min(MAX_BACKOFF_SECONDS, self._backoff * 2 ** (attempt - 1))
+        base: float = min(MAX_BACKOFF_SECONDS, self._backoff * 2 ** (attempt - 1))
         delay = base / 2 + random.uniform(0, base / 2)
         if retry_after is not None:
             delay = max(delay, retry_after)
@@ -248,7 +248,8 @@ class HttpUsageProducer(BaseUsageProducer):
             if status in DELIVERED:
                 self._tracker.succeeded(item.token)
                 continue
-            error = result.get("error") if isinstance(result.get("error"), dict) else {}
+            detail = result.get("error")
+            error: dict[str, Any] = detail if isinstance(detail, dict) else {}
             self._tracker.failed(
                 item.token,
                 RejectedEvent(str(status), error.get("code"), error.get("message"), error.get("field")),

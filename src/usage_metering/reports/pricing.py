@@ -181,6 +181,7 @@ def price_line_item(plan_metric: PlanMetric, used: Decimal, currency: str) -> Li
     """Price one metric's usage for a period against its plan entry."""
     used = _as_decimal("used", used)
     overage = Entitlement.of_plan_metric(plan_metric).overage(used)
+    tiers: tuple[TierCharge, ...]
     if plan_metric.policy is not OveragePolicy.CHARGE:
         unit_price, tiers, exact_amount = _ZERO, (), _ZERO
     elif plan_metric.tiers:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import duckdb
 
@@ -20,12 +20,12 @@ from usage_metering.schemas.wire import DecimalText, Identifier, JsonShape, Time
 
 from .timeutil import from_naive_utc, to_naive_utc
 
-PENDING = "pending"
-DELIVERED = "delivered"
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
 ALERT_STATUSES = (PENDING, DELIVERED)
 
 
-ALERT_TYPE = "quota.threshold_crossed"
+ALERT_TYPE: Final = "quota.threshold_crossed"
 WEBHOOK_FIELDS = (
     "type",
     "alert_id",

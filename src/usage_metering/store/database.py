@@ -42,7 +42,7 @@ def connect(
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        config = (
+        config: dict[str, str | bool | int | float | list[str]] = (
             {"memory_limit": memory_limit}
             if read_only
             else {"memory_limit": memory_limit, "checkpoint_threshold": CHECKPOINT_THRESHOLD}

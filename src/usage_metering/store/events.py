@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -36,24 +37,23 @@ DECIMAL = pa.decimal128(38, 9)
 TIMESTAMP = pa.timestamp("us")  # naive UTC, as DuckDB's TIMESTAMP columns hold it
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-EVENT_ARROW_SCHEMA = pa.schema(
-    [
-        ("tenant_id", pa.string()),
-        ("event_id", pa.string()),
-        ("metric", pa.string()),
-        ("quantity", DECIMAL),
-        ("user_id", pa.string()),
-        ("ts", TIMESTAMP),
-        ("properties", pa.string()),
-        ("received_at", TIMESTAMP),
-        ("fingerprint", pa.uint64()),
-    ]
-)
+_EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("tenant_id", pa.string()),
+    ("event_id", pa.string()),
+    ("metric", pa.string()),
+    ("quantity", DECIMAL),
+    ("user_id", pa.string()),
+    ("ts", TIMESTAMP),
+    ("properties", pa.string()),
+    ("received_at", TIMESTAMP),
+    ("fingerprint", pa.uint64()),
+]
+EVENT_ARROW_SCHEMA = pa.schema(_EVENT_FIELDS)
 
 
 def events_to_arrow(events: Sequence[UsageEvent], fingerprints: Sequence[int], received_at: datetime) -> pa.Table:
     """The events' rows, one column at a time (timestamps arrive aware UTC and are stored naive UTC)."""
-    columns = [
+    columns: list[pa.Array[Any]] = [
         pa.array([e.tenant_id for e in events], pa.string()),
         pa.array([e.event_id for e in events], pa.string()),
         pa.array([e.metric for e in events], pa.string()),

@@ -39,7 +39,12 @@ _USER_RANK_SQL = {
 }
 
 
-def _totals(row: Sequence[object]) -> UsageTotals:
+# A row of _TOTALS_SQL: sum(quantity_sum), sum(event_count), max(quantity_max), count(DISTINCT user_id),
+# arg_max(latest_quantity, latest_at); all but the count are NULL (None) when no rollup row matched.
+_TotalsRow = tuple[Decimal | None, int | None, Decimal | None, int, Decimal | None]
+
+
+def _totals(row: _TotalsRow) -> UsageTotals:
     total, count, maximum, unique_users, latest = row
     return UsageTotals(
         total=Decimal(total or 0),
@@ -148,14 +153,13 @@ def windows_table(windows: Sequence[Window]) -> pa.Table:
     )
 
 
-_PIECES_SCHEMA = pa.schema(
-    [
-        ("tenant_id", pa.string()),
-        ("window_start", pa.timestamp("us")),
-        ("piece_start", pa.timestamp("us")),
-        ("piece_end", pa.timestamp("us")),
-    ]
-)
+_PIECES_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("tenant_id", pa.string()),
+    ("window_start", pa.timestamp("us")),
+    ("piece_start", pa.timestamp("us")),
+    ("piece_end", pa.timestamp("us")),
+]
+_PIECES_SCHEMA = pa.schema(_PIECES_FIELDS)
 _ROLLUP_TABLES = (("usage_hourly", "hour"), ("usage_daily_rollup", "day"))
 
 
@@ -170,15 +174,17 @@ def _window_rollups(cursor: duckdb.DuckDBPyConnection, windows: Sequence[Window]
         pieces[0].extend((tenant_id, to_naive_utc(start), to_naive_utc(s), to_naive_utc(e)) for s, e in hours)
         if days:
             pieces[1].append((tenant_id, to_naive_utc(start), to_naive_utc(days[0]), to_naive_utc(days[1])))
-    selects, params, registered = [], [], []
+    selects: list[str] = []
+    params: list[object] = []
+    registered: list[str] = []
     columns = ", ".join(f"u.{column}" for column in _ROLLUP_COLUMN_NAMES[1:])  # tenant_id comes from the piece
     for (table, bucket), table_pieces in zip(_ROLLUP_TABLES, pieces):
         if not table_pieces:
             continue
         name = f"{table}_pieces"
-        cursor.register(
-            name, pa.Table.from_pydict(dict(zip(_PIECES_SCHEMA.names, zip(*table_pieces))), schema=_PIECES_SCHEMA)
-        )
+        # pyarrow-stubs type a column as a list; from_pydict takes any sequence (here zip's tuples).
+        columns_by_name = dict(zip(_PIECES_SCHEMA.names, zip(*table_pieces)))
+        cursor.register(name, pa.Table.from_pydict(columns_by_name, schema=_PIECES_SCHEMA))  # type: ignore[arg-type]
         registered.append(name)
         # The constant bounds let the scan skip row groups outside every piece (rollups lie in time order).
         selects.append(
