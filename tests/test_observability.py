@@ -221,14 +221,14 @@ class ExplodingObserver(PrometheusMetrics):
 def test_dead_letters_counted_and_observer_errors_never_fail_a_commit(tmp_path: Path) -> None:
     with Metering.open(tmp_path / "metering.duckdb") as metering:
         metrics = PrometheusMetrics(metering.database.path)
-        metering.observe(metrics)
+        metering.node.observe(metrics)
         letter = DeadLetter("kafka", b"{not json", "invalid_json: not valid JSON", "usage-events", 0, 41)
         metering.ingestor.ingest([], offsets={("usage-events", 0): 42}, dead_letters=[letter, letter])
         text = metrics.render()[0].decode()
         assert "usage_metering_dead_letters_total 2.0" in text
         assert "usage_metering_ingest_batch_size_count 1.0" in text
 
-        metering.observe(ExplodingObserver(metering.database.path))
+        metering.node.observe(ExplodingObserver(metering.database.path))
         result = metering.record({"tenant_id": "t_boom", "metric": "m", "quantity": 1, "event_id": "x"})
         assert result.status == EventStatus.RECORDED
         assert metering.usage("t_boom", "m").value == 1

@@ -8,17 +8,14 @@ with Metering.open("data/metering.duckdb") as metering:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from .access import KeyRing, Principal
-from .ingest import Ingestor, IngestOutcome, QuotaExceeded
-from .ingest.observer import MeteringObserver
-from .kafka.partitions import partition_of
+from .hooks import EventPublisher, NodeHooks
+from .ingest import Ingestor
 from .reports.billing import billing_report
 from .reports.pricing import Invoice
 from .reports.quota import QuotaStatus, quota_status
@@ -26,7 +23,6 @@ from .reports.top_users import TopUsers, top_users
 from .reports.usage import TenantUsage, UsageSummary, date_range_period, summarize_metric, summarize_tenant
 from .schemas import (
     DEFAULT_LATE_WINDOW,
-    ErrorDetail,
     EventResult,
     EventStatus,
     MetricDefinition,
@@ -45,43 +41,15 @@ from .schemas import (
     period_containing,
 )
 from .schemas.entitlement import Entitlement
-from .schemas.event_json import decode_valid_events_json, parse_events
 from .store import DEFAULT_DB_PATH, DEFAULT_MEMORY_LIMIT, Database, Lake
 from .store import catalog as catalog_store
-from .store.alerts import ALERT_STATUSES, Alert, due_alerts, list_alerts, mark_delivered, mark_failed
-from .store.dead_letters import DeadLetter, StoredDeadLetter, list_dead_letters
+from .store.alerts import ALERT_STATUSES, Alert, list_alerts
+from .store.dead_letters import StoredDeadLetter, list_dead_letters
 from .store.export import EventFilter
 from .store.export import export_events as export_event_rows
 from .store.keys import ApiKey
 from .store.lake_maintenance import DEFAULT_KEEP_SNAPSHOTS, MaintenanceReport, maintain_lake
-from .store.owners import load_owners
 from .store.snapshot import SnapshotInfo, default_snapshot_path, write_snapshot
-from .utilities import PeriodicTask
-
-if TYPE_CHECKING:  # kafka-python loads only when a node runs in Kafka mode
-    from .kafka.consumer import KafkaIngestConsumer
-
-
-CONFIG_REFRESH_SECONDS = 5.0
-_OWNERS_CACHE_SECONDS = 1.0
-
-
-class EventPublisher(Protocol):
-    """Where a front end sends validated events instead of ingesting them (Kafka mode)."""
-
-    def publish(self, events: Sequence[UsageEvent]) -> Future[None]:
-        """Resolves once every event is durably accepted, or fails."""
-        ...
-
-
-def _blocked_detail(quota: QuotaExceeded) -> ErrorDetail:
-    return ErrorDetail.quota_exceeded(quota.metric, quota.limit, quota.used, quota.period)
-
-
-def _result_from_outcome(index: int, outcome: IngestOutcome) -> EventResult:
-    if outcome.status == EventStatus.BLOCKED and outcome.quota is not None:
-        return EventResult(index, outcome.event_id, outcome.status, _blocked_detail(outcome.quota))
-    return EventResult(index, outcome.event_id, outcome.status)
 
 
 class Metering:
@@ -103,28 +71,13 @@ class Metering:
         self.late_window = late_window
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.ingestor = Ingestor(database, clock=self.clock)
-        self.publisher = publisher
         if ingest and not database.read_only:  # a read-only file (e.g. a snapshot) is only read: no writer thread
             self.ingestor.start()
         self.access = KeyRing(database, clock=self.clock)  # API keys; see access.py
-        self.observer: MeteringObserver | None = None
-        self._consumer: KafkaIngestConsumer | None = None
-        self._owners: dict[int, str | None] = {}  # partition -> owning node's URL, read from the lake
-        self._owners_read_at = float("-inf")
-        # On a lake other nodes change plans, tenants, metrics and keys: in force here within this interval.
-        self._config_refresh = PeriodicTask("config-refresh", CONFIG_REFRESH_SECONDS, self.refresh_config)
-        if database.lake is not None and not database.read_only:
-            self._config_refresh.start()
-
-    def refresh_config(self) -> None:
-        """Adopt the plans, tenants, metrics and API keys stored now (what other nodes of a cluster changed)."""
-        self.ingestor.refresh_catalog()
-        self.access.refresh()
-
-    def observe(self, observer: MeteringObserver | None) -> None:
-        """Report ingest batches, rejections and quota checks to `observer` (None stops it)."""
-        self.observer = observer
-        self.ingestor.observer = observer
+        # What a running node drives (hooks.py): async submits, observers, ownership, alert delivery.
+        self.node = NodeHooks(
+            database, self.ingestor, self.access, clock=self.clock, late_window=late_window, publisher=publisher
+        )
 
     @classmethod
     def open(
@@ -144,7 +97,7 @@ class Metering:
         return cls(Database(path, read_only=read_only, memory_limit=memory_limit, lake=lake), **options)
 
     def close(self) -> None:
-        self._config_refresh.stop()
+        self.node.close()
         self.ingestor.stop()
         self.database.close()
 
@@ -152,30 +105,6 @@ class Metering:
     def path(self) -> Path:
         """The database file."""
         return self.database.path
-
-    @property
-    def writing(self) -> bool:
-        """True while the writer runs: quota counters are loaded and events are accepted."""
-        return self.ingestor.running
-
-    @property
-    def last_commit_at(self) -> datetime | None:
-        """When this process last committed ingested events (None: not yet)."""
-        return self.ingestor.last_commit_at
-
-    def kafka_consumer(self, bootstrap_servers: str | list[str], **options: Any) -> KafkaIngestConsumer:
-        """A consumer-group member that ingests a Kafka topic through this library's writer.
-
-        `options` are `KafkaIngestConsumer`'s (topic, group_id, dead_letter_topic, ...).
-        Sharing the writer keeps one set of quota counters for HTTP and Kafka alike.
-        """
-        from .kafka.consumer import KafkaIngestConsumer
-
-        consumer = KafkaIngestConsumer(
-            bootstrap_servers, self.database, ingestor=self.ingestor, late_window=self.late_window, **options
-        )
-        self._consumer = consumer  # on a lake, which tenants this node owns follows its assignment
-        return consumer
 
     def __enter__(self) -> Metering:
         return self
@@ -188,126 +117,9 @@ class Metering:
     def validate(self, data: Mapping[str, Any]) -> UsageEvent:
         return parse_event(data, now=self.clock(), late_window=self.late_window)
 
-    def validate_events_json(self, body: bytes) -> list[UsageEvent] | None:
-        """An HTTP batch body (`{"events": [...]}` or a list) as events when every one is valid, else None:
-        then decode it as JSON and pass the items to `submit_events`, which says what is wrong with each."""
-        return decode_valid_events_json(body, now=self.clock(), late_window=self.late_window)
-
-    def _validate_all(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[UsageEvent | ValidationError]:
-        """Each item validated (a dict) or as it is (already a UsageEvent)."""
-        raw = [index for index, item in enumerate(items) if not isinstance(item, UsageEvent)]
-        if len(raw) == len(items):  # all dicts, the usual case
-            return parse_events(items, now=self.clock(), late_window=self.late_window)
-        checked = parse_events([items[index] for index in raw], now=self.clock(), late_window=self.late_window)
-        validated: list[UsageEvent | ValidationError] = list(items)  # type: ignore[arg-type]  # dicts replaced below
-        for index, result in zip(raw, checked):
-            validated[index] = result
-        return validated
-
-    def submit_events(
-        self,
-        items: Sequence[Mapping[str, Any] | UsageEvent],
-        *,
-        dead_letter_for: Callable[[int, ValidationError], DeadLetter] | None = None,
-        dead_letters: Sequence[DeadLetter] = (),
-    ) -> Future[list[EventResult]]:
-        """Validate each item, queue the valid ones; the future resolves after the commit.
-
-        Invalid items are `rejected` with their error; they never hold back valid ones.
-        With `dead_letter_for(index, error)`, each rejected item is also stored as the
-        dead letter it returns; those and `dead_letters` commit with the events.
-        """
-        letters = list(dead_letters)
-        results: list[EventResult | None] = [None] * len(items)
-        events: list[UsageEvent] = []
-        positions: list[int] = []
-        for index, event in enumerate(self._validate_all(items)):
-            if isinstance(event, ValidationError):
-                error = event
-                results[index] = EventResult(index, None, EventStatus.REJECTED, ErrorDetail.of(error))
-                if dead_letter_for is not None:
-                    letters.append(dead_letter_for(index, error))
-                if self.observer is not None:
-                    self.observer.on_rejected(error.code)
-                continue
-            events.append(event)
-            positions.append(index)
-        if self.publisher is not None:
-            return self._publish(events, positions, results, letters)
-        outer: Future[list[EventResult]] = Future()
-        if not events and not letters:
-            outer.set_result([r for r in results if r is not None])
-            return outer
-
-        def finish(inner: Future[list[IngestOutcome]]) -> None:
-            error = inner.exception()
-            if error is not None:
-                outer.set_exception(error)
-                return
-            outcomes = inner.result()
-            if len(outcomes) == len(results):  # nothing rejected: positions are 0, 1, ...
-                outer.set_result(
-                    [  # the common outcome built inline: a call per event is a fifth of the cost
-                        EventResult(position, outcome.event_id, outcome.status)
-                        if outcome.quota is None
-                        else _result_from_outcome(position, outcome)
-                        for position, outcome in enumerate(outcomes)
-                    ]
-                )
-                return
-            for position, outcome in zip(positions, outcomes):
-                results[position] = _result_from_outcome(position, outcome)
-            outer.set_result([r for r in results if r is not None])
-
-        self.ingestor.submit(events, dead_letters=letters).add_done_callback(finish)
-        return outer
-
-    def _publish(
-        self,
-        events: list[UsageEvent],
-        positions: list[int],
-        results: list[EventResult | None],
-        letters: list[DeadLetter],
-    ) -> Future[list[EventResult]]:
-        """Kafka mode: answer 429 early from committed usage, publish the rest.
-
-        The consumer's ingest still makes the exact quota decision (a blocked
-        event then becomes a dead letter); this check only spares the broker.
-        """
-        assert self.publisher is not None
-        if letters:
-            self.ingestor.submit([], dead_letters=letters)
-        to_send: list[tuple[int, UsageEvent]] = []
-        for position, event in zip(positions, events):
-            exceeded = self.ingestor.check_quota(event)
-            if exceeded is not None:
-                results[position] = EventResult(
-                    position, event.event_id, EventStatus.BLOCKED, _blocked_detail(exceeded)
-                )
-            else:
-                to_send.append((position, event))
-        outer: Future[list[EventResult]] = Future()
-
-        def finish(published: Future[None]) -> None:
-            error = published.exception()
-            if error is not None:
-                outer.set_exception(error)
-                return
-            for position, event in to_send:
-                results[position] = EventResult(position, event.event_id, EventStatus.ACCEPTED)
-            outer.set_result([r for r in results if r is not None])
-
-        self.publisher.publish([event for _position, event in to_send]).add_done_callback(finish)
-        return outer
-
-    def record_events(
-        self,
-        items: Sequence[Mapping[str, Any] | UsageEvent],
-        *,
-        dead_letter_for: Callable[[int, ValidationError], DeadLetter] | None = None,
-        dead_letters: Sequence[DeadLetter] = (),
-    ) -> list[EventResult]:
-        return self.submit_events(items, dead_letter_for=dead_letter_for, dead_letters=dead_letters).result()
+    def record_events(self, items: Sequence[Mapping[str, Any] | UsageEvent]) -> list[EventResult]:
+        """One batch; a result per event, in order (rejected events are results, not exceptions)."""
+        return self.node.submit_events(items).result()
 
     def record(self, item: Mapping[str, Any] | UsageEvent) -> EventResult:
         """Record one event; raises ValidationError if it is invalid."""
@@ -322,10 +134,10 @@ class Metering:
         tenant = self.ingestor.catalog.tenants.get(tenant_id)
         if (
             tenant is None
-            and self._config_refresh.running
+            and self.node.config_refresh.running
             and catalog_store.tenant_stored(self.database.cursor(), tenant_id)
         ):
-            self.refresh_config()  # on a lake, another node registered it since this one last looked
+            self.node.refresh_config()  # on a lake, another node registered it since this one last looked
             tenant = self.ingestor.catalog.tenants.get(tenant_id)
         if tenant is None:
             raise NotFoundError("tenant", tenant_id)
@@ -383,43 +195,15 @@ class Metering:
         check_id("metric", metric)
         now = self.clock()
         catalog = self.ingestor.catalog
-        if self.owns_partition_of(tenant_id) is False:
+        if self.node.owns_partition_of(tenant_id) is False:
             period, state = self.ingestor.stored_usage(tenant_id, metric, now)
         else:
             period, state = self.ingestor.current_state(tenant_id, metric, now)
         entitlement = Entitlement.of(catalog.plan_for(tenant_id), metric)
         status = quota_status(tenant_id, metric, entitlement, catalog.aggregation(metric), period, state, now)
-        if self.observer is not None:
-            self.observer.on_quota_check(status.allowed)
+        if self.node.observer is not None:
+            self.node.observer.on_quota_check(status.allowed)
         return status
-
-    def quota_owner(self, tenant_id: str) -> str | None:
-        """In a cluster: the URL of the node that owns this tenant's Kafka partition, when that is another
-        node answering HTTP (ask it: its counters are exact and current). None: answer here."""
-        partition = self._partition_of(tenant_id)
-        consumer = self._consumer
-        if partition is None or consumer is None or partition in consumer.assigned_partitions():
-            return None
-        now = time.monotonic()
-        if now - self._owners_read_at > _OWNERS_CACHE_SECONDS:
-            self._owners = load_owners(self.database.cursor(), consumer.topic)
-            self._owners_read_at = now
-        url = self._owners.get(partition)
-        return url if url and url != consumer.node_url else None
-
-    def owns_partition_of(self, tenant_id: str) -> bool | None:
-        """Whether this node's consumer owns the tenant's partition; None when that does not apply
-        (not a lake, no consumer here, or no assignment yet)."""
-        partition = self._partition_of(tenant_id)
-        if partition is None or self._consumer is None:
-            return None
-        return partition in self._consumer.assigned_partitions()
-
-    def _partition_of(self, tenant_id: str) -> int | None:
-        """The tenant's Kafka partition, on a lake node with a consumer that has had an assignment."""
-        consumer = self._consumer
-        count = consumer.partition_count() if consumer is not None and self.database.lake is not None else None
-        return None if count is None else partition_of(tenant_id, count)
 
     def top_users(self, tenant_id: str, metric: str, *, limit: int = 10, period: str | None = None) -> TopUsers:
         check_id("metric", metric)
@@ -503,17 +287,6 @@ class Metering:
         if status is not None and status not in ALERT_STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(ALERT_STATUSES)}", "invalid_status")
         return list_alerts(self.database.cursor(), tenant_id, status, limit)
-
-    def due_alerts(self, default_url: str | None) -> list[tuple[Alert, str]]:
-        """Pending alerts whose next delivery attempt is due, each with the URL to POST it to."""
-        return due_alerts(self.database.cursor(), self.clock(), default_url)
-
-    def mark_alert_delivered(self, alert: Alert) -> None:
-        now = self.clock()
-        self.ingestor.write(lambda cursor: mark_delivered(cursor, alert, now))
-
-    def mark_alert_failed(self, alert: Alert, reason: str, retry_at: datetime) -> None:
-        self.ingestor.write(lambda cursor: mark_failed(cursor, alert, reason, retry_at))
 
     # -- configuration -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from usage_metering.forwarding import FORWARDED_HEADER, QuotaForwarding
 from usage_metering.metering import EventResult, Metering
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 from usage_metering.reports.quota import QuotaStatus
@@ -30,7 +31,6 @@ from usage_metering.schemas.wire import Identifier
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
 from .dashboard import DASHBOARD_ROUTES
 from .errors import EXCEPTION_HANDLERS, ApiError, error_response
-from .forwarding import SOURCE_HEADER, OwnerClient, was_forwarded
 from .keys import KEY_OPERATIONS
 from .models import (
     MONTH_PATTERN,
@@ -82,7 +82,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) ->
 async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_JSON_BYTES), "an event")
     check_event_tenants(request, [data])
-    result: EventResult = (await asyncio.wrap_future(_metering(request).submit_events([data])))[0]
+    result: EventResult = (await asyncio.wrap_future(_metering(request).node.submit_events([data])))[0]
     if result.status == EventStatus.REJECTED and result.error is not None:
         return error_response(422, result.error)
     if result.status == EventStatus.BLOCKED and result.error is not None:
@@ -94,7 +94,7 @@ async def post_event(request: Request) -> Response:
 
 async def post_event_batch(request: Request) -> Response:
     body = await read_body(request, MAX_BATCH_BODY_BYTES)
-    events: list[Any] | None = _metering(request).validate_events_json(body)  # all valid: one msgspec pass
+    events: list[Any] | None = _metering(request).node.validate_events_json(body)  # all valid: one msgspec pass
     if events is None:  # the reference path, for each event's own error
         data = parse_json(body)
         events = require_object(data).get("events") if isinstance(data, dict) else data
@@ -103,7 +103,7 @@ async def post_event_batch(request: Request) -> Response:
     if len(events) > MAX_BATCH_EVENTS:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
     check_event_tenants(request, events)  # one foreign event refuses the whole batch
-    results = await asyncio.wrap_future(_metering(request).submit_events(events))
+    results = await asyncio.wrap_future(_metering(request).node.submit_events(events))
     summary = batch_summary(result.status for result in results)
     return typed_response(BatchResult(results, **summary))
 
@@ -142,21 +142,21 @@ def _with_freshness(request: Request, answer: T) -> T:
     return replace(answer, **freshness()) if freshness is not None else answer  # type: ignore[type-var]
 
 
+SOURCE_HEADER = "x-quota-source"
+
+
 async def get_quota(request: Request) -> Response:
-    metering, tenant_id = _metering(request), request.path_params["tenant_id"]
-    owned = metering.owns_partition_of(tenant_id)  # None: not a cluster node
-    if owned is False and not was_forwarded(request):
-        owner = await _in_thread(metering.quota_owner, tenant_id)
-        answer = await request.app.state.owners.ask(owner, request) if owner is not None else None
-        if answer is not None:
-            return answer
-    metric = request.path_params["metric"]
-    status = (
-        await _in_thread(metering.quota, tenant_id, metric) if owned is False else metering.quota(tenant_id, metric)
-    )
-    response = typed_response(status if owned is False else _with_freshness(request, status))
-    if owned is not None:
-        response.headers[SOURCE_HEADER] = "lake" if owned is False else "counters"
+    """From this node's counters (no I/O, on the loop), else asked of the owner node or read from the lake."""
+    tenant_id, metric = request.path_params["tenant_id"], request.path_params["metric"]
+    quotas: QuotaForwarding = request.app.state.quotas
+    passed_on, forwarded = dict(request.headers), FORWARDED_HEADER in request.headers
+    if quotas.answers_locally(tenant_id):
+        answer = quotas.answer(tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
+    else:
+        answer = await _in_thread(quotas.answer, tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
+    response = typed_response(_with_freshness(request, answer.status) if answer.from_local_counters else answer.status)
+    if answer.source is not None:
+        response.headers[SOURCE_HEADER] = answer.source
     return response
 
 
@@ -520,14 +520,14 @@ def create_app(metering: Metering, *, close_on_shutdown: bool = True) -> Starlet
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
-        await app.state.owners.aclose()
+        app.state.quotas.close()
         if close_on_shutdown:
             metering.close()  # commits whatever the ingestor still holds
 
     routes = [op.route() for op in OPERATIONS] + DASHBOARD_ROUTES  # the dashboard's static page is not in the API
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.metering = metering
-    app.state.owners = OwnerClient()  # cluster mode: quota checks forwarded to the tenant's owner
+    app.state.quotas = QuotaForwarding(metering)  # cluster mode: quota checks asked of the tenant's owner
     app.add_middleware(AuthMiddleware, metering=metering)  # API keys; see auth.py
     install_observability(app, metering)  # metrics observer, readiness checks, X-Request-ID
     return app

@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from usage_metering.client import MeteringHttpError
 from usage_metering.schemas import ErrorDetail, NotFoundError, ValidationError
 from usage_metering.store import StoreLockedError
 
@@ -57,8 +58,15 @@ async def handle_unexpected(_request: Request, exc: Exception) -> Response:
     return error_response(503, ErrorDetail("unavailable", "temporarily unable to serve; retry"))
 
 
+async def handle_node_answer(_request: Request, exc: Exception) -> Response:
+    """Another node's error answer (an owner asked about a quota), passed on with its status."""
+    assert isinstance(exc, MeteringHttpError)
+    return error_response(exc.status, ErrorDetail(exc.code or "node_error", exc.message, None))
+
+
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
+    MeteringHttpError: handle_node_answer,
     HTTPException: handle_http_exception,
     ValidationError: handle_validation_error,
     NotFoundError: handle_not_found,

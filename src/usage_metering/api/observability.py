@@ -26,7 +26,7 @@ class Observability:
 
     def __init__(self, metering: Metering) -> None:
         self.metrics = PrometheusMetrics(metering.path)
-        self._checks: dict[str, ReadinessCheck] = {"ingestor": lambda: metering.writing}
+        self._checks: dict[str, ReadinessCheck] = {"ingestor": lambda: metering.node.writing}
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """/readyz answers 503 while `check()` is false (or raises), naming `name` as what it waits for."""
@@ -67,7 +67,7 @@ def install_observability(app: Starlette, metering: Metering) -> Observability:
     """Request-id middleware and a metrics observer on `metering` (the routes are the app's:
     `metrics_endpoint`, `readyz`); call once per app, before it starts."""
     observability = Observability(metering)
-    metering.observe(observability.metrics)
+    metering.node.observe(observability.metrics)
     app.state.observability = observability
     app.add_middleware(RequestIdMiddleware)
     return observability

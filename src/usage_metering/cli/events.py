@@ -189,11 +189,11 @@ def import_batch(metering: Metering | MeteringClient, rows: Sequence[Row], sourc
     events = [row[2] for row in valid]
     if isinstance(metering, Metering):
         malformed = [_import_letter(source, row, row[2]) for row in rows if isinstance(row[2], ValidationError)]
-        recorded = metering.record_events(
+        recorded = metering.node.submit_events(
             events,
             dead_letter_for=lambda index, error: _import_letter(source, valid[index], error),
             dead_letters=malformed,
-        )
+        ).result()
     else:
         recorded = metering.record_events(events)
     results = iter(as_json(recorded))

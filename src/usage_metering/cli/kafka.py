@@ -135,7 +135,7 @@ def consume_command(
         dispatcher = WebhookDispatcher(metering, webhooks).start()
         maintenance = LakeMaintenance(metering, maintenance_interval).start()
         try:
-            consumer = metering.kafka_consumer(
+            consumer = metering.node.kafka_consumer(
                 bootstrap_servers,
                 topic=topic,
                 group_id=group_id,

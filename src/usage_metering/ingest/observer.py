@@ -3,7 +3,7 @@
 The ingestor and `Metering` must not import metrics libraries or the API;
 whoever wants to count (the Prometheus exporter in `usage_metering.api.metrics`,
 a test, a log line) implements this protocol and hands it to
-`Metering.observe`. The ingestor calls `on_batch` and `on_dead_letters` on its
+`Metering.node.observe`. The ingestor calls `on_batch` and `on_dead_letters` on its
 writer thread; `Metering` calls `on_rejected` and `on_quota_check` on the
 request's thread.
 """

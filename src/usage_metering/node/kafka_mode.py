@@ -44,8 +44,10 @@ class KafkaMode:
 
         `node_url`: where other nodes of a cluster reach this one (recorded with the partitions it claims).
         """
-        consumer = self.consumer = metering.kafka_consumer(self.bootstrap_servers, topic=self.topic, node_url=node_url)
-        self._last_commit_at = lambda: consumer.last_commit_at or metering.last_commit_at
+        consumer = self.consumer = metering.node.kafka_consumer(
+            self.bootstrap_servers, topic=self.topic, node_url=node_url
+        )
+        self._last_commit_at = lambda: consumer.last_commit_at or metering.node.last_commit_at
         observability = app.state.observability
         observability.set_lag_source(consumer.lag)
         observability.add_readiness_check("kafka partitions assigned, lag known", consumer.lag_known)

@@ -157,7 +157,7 @@ class WebhookDispatcher:
 
     def deliver_due(self) -> int:
         """One pass over the due alerts; returns how many were delivered."""
-        due = self.metering.due_alerts(self.settings.url)
+        due = self.metering.node.due_alerts(self.settings.url)
         delivered = 0
         for alert, url in due:
             if self._task.stopping:
@@ -171,7 +171,7 @@ class WebhookDispatcher:
         except DeliveryError as error:
             delay = self.settings.retry_delay(alert.attempts + 1)
             retry_at = self.metering.clock() + timedelta(seconds=delay)
-            self.metering.mark_alert_failed(alert, str(error), retry_at)
+            self.metering.node.mark_alert_failed(alert, str(error), retry_at)
             log.warning(
                 "alert %s to %s failed (%s); attempt %d, next in %.1fs",
                 alert.alert_id,
@@ -181,6 +181,6 @@ class WebhookDispatcher:
                 delay,
             )
             return 0
-        self.metering.mark_alert_delivered(alert)
+        self.metering.node.mark_alert_delivered(alert)
         log.info("alert %s delivered to %s", alert.alert_id, url)
         return 1
