@@ -1,4 +1,4 @@
-"""HTTP benchmarks against a real server process (`run_server`, fresh DuckDB file, no demo).
+"""HTTP benchmarks against a real server process (`run_node`, fresh DuckDB file, no demo).
 
 Named http_api, not http, so `bench/` on sys.path could never shadow the stdlib `http`.
 The server runs in its own process on a free 127.0.0.1 port; the load generator
@@ -37,14 +37,16 @@ METRICS = ("api_calls", "storage_gb", "active_users", "compute_minutes")
 
 SERVER_CODE = """
 import sys
-from usage_metering.node.server import run_server
+from pathlib import Path
+from usage_metering.node.config import HttpOptions, NodeConfig
+from usage_metering.node.server import run_node
 db, port, profile_out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if profile_out:
     import cProfile
     profiler = cProfile.Profile()
     profiler.enable()
 try:
-    run_server(db, "127.0.0.1", port, False, "warning")
+    run_node(NodeConfig(Path(db), http=HttpOptions("127.0.0.1", port), log_level="warning"))
 finally:
     if profile_out:
         profiler.disable()

@@ -1,6 +1,6 @@
 """The node under test: a real server process on a real DuckDB file, or the same app in-process.
 
-`ServerProcess` runs `usage_metering.node.server.run_server(...)` in a fresh
+`ServerProcess` runs `usage_metering.node.server.run_node(NodeConfig(...))` in a fresh
 Python process (with `src/` on PYTHONPATH) and is talked to over a socket.
 `InProcessNode` serves `create_app(...)` through Starlette's TestClient, for
 the auth and 4xx matrices where a process per test buys nothing. Both answer
@@ -106,11 +106,37 @@ def wait_until_serving(base_url: str, process: subprocess.Popen[bytes], timeout:
         time.sleep(0.2)
 
 
-class ServerProcess(Answering):
-    """`run_server(db_path, port=port, demo=demo, **options)` in a subprocess, ready when /healthz answers.
+# `ServerProcess` options: where each goes in the node's configuration (usage_metering.node.config).
+_HTTP_OPTIONS = {"host": "host", "advertise_url": "advertise_url", "snapshot_interval": "snapshot_interval",
+                 "snapshot_path": "snapshot_path"}
+_WEBHOOK_OPTIONS = {"webhook_url": "url", "webhook_secret": "secret",
+                    "webhook_retry_base_seconds": "retry_base_seconds", "webhook_retry_max_seconds": "retry_max_seconds"}
+_KAFKA_OPTIONS = {"kafka_bootstrap_servers": "bootstrap_servers", "kafka_topic": "topic"}
 
-    `options` are more keyword arguments for `run_server` (literals: they are
-    written into the child's command line with repr), e.g. `{"log_format": "json"}`.
+
+def _arguments(options: dict[str, Any], names: dict[str, str]) -> str:
+    return ", ".join(f"{names[name]}={value!r}" for name, value in options.items() if name in names)
+
+
+def node_config_code(db_path: Path, port: int, demo: bool, lake: Lake | None, options: dict[str, Any]) -> str:
+    """Python text building the NodeConfig a `serve` with these options builds (values as literals)."""
+    unknown = set(options) - {*_HTTP_OPTIONS, *_WEBHOOK_OPTIONS, *_KAFKA_OPTIONS, "log_format", "log_level"}
+    assert not unknown, f"not a node option: {sorted(unknown)}"
+    http = f"HttpOptions(port={port}, {_arguments(options, _HTTP_OPTIONS)})"
+    kafka = f"KafkaOptions({_arguments(options, _KAFKA_OPTIONS)})" if "kafka_bootstrap_servers" in options else "None"
+    rest = "".join(f", {name}={options[name]!r}" for name in ("log_format", "log_level") if name in options)
+    lake_text = "None" if lake is None else f"Lake({lake.catalog!r}, {lake.data_path!r})"
+    return (
+        f"NodeConfig(Path({str(db_path)!r}), lake={lake_text}, http={http}, kafka={kafka}, "
+        f"webhooks=WebhookOptions({_arguments(options, _WEBHOOK_OPTIONS)}), demo={demo!r}{rest})"
+    )
+
+
+class ServerProcess(Answering):
+    """`run_node(NodeConfig(...))` as `serve` builds it, in a subprocess, ready when /healthz answers.
+
+    `options` are `serve`'s settings by their Python names (literals: they are written into
+    the child's command line with repr), e.g. `{"log_format": "json"}`.
     """
 
     def __init__(
@@ -130,12 +156,11 @@ class ServerProcess(Answering):
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> ServerProcess:
-        lake = "" if self.lake is None else f", lake=Lake({self.lake.catalog!r}, {self.lake.data_path!r})"
         code = (
-            "from usage_metering.node.server import run_server; from usage_metering.store import Lake; "
-            f"run_server({str(self.db_path)!r}, port={self.port}, demo={self.demo!r}{lake}"
-            + "".join(f", {name}={value!r}" for name, value in self.options.items())
-            + ")"
+            "import sys; from pathlib import Path; "
+            "from usage_metering.node.config import HttpOptions, KafkaOptions, NodeConfig, WebhookOptions; "
+            "from usage_metering.node.server import run_node; from usage_metering.store import Lake; "
+            f"sys.exit(run_node({node_config_code(self.db_path, self.port, self.demo, self.lake, self.options)}))"
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)

@@ -1,7 +1,7 @@
 """Who may call what: `Authorization: Bearer <key>` and the per-route rules.
 
 While no API key exists, authentication is off (the quick start works without
-a key) and `run_server` binds to loopback only. Once a key exists, every
+a key) and `run_node` binds to loopback only. Once a key exists, every
 request needs a valid one, except `/healthz` and `/readyz` (probes carry no
 data) and the dashboard's static page and assets (`/dashboard`,
 `/dashboard/static/...`: they hold no data; the page asks for a key and sends

@@ -15,7 +15,7 @@ Exit codes:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -25,10 +25,12 @@ from click.core import ParameterSource
 
 from usage_metering.client import MeteringClient, MeteringHttpError, MeteringUnreachable
 from usage_metering.schemas import NotFoundError, ValidationError
+from usage_metering.schemas.topics import DEFAULT_GROUP_ID, DEFAULT_MAX_POLL_RECORDS, DEFAULT_SESSION_TIMEOUT_MS
 from usage_metering.store import LakeError, NewerFileFormatError, StoreLockedError
 
 if TYPE_CHECKING:
     from usage_metering.metering import Metering
+    from usage_metering.node.config import HttpOptions, KafkaOptions, NodeConfig
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -161,3 +163,84 @@ maintenance_interval_option = click.option(
 
 
 period_option = click.option("--period", metavar="YYYY-MM", help="Billing period starting in this month.")
+
+
+def kafka_group_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The consumer-group member's options, the same on `serve` (Kafka mode) and `consume`."""
+    options = [
+        click.option("--group-id", default=DEFAULT_GROUP_ID, show_default=True, help="Consumer group."),
+        click.option(
+            "--instance-id", default=None, help="Static membership: a restart takes its partitions back at once."
+        ),
+        click.option(
+            "--dead-letter-topic",
+            default=None,
+            help="Where malformed and blocked messages are copied. Default: <topic>-dead-letters "
+            "('' = only the dead_letters table).",
+        ),
+        click.option(
+            "--max-poll-records",
+            default=DEFAULT_MAX_POLL_RECORDS,
+            show_default=True,
+            type=click.IntRange(1, 1_000_000),
+            help="Most records per poll batch (one DuckDB transaction).",
+        ),
+        click.option(
+            "--session-timeout-ms",
+            default=DEFAULT_SESSION_TIMEOUT_MS,
+            show_default=True,
+            type=click.IntRange(1000, 3_600_000),
+            help="How long the group waits for a silent member before giving its partitions to the others "
+            "(within the broker's group.min/max.session.timeout.ms).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def kafka_options(bootstrap_servers: str, topic: str, options: dict[str, Any]) -> KafkaOptions:
+    """The node's group membership from the command's options (see `kafka_group_options`)."""
+    from usage_metering.node.config import KafkaOptions
+
+    return KafkaOptions(
+        bootstrap_servers,
+        topic,
+        options["group_id"],
+        options["instance_id"],
+        options["dead_letter_topic"],
+        options["max_poll_records"],
+        options["session_timeout_ms"],
+    )
+
+
+def node_config(
+    root: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    http: HttpOptions | None,
+    kafka: KafkaOptions | None,
+    demo: bool = False,
+) -> NodeConfig:
+    """A node's configuration: the root options (--db, --lake, --late-window-days) and the command's."""
+    from usage_metering.node.config import NodeConfig, WebhookOptions
+
+    return NodeConfig(
+        db_path=root["db"],
+        lake=root["lake"],
+        late_window=root["late_window"],
+        http=http,
+        kafka=kafka,
+        webhooks=WebhookOptions(options["webhook_url"], options["webhook_secret"]),
+        maintenance_interval=options["maintenance_interval"],
+        demo=demo,
+        log_format=options["log_format"],
+        log_level=options["log_level"].lower(),
+    )
+
+
+def run_node_command(ctx: click.Context, build: Callable[[dict[str, Any]], NodeConfig]) -> None:
+    """Build the node's configuration from the root options and run it; exits with the node's code."""
+    from usage_metering.node.server import run_node
+
+    ctx.exit(run_node(build(root_options(ctx))))  # the library's errors become messages in MeteringGroup

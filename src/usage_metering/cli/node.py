@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,12 +14,16 @@ from .common import (
     EXIT_FAILED,
     EXIT_INVALID,
     CliError,
+    kafka_group_options,
+    kafka_options,
     log_format_option,
     log_level_option,
     maintenance_interval_option,
+    node_config,
     open_metering,
     require_file_mode,
     root_options,
+    run_node_command,
     webhook_secret_option,
     webhook_url_option,
 )
@@ -55,6 +60,7 @@ from .output import SUMMARY_COLUMNS, emit
     help="Kafka mode: POST /api/events produces to Kafka (202 after acks=all) and this node consumes the topic.",
 )
 @click.option("--kafka-topic", default=DEFAULT_TOPIC, show_default=True, help="Usage events topic (Kafka mode).")
+@kafka_group_options
 @maintenance_interval_option
 @click.option(
     "--advertise-url",
@@ -63,49 +69,25 @@ from .output import SUMMARY_COLUMNS, emit
     "(default http://HOST:PORT); they forward quota checks about its partitions' tenants here.",
 )
 @click.pass_context
-def serve(
-    ctx: click.Context,
-    host: str,
-    port: int,
-    init_demo: bool,
-    log_format: str,
-    log_level: str,
-    webhook_url: str | None,
-    webhook_secret: str | None,
-    snapshot_interval: float,
-    snapshot_path: Path | None,
-    kafka_bootstrap_servers: str | None,
-    kafka_topic: str,
-    maintenance_interval: float,
-    advertise_url: str | None,
-) -> None:
+def serve(ctx: click.Context, **options: Any) -> None:
     """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
     Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
-    and POSTs quota alerts to webhooks.
+    and POSTs quota alerts to webhooks. The Kafka group options apply in Kafka mode.
     """
     require_file_mode(ctx, "serve")
-    from usage_metering.node.server import run_server
+    from usage_metering.node.config import HttpOptions
 
-    options = root_options(ctx)
-    run_server(
-        options["db"],
-        host,
-        port,
-        init_demo,
-        log_level=log_level.lower(),
-        log_format=log_format,
-        late_window=options["late_window"],
-        webhook_url=webhook_url,
-        webhook_secret=webhook_secret,
-        snapshot_interval=snapshot_interval,
-        snapshot_path=snapshot_path,
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        kafka_topic=kafka_topic,
-        lake=options["lake"],
-        maintenance_interval=maintenance_interval,
-        advertise_url=advertise_url,
+    http = HttpOptions(
+        options["host"],
+        options["port"],
+        options["advertise_url"],
+        options["snapshot_interval"],
+        options["snapshot_path"],
     )
+    bootstrap_servers = options["kafka_bootstrap_servers"]
+    kafka = kafka_options(bootstrap_servers, options["kafka_topic"], options) if bootstrap_servers else None
+    run_node_command(ctx, lambda root: node_config(root, options, http=http, kafka=kafka, demo=options["init_demo"]))
 
 
 @click.command("init-demo")

@@ -26,9 +26,7 @@ becomes a dead letter committed with the offset past it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -605,34 +603,3 @@ def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
 
 
 # -- the process entry point ---------------------------------------------------------
-
-
-def run_consumer(consumer: KafkaIngestConsumer, stop_event: threading.Event | None = None) -> int:
-    """Run `consumer` until SIGTERM/SIGINT (or `stop_event`); returns 0 after a clean stop.
-
-    The caller opens the database first (so a file held by another process
-    fails with StoreLockedError before anything connects to Kafka) and closes
-    it afterwards. On a signal the current batch is finished and committed,
-    then the consumer is closed. A failed DuckDB commit propagates (nothing
-    after it is acknowledged; a restart resumes from the stored offsets).
-    """
-    stop = stop_event or threading.Event()
-    previous: dict[int, Any] = {}
-    try:
-        if threading.current_thread() is threading.main_thread():
-
-            def handle(signum: int, _frame: Any) -> None:
-                log.info("received %s: finishing the current batch", signal.Signals(signum).name)
-                stop.set()
-                consumer.stop()
-
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, handle)
-        log.info("consuming %s as group %s into %s", consumer.topic, consumer.group_id, consumer.database.path)
-        consumer.run(stop)
-    finally:
-        consumer.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    log.info("stopped cleanly: %s", json.dumps(consumer.stats.as_dict()))
-    return 0

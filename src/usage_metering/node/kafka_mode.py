@@ -21,18 +21,19 @@ from usage_metering.kafka.topics import create_topics
 from usage_metering.metering import Metering
 from usage_metering.producer import UsageProducer
 
+from .config import KafkaOptions
+
 log = logging.getLogger(__name__)
 
 
 class KafkaMode:
     """The producer a node's library publishes to (create it first), and the consumer thread `start` adds."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        create_topics(bootstrap_servers, topic)  # idempotent; a fresh cluster works at once
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
+    def __init__(self, options: KafkaOptions) -> None:
+        create_topics(options.bootstrap_servers, options.topic)  # idempotent; a fresh cluster works at once
+        self.options = options
         # A short linger: each HTTP request waits for its own acknowledgement.
-        self.producer = UsageProducer(bootstrap_servers, topic, linger_ms=2)
+        self.producer = UsageProducer(options.bootstrap_servers, options.topic, linger_ms=2)
         self.consumer: KafkaIngestConsumer | None = None
         self._last_commit_at: Callable[[], datetime | None] = lambda: None
         self._stop = threading.Event()
@@ -44,9 +45,9 @@ class KafkaMode:
 
         `node_url`: where other nodes of a cluster reach this one (recorded with the partitions it claims).
         """
-        consumer = self.consumer = metering.node.kafka_consumer(
-            self.bootstrap_servers, topic=self.topic, node_url=node_url
-        )
+        options = self.options.consumer_options()
+        consumer = metering.node.kafka_consumer(self.options.bootstrap_servers, node_url=node_url, **options)
+        self.consumer = consumer
         self._last_commit_at = lambda: consumer.last_commit_at or metering.node.last_commit_at
         observability = app.state.observability
         observability.set_lag_source(consumer.lag)

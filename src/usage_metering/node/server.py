@@ -1,30 +1,34 @@
-"""Starting the node: the library, the ASGI app and uvicorn in one process."""
+"""Starting a node: the one builder `serve` and `consume` share, and the process's signal handling.
+
+`run_node` opens the store (this process becomes its one writer), starts what runs beside ingest
+(alert delivery, lake maintenance, snapshots), then serves HTTP (uvicorn, with a Kafka consumer
+thread in Kafka mode) or runs the Kafka consumer in the main thread, until SIGTERM/SIGINT: then the
+current batch is committed and the process exits 0.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
-from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from usage_metering.api.app import create_app
 from usage_metering.api.auth import serving_host
 from usage_metering.metering import Metering
-from usage_metering.schemas import DEFAULT_LATE_WINDOW
-from usage_metering.schemas.topics import DEFAULT_TOPIC
-from usage_metering.store import Lake
 
+from .config import HttpOptions, KafkaOptions, NodeConfig
 from .demo import init_demo
 from .kafka_mode import KafkaMode
 from .logs import configure_logging
-from .maintenance import DEFAULT_MAINTENANCE_INTERVAL, LakeMaintenance
+from .maintenance import LakeMaintenance
 from .runtime import tune_garbage_collector
-from .snapshots import DEFAULT_SNAPSHOT_INTERVAL, SnapshotScheduler
+from .snapshots import SnapshotScheduler
 from .webhooks import WebhookDispatcher, webhook_settings
 
 log = logging.getLogger("usage_metering")
@@ -50,83 +54,88 @@ class NodeServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def run_server(
-    db_path: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8005,
-    demo: bool = False,
-    log_level: str = "info",
-    log_format: str = "text",
-    webhook_url: str | None = None,
-    webhook_secret: str | None = None,
-    webhook_retry_base_seconds: float = 1.0,
-    webhook_retry_max_seconds: float = 300.0,
-    snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
-    snapshot_path: str | Path | None = None,
-    kafka_bootstrap_servers: str | None = None,
-    kafka_topic: str = DEFAULT_TOPIC,
-    late_window: timedelta = DEFAULT_LATE_WINDOW,
-    lake: Lake | None = None,
-    maintenance_interval: float = DEFAULT_MAINTENANCE_INTERVAL,
-    advertise_url: str | None = None,
-) -> None:
-    """Open the database (this process becomes its one writer) and serve until stopped.
+def run_node(config: NodeConfig) -> int:
+    """Run the node `config` describes until stopped; returns the exit code (0 after a clean stop).
 
-    With `lake`, the store is that DuckLake (`db_path` is where this node keeps its local
-    files) and no snapshot is published: analysts attach the lake itself. A lake maintenance
-    pass runs every `maintenance_interval` seconds (0 = never). With a lake and Kafka, the node
-    records `advertise_url` (default http://HOST:PORT) as the owner of the partitions it
-    consumes, and other nodes forward quota checks about those tenants there.
-
-    Events with timestamps older than `late_window` are rejected (HTTP and Kafka alike).
-
-    Quota alerts go to each tenant's webhook_url, else `webhook_url`, signed with
-    `webhook_secret` (see usage_metering.node.webhooks.resolve_secret when None).
-
-    `log_format="json"` logs one JSON object per line, with an access line per request.
-
-    Every `snapshot_interval` seconds (0 = never) and at shutdown, an analyst snapshot
-    is published at `snapshot_path` (default `<db stem>.snapshot.duckdb`).
-
-    With `kafka_bootstrap_servers`, events posted over HTTP are produced to
-    `kafka_topic` and a consumer in this process ingests the topic (Kafka mode).
+    Opening the store comes first, so a file held by another process fails (StoreLockedError) before
+    anything connects to Kafka or binds a port.
     """
-    configure_logging(log_format, log_level)
+    configure_logging(config.log_format, config.log_level)
     tune_garbage_collector()
+    hooks = config.webhooks
     webhooks = webhook_settings(
-        db_path, webhook_url, webhook_secret, webhook_retry_base_seconds, webhook_retry_max_seconds
+        config.db_path, hooks.url, hooks.secret, hooks.retry_base_seconds, hooks.retry_max_seconds
     )
-    kafka = KafkaMode(kafka_bootstrap_servers, kafka_topic) if kafka_bootstrap_servers else None
-    metering = Metering.open(db_path, lake=lake, late_window=late_window, publisher=kafka.producer if kafka else None)
-    if demo:
-        counts = init_demo(metering)
-        log.info("demo data ready: %s", counts)
-    host = serving_host(host, metering)  # loopback only while no API key exists
-    log.info("serving %s on http://%s:%d", f"ducklake:{lake.catalog}" if lake else db_path, host, port)
-    dispatcher = WebhookDispatcher(metering, webhooks).start()
-    snapshots = SnapshotScheduler(metering, 0 if lake else snapshot_interval, snapshot_path).start()
-    maintenance = LakeMaintenance(metering, maintenance_interval).start()
-    app = create_app(metering, close_on_shutdown=False)  # closed below, after the dispatcher stops
+    kafka = KafkaMode(config.kafka) if config.kafka is not None and config.http is not None else None
+    publisher = kafka.producer if kafka is not None else None
+    metering = Metering.open(config.db_path, lake=config.lake, late_window=config.late_window, publisher=publisher)
+    try:
+        if config.demo:
+            log.info("demo data ready: %s", init_demo(metering))
+        dispatcher = WebhookDispatcher(metering, webhooks).start()
+        maintenance = LakeMaintenance(metering, config.maintenance_interval).start()
+        try:
+            if config.http is not None:
+                return _serve_http(metering, config, config.http, kafka)
+            assert config.kafka is not None, "a node serves HTTP, consumes Kafka, or both"
+            return _consume(metering, config.kafka)
+        finally:
+            maintenance.stop()
+            dispatcher.stop()
+    finally:
+        metering.close()  # commits whatever the ingestor still holds
+
+
+def _serve_http(metering: Metering, config: NodeConfig, http: HttpOptions, kafka: KafkaMode | None) -> int:
+    host = serving_host(http.host, metering)  # loopback only while no API key exists
+    where = f"ducklake:{config.lake.catalog}" if config.lake else config.db_path
+    log.info("serving %s on http://%s:%d", where, host, http.port)
+    snapshots = SnapshotScheduler(metering, 0 if config.lake else http.snapshot_interval, http.snapshot_path).start()
+    app = create_app(metering, close_on_shutdown=False)  # closed by run_node, after the dispatcher stops
     if kafka is not None:
-        kafka.start(metering, app, node_url=advertise_url or f"http://{host}:{port}")
-    config = uvicorn.Config(
+        kafka.start(metering, app, node_url=http.advertise_url or f"http://{host}:{http.port}")
+    server_config = uvicorn.Config(
         app,
         host=host,
-        port=port,
-        log_level=log_level,
+        port=http.port,
+        log_level=config.log_level,
         access_log=False,
-        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,  # None: ours, in JSON
+        log_config=None if config.log_format == "json" else uvicorn.config.LOGGING_CONFIG,  # None: ours, in JSON
         http="auto",
         loop="auto",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
     try:
-        NodeServer(config).run()
+        NodeServer(server_config).run()
     finally:
         if kafka is not None:
             kafka.stop()
-        maintenance.stop()
-        dispatcher.stop()
         snapshots.stop()  # the last snapshot, after the HTTP server has drained
-        metering.close()  # commits whatever the ingestor still holds
+    return 0
+
+
+def _consume(metering: Metering, kafka: KafkaOptions) -> int:
+    """The Kafka consumer in the main thread until SIGTERM/SIGINT: the current batch is finished and
+    committed, then the consumer closes. A failed DuckDB commit propagates (nothing after it is
+    acknowledged; a restart resumes from the stored offsets)."""
+    consumer = metering.node.kafka_consumer(kafka.bootstrap_servers, **kafka.consumer_options())
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+        consumer.stop()
+
+    previous = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        log.info("consuming %s as group %s into %s", consumer.topic, consumer.group_id, consumer.database.path)
+        consumer.run(stop)
+    finally:
+        consumer.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    log.info("stopped cleanly: %s", json.dumps(consumer.stats.as_dict()))
+    return 0
