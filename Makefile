@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install install-test browser postgres jdk demo test test-fast bench bench-kafka bench-cluster bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test install-lint lint browser postgres jdk demo test test-fast bench bench-kafka bench-cluster bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# ruff and mypy on top of the test extras (mypy reads the benchmarks' imports too).
+$(VENV)/.installed-lint: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+install-lint: $(VENV)/.installed-lint
+
+lint: install-lint  ## ruff check, ruff format --check and mypy --strict over src/ and bench/ (pyproject's settings)
+	$(BIN)/ruff check src bench
+	$(BIN)/ruff format --check src bench
+	$(BIN)/mypy
 
 # Debian's chromium + chromedriver for tests/test_dashboard.py (Selenium, headless); skipped when present.
 browser:

@@ -38,7 +38,7 @@ from .schemas import (
     ValidationError,
     check_id,
 )
-from .schemas.wire import from_json_data
+from .schemas.wire import JsonShape, from_json_data
 from .store.alerts import Alert
 from .store.dead_letters import StoredDeadLetter
 from .store.keys import ApiKey
@@ -162,7 +162,7 @@ class MeteringClient:
         except httpx.TransportError as error:
             raise MeteringUnreachable(f"cannot reach {self.base_url}: {error or type(error).__name__}") from None
 
-    def _call(self, shape: Any, method: str, path: str, *, key: str | None = None, **options: Any) -> Any:
+    def _call(self, shape: type[T], method: str, path: str, *, key: str | None = None, **options: Any) -> T:
         """Send, raise for an error answer, and read the body (or its `key` field) as `shape`."""
         response = self.send(method, path, **options)
         raise_for_answer(response)
@@ -184,7 +184,7 @@ class MeteringClient:
         response = self.send("POST", "/api/events", body=event)
         if response.status_code == 429:
             answer = response.json()
-            error = from_json_data(ErrorDetail, answer["error"])
+            error: ErrorDetail = from_json_data(ErrorDetail, answer["error"])
             return EventResult(0, answer.get("event_id"), EventStatus.BLOCKED, error)
         raise_for_answer(response)
         answer = response.json()
@@ -268,7 +268,8 @@ class MeteringClient:
         response = self.send("POST", "/api/keys", body=body)
         raise_for_answer(response)
         answer = response.json()
-        return from_json_data(ApiKey, answer), answer["token"]
+        key: ApiKey = from_json_data(ApiKey, answer)
+        return key, answer["token"]
 
     def list_api_keys(self) -> list[ApiKey]:
         return self._call(list[ApiKey], "GET", "/api/keys", key="keys")
@@ -277,10 +278,10 @@ class MeteringClient:
         return self._call(ApiKey, "DELETE", f"/api/keys/{_segment(key_id)}")
 
 
-def _as_mapping(value: Any) -> Mapping[str, Any]:
+def _as_mapping(value: JsonShape | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
-    if hasattr(value, "to_json_dict"):
+    if isinstance(value, JsonShape):
         return value.to_json_dict()
     raise ValidationError(None, "must be a JSON object", "invalid_type")
 

@@ -105,7 +105,7 @@ class PrometheusMetrics:
 
     # -- MeteringObserver --------------------------------------------------------------
 
-    def on_batch(self, size: int, seconds: float, outcomes: Tally[str]) -> None:
+    def on_batch(self, size: int, seconds: float, outcomes: Tally[EventStatus]) -> None:
         for status, count in outcomes.items():
             child = self._events.get(status)
             if child is not None and count:

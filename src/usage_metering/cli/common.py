@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from click.core import ParameterSource
@@ -42,7 +42,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares a ClassVar but reads it per instance
 
 
 class MeteringGroup(click.Group):
@@ -76,11 +76,11 @@ def load_json(text: str, what: str) -> Any:
 
 def root_options(ctx: click.Context) -> dict[str, Any]:
     """The options of the `usage-metering` group: db, lake, url, api_key, format, late_window."""
-    return ctx.find_root().obj
+    return cast(dict[str, Any], ctx.find_root().obj)
 
 
 def output_format() -> str:
-    return root_options(click.get_current_context())["format"]
+    return str(root_options(click.get_current_context())["format"])
 
 
 @contextmanager

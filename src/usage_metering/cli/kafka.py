@@ -70,7 +70,7 @@ def kafka_init(bootstrap_servers: str, topic: str, partitions: int, dead_letter_
 @log_format_option
 @log_level_option
 @click.pass_context
-def consume_command(ctx: click.Context, bootstrap_servers: str, topic: str, **options: Any) -> None:
+def consume_command(ctx: click.Context, /, bootstrap_servers: str, topic: str, **options: Any) -> None:
     """Consume usage events from Kafka into --db (or --lake), exactly once, until SIGTERM/SIGINT (then exit 0).
 
     This process becomes the database file's one writer (a file held by another

@@ -69,7 +69,7 @@ from .output import SUMMARY_COLUMNS, emit
     "(default http://HOST:PORT); they forward quota checks about its partitions' tenants here.",
 )
 @click.pass_context
-def serve(ctx: click.Context, **options: Any) -> None:
+def serve(ctx: click.Context, /, **options: Any) -> None:
     """Run the metering node: this process owns --db (or writes to --lake) and serves the HTTP API.
 
     Also serves GET /metrics (Prometheus), /healthz (liveness) and /readyz (readiness),
@@ -95,9 +95,11 @@ def serve(ctx: click.Context, **options: Any) -> None:
 def init_demo_command(ctx: click.Context) -> None:
     """Create the demo metrics, plans and tenants and record sample events (safe to repeat)."""
     require_file_mode(ctx, "init-demo")
+    from usage_metering.metering import Metering
     from usage_metering.node.demo import init_demo
 
     with open_metering(ctx, writes="events") as metering:
+        assert isinstance(metering, Metering)  # require_file_mode: the library on the file, not a client
         counts = init_demo(metering)
     emit(counts, [counts], SUMMARY_COLUMNS)
 

@@ -59,13 +59,13 @@ def usage(
         raise click.UsageError("use --period or --from/--to, not both")
     if daily and metric is None:
         raise click.UsageError("--daily needs a METRIC")
-    window = {"period": period, "start": _day(start), "end": _day(end)}
+    first, last = _day(start), _day(end)
     with open_metering(ctx) as metering:
         if metric is None:
-            summaries = as_json(metering.usage_all(tenant_id, **window).metrics)
+            summaries = as_json(metering.usage_all(tenant_id, period=period, start=first, end=last).metrics)
             emit(summaries, [flat_period(s) for s in summaries], USAGE_COLUMNS)
             return
-        summary = as_json(metering.usage(tenant_id, metric, **window, daily=daily))
+        summary = as_json(metering.usage(tenant_id, metric, period=period, start=first, end=last, daily=daily))
     if not daily:
         emit(summary, [flat_period(summary)], USAGE_COLUMNS)
         return

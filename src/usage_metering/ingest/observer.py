@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Protocol
 
+from usage_metering.schemas import EventStatus
+
 
 class MeteringObserver(Protocol):
     """Implementations must be quick and must not raise (an exception is logged
     and otherwise ignored: it never fails a commit that already happened)."""
 
-    def on_batch(self, size: int, seconds: float, outcomes: Counter[str]) -> None:
+    def on_batch(self, size: int, seconds: float, outcomes: Counter[EventStatus]) -> None:
         """`size` events were committed in `seconds`; `outcomes` counts them by status."""
 
     def on_dead_letters(self, count: int) -> None:

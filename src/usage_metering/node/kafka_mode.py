@@ -67,11 +67,9 @@ class KafkaMode:
 
     def freshness(self) -> dict[str, Any]:
         """`consumer_lag` is None (left out of answers) until every owned partition's lag is known."""
-        known = self.consumer is not None and self.consumer.lag_known()
-        return {
-            "as_of": self._last_commit_at() or datetime.now(timezone.utc),
-            "consumer_lag": sum(self.consumer.lag().values()) if known else None,
-        }
+        consumer = self.consumer
+        lag = sum(consumer.lag().values()) if consumer is not None and consumer.lag_known() else None
+        return {"as_of": self._last_commit_at() or datetime.now(timezone.utc), "consumer_lag": lag}
 
     def stop(self) -> None:
         """Stop producing first (no new 202s: the HTTP server has drained), then let the consumer finish its batch."""

@@ -92,7 +92,7 @@ class WebhookSettings:
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th failed attempt: exponential, capped."""
-        return min(self.retry_base_seconds * 2 ** max(attempts - 1, 0), self.retry_max_seconds)
+        return min(self.retry_base_seconds * 2.0 ** max(attempts - 1, 0), self.retry_max_seconds)
 
 
 def webhook_settings(
