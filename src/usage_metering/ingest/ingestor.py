@@ -39,12 +39,7 @@ from usage_metering.store.alerts import add_alerts
 from usage_metering.store.catalog import register_tenants
 from usage_metering.store.counter_checkpoint import CounterCheckpoint, drop_checkpoint, load_checkpoint, save_checkpoint
 from usage_metering.store.dead_letters import add_dead_letters
-from usage_metering.store.events import (
-    append_events,
-    append_rollup_deltas,
-    events_to_arrow,
-    stored_event_rows,
-)
+from usage_metering.store.events import append_events, append_rollup_deltas, events_to_arrow, stored_event_rows
 from usage_metering.store.offsets import PartitionKey
 from usage_metering.store.owners import record_owner
 from usage_metering.store.sealed_days import append_late_day_deltas

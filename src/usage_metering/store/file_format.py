@@ -1,6 +1,6 @@
 """Database files written by DuckDB 2.x: recognised on open, and converted (never reset) on request.
 
-This version runs DuckDB 1.5.5 (see ARCHITECTURE.md for why). The version
+This version runs DuckDB 1.5.5 (see docs/architecture.md for why). The version
 before it ran DuckDB 2.0.1, whose files (storage version 69 and up) 1.5.5
 cannot open. Opening one raises `NewerFileFormatError`, whose message names
 the command that converts it: `usage-metering upgrade-file`, i.e.
