@@ -10,8 +10,16 @@ and checks each answer:
 - `content_type_conformance`: the Content-Type is one the document lists;
 - `response_schema_conformance`: the body matches the documented schema.
 
-So the document has to be honest: every status the API really answers, and the
-real shapes of its bodies. Bounded for CI (2 cores, < ~90 s): a fixed number of
+The configuration routes (plans, tenants, metrics, keys: validated by the very
+types their request schemas come from) are checked both ways as well:
+
+- `negative_data_rejection`: a body the document forbids is refused (4xx);
+- `config_input_accepted`: a body the document allows is saved, or refused
+  only for a rule JSON Schema cannot state and the document gives in words
+  (`RULES_IN_WORDS`).
+
+So the document has to be honest: every status the API really answers, the
+real shapes of its bodies, and what it accepts. Bounded for CI (2 cores, < ~90 s): a fixed number of
 examples per operation, no Hypothesis deadline, derandomized (the same cases
 on every run).
 """
@@ -19,7 +27,7 @@ on every run).
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -28,6 +36,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -50,6 +59,48 @@ FUZZ_SETTINGS = settings(
 )
 
 
+# The configuration routes: their bodies are read by the types the document shows.
+CONFIG_ROUTES = {
+    ("POST", "/api/plans"),
+    ("PUT", "/api/plans/{plan_id}"),
+    ("POST", "/api/tenants"),
+    ("PUT", "/api/tenants/{tenant_id}"),
+    ("POST", "/api/metrics"),
+    ("PUT", "/api/metrics/{name}"),
+    ("POST", "/api/keys"),
+}
+
+# (code, message or None for any) of the 422s a body the schema allows may still get: rules across
+# values that JSON Schema cannot state, each given in words in the document (a description).
+RULES_IN_WORDS = {
+    ("id_mismatch", None),  # PUT: the body's id, if given, is the URL's
+    ("duplicate_metric", None),  # a plan lists each metric once (uniqueItems compares whole objects)
+    ("invalid_tiers", None),  # tier bounds increase; only the last tier is unbounded
+    ("invalid_amount", "at most 9 fractional digits"),  # of a JSON number (multipleOf fails on binary floats)
+    ("invalid_thresholds", "each threshold may appear once"),  # by value: 80 and "80" are one
+    ("invalid_url", None),  # webhook_url: an absolute http(s) URL with a host
+    ("invalid_name", None),  # a key name: printable, not only blanks
+}
+
+
+def is_config_route(context: Any) -> bool:
+    return (context.operation.method.upper(), context.operation.path) in CONFIG_ROUTES
+
+
+@schemathesis.check
+def config_input_accepted(ctx: Any, response: Any, case: schemathesis.Case) -> bool | None:
+    """A generated body the document allows is not refused, but for one of RULES_IN_WORDS."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code != 422:
+        return None
+    error = response.json()["error"]
+    if (error["code"], None) in RULES_IN_WORDS or (error["code"], error["message"]) in RULES_IN_WORDS:
+        return None
+    raise AssertionError(f"the document allows this body, the API refused it: {error}")
+
+
+CONFIG_CHECKS = [*CHECKS, negative_data_rejection, config_input_accepted]
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The node under test for every operation but key creation; auth stays off all along."""
@@ -68,14 +119,22 @@ def keys_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     yield from serving(ServerProcess(tmp_path_factory.mktemp("keys-server") / "metering.duckdb", demo=True))
 
 
+def load_schema(server: ServerProcess) -> schemathesis.BaseSchema:
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", timeout=REQUEST_TIMEOUT)
+    # No generated Authorization headers: a node needs no key until one exists (the document says so in
+    # words), so leaving one out is not invalid input `negative_data_rejection` should see refused.
+    schema.config.generation.update(with_security_parameters=False)
+    return schema
+
+
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: ServerProcess) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json", timeout=REQUEST_TIMEOUT)
+    return load_schema(fuzz_server)
 
 
 @pytest.fixture(scope="module")
 def keys_schema(keys_server: ServerProcess) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{keys_server.url}/openapi.json", timeout=REQUEST_TIMEOUT)
+    return load_schema(keys_server)
 
 
 # `POST /api/keys` is fuzzed on its own node below: once a key exists every
@@ -83,7 +142,12 @@ def keys_schema(keys_server: ServerProcess) -> schemathesis.BaseSchema:
 # (on its own node, the cases after the first key created get the documented 401).
 # schemathesis leaves out `GET /openapi.json` itself when it loads the document from
 # that URL; tests/test_http_e2e.py::test_openapi_document covers it.
-operations = schemathesis.pytest.from_fixture("api_schema").exclude(method="POST", path="/api/keys")
+operations = schemathesis.pytest.from_fixture("api_schema").exclude(func=is_config_route)
+config_operations = (
+    schemathesis.pytest.from_fixture("api_schema")
+    .include(func=is_config_route)
+    .exclude(method="POST", path="/api/keys")
+)
 key_creation = schemathesis.pytest.from_fixture("keys_schema").include(method="POST", path="/api/keys")
 
 
@@ -94,9 +158,15 @@ def test_every_operation_conforms(case: schemathesis.Case) -> None:
 
 
 @FUZZ_SETTINGS
+@config_operations.parametrize()
+def test_config_operation_conforms(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=CONFIG_CHECKS, timeout=REQUEST_TIMEOUT)
+
+
+@FUZZ_SETTINGS
 @key_creation.parametrize()
 def test_key_creation_conforms(case: schemathesis.Case) -> None:
-    case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT)
+    case.call_and_validate(checks=CONFIG_CHECKS, timeout=REQUEST_TIMEOUT)
 
 
 # -- inputs random generation does not reach ---------------------------------------------

@@ -20,17 +20,69 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Annotated, ClassVar, Literal
 
-from .schemas import ValidationError, check_id
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
+
+from .schemas import ValidationError, check_id, validate
+from .schemas.validation import closed, reported_as
+from .schemas.wire import Identifier
 from .store import Database
 from .store.keys import ApiKey, insert_key, load_key, load_keys, mark_revoked
 
 ADMIN = "admin"
 TENANT = "tenant"
-SCOPES = (ADMIN, TENANT)
 TOKEN_PREFIX = "um_"
 KEY_ID_HEX_CHARS = 16
 NAME_MAX_LENGTH = 200
+NAME_MESSAGE = f"must be 1-{NAME_MAX_LENGTH} printable characters"
+
+
+def _printable(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or not cleaned.isprintable():
+        raise ValidationError(None, NAME_MESSAGE, "invalid_name")
+    return cleaned
+
+
+KeyName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        description="Printable characters, not only blanks; kept without surrounding whitespace",
+    ),
+    reported_as("invalid_name", NAME_MESSAGE, string_type=("invalid_name", "must be a string")),
+    AfterValidator(_printable),
+]
+
+# A tenant key names its tenant; an admin key has none (`ApiKeyRequest._tenant_for_tenant_keys`).
+TENANT_FOR_TENANT_KEYS: JsonDict = {
+    "anyOf": [
+        {"properties": {"scope": {"const": ADMIN}, "tenant_id": {"type": "null"}}},
+        {"required": ["tenant_id"], "properties": {"scope": {"const": TENANT}, "tenant_id": {"type": "string"}}},
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ApiKeyRequest:
+    """What a new key is to be: the `POST /api/keys` body, and what `KeyRing.create` checks."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed(TENANT_FOR_TENANT_KEYS)
+
+    name: KeyName
+    scope: Annotated[Literal["admin", "tenant"], reported_as("invalid_scope", "must be admin or tenant")]
+    tenant_id: Annotated[Identifier | None, Field(description="Tenant keys only (and required there)")] = None
+
+    @model_validator(mode="after")
+    def _tenant_for_tenant_keys(self) -> ApiKeyRequest:
+        if self.scope == ADMIN and self.tenant_id is not None:
+            raise ValidationError("tenant_id", "only tenant keys have a tenant", "unexpected_field")
+        if self.scope == TENANT and self.tenant_id is None:
+            raise ValidationError("tenant_id", "is required", "missing_field")
+        return self
 
 
 @dataclass(frozen=True)
@@ -76,26 +128,6 @@ def key_id_of(token: str) -> str | None:
     return key_id
 
 
-def check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise ValidationError("name", "is required" if name is None else "must be a string", "invalid_name")
-    cleaned = name.strip()
-    if not cleaned or len(cleaned) > NAME_MAX_LENGTH or not cleaned.isprintable():
-        raise ValidationError("name", f"must be 1-{NAME_MAX_LENGTH} printable characters", "invalid_name")
-    return cleaned
-
-
-def check_scope(scope: object, tenant_id: object) -> str | None:
-    """Validate scope and tenant together; returns the tenant id (None for admin keys)."""
-    if scope not in SCOPES:
-        raise ValidationError("scope", "must be admin or tenant", "invalid_scope")
-    if scope == ADMIN:
-        if tenant_id is not None:
-            raise ValidationError("tenant_id", "only tenant keys have a tenant", "unexpected_field")
-        return None
-    return check_id("tenant_id", tenant_id)
-
-
 def _principal(key: ApiKey) -> Principal:
     return Principal(key.key_id, key.name or "", key.scope, key.tenant_id)
 
@@ -128,9 +160,9 @@ class KeyRing:
 
     def create(self, name: str, scope: str, tenant_id: str | None = None) -> tuple[ApiKey, str]:
         """Store a new key; returns it with its token, which is not kept anywhere."""
-        name, tenant_id = check_name(name), check_scope(scope, tenant_id)
+        request = validate(ApiKeyRequest, {"name": name, "scope": scope, "tenant_id": tenant_id})
         key_id, token = new_token()
-        key = ApiKey(key_id, name, scope, tenant_id, self.clock(), key_hash=hash_token(token))
+        key = ApiKey(key_id, request.name, request.scope, request.tenant_id, self.clock(), key_hash=hash_token(token))
         with self._lock:
             insert_key(self.database.cursor(), key)
             self._rebuild_cache()

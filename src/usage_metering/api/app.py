@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date
 from functools import cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import Field
 from starlette.applications import Starlette
@@ -19,12 +19,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from usage_metering.forwarding import FORWARDED_HEADER, QuotaForwarding
-from usage_metering.metering import EventResult, Metering
+from usage_metering.metering import Metering
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 from usage_metering.reports.quota import QuotaStatus
 from usage_metering.reports.top_users import TopUsers
 from usage_metering.reports.usage import TenantUsage, UsageSummary
-from usage_metering.schemas import EventStatus, MetricDefinition, Plan, Tenant, batch_summary, event_json_schema
+from usage_metering.schemas import (
+    EventResult,
+    EventStatus,
+    MetricDefinition,
+    Plan,
+    Tenant,
+    batch_summary,
+    event_json_schema,
+)
 from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
 from usage_metering.schemas.wire import Identifier
 
@@ -68,7 +76,8 @@ T = TypeVar("T")
 
 
 def _metering(request: Request) -> Metering:
-    return request.app.state.metering
+    metering: Metering = request.app.state.metering
+    return metering
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -89,7 +98,8 @@ async def post_event(request: Request) -> Response:
         return typed_response(QuotaExceededBody(result.error, result.event_id), 429)
     status_code = 202 if result.status == EventStatus.ACCEPTED else 200  # Kafka mode: on the broker, not yet counted
     assert result.event_id is not None
-    return typed_response(EventAccepted(result.event_id, result.status), status_code)
+    accepted = cast(Literal[EventStatus.RECORDED, EventStatus.DUPLICATE, EventStatus.ACCEPTED], result.status)
+    return typed_response(EventAccepted(result.event_id, accepted), status_code)
 
 
 async def post_event_batch(request: Request) -> Response:
@@ -419,6 +429,7 @@ OPERATIONS = [
         {200: Answer("Saved", Plan), **BAD_BODY},
         params=(path_param("plan_id", Identifier, "The plan"),),
         body=Plan,
+        body_id_in_path="plan_id",
     ),
     Operation("GET", "/api/tenants", list_tenants, "List tenants", {200: Answer("Tenants", TenantList)}),
     Operation(
@@ -445,6 +456,7 @@ OPERATIONS = [
         {200: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})},
         params=(_TENANT,),
         body=Tenant,
+        body_id_in_path="tenant_id",
     ),
     Operation("GET", "/api/metrics", list_metrics, "List metric definitions", {200: Answer("Metrics", MetricList)}),
     Operation(
@@ -463,6 +475,7 @@ OPERATIONS = [
         {200: Answer("Saved", MetricDefinition), **BAD_BODY},
         params=(path_param("name", Identifier, "The metric"),),
         body=MetricDefinition,
+        body_id_in_path="name",
     ),
     Operation(
         "GET",

@@ -8,20 +8,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from usage_metering.access import ApiKeyRequest
 from usage_metering.metering import Metering
+from usage_metering.schemas import validate
 from usage_metering.schemas.wire import Identifier
 from usage_metering.store.keys import ApiKey
 
-from .errors import ApiError
-from .models import ApiKeyList, ApiKeyRequest, NewApiKey, typed_response
+from .models import ApiKeyList, NewApiKey, typed_response
 from .openapi import Answer, Operation, errors, path_param
 from .requests import BAD_BODY, MAX_ADMIN_BODY_BYTES, read_json, require_object
 
-KEY_FIELDS = frozenset({"name", "scope", "tenant_id"})
-
 
 def _metering(request: Request) -> Metering:
-    return request.app.state.metering
+    metering: Metering = request.app.state.metering
+    return metering
 
 
 async def list_keys(request: Request) -> Response:
@@ -30,13 +30,8 @@ async def list_keys(request: Request) -> Response:
 
 
 async def create_key(request: Request) -> Response:
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    unknown = sorted(set(body) - KEY_FIELDS)
-    if unknown:
-        raise ApiError(422, "unknown_field", f"{unknown[0]} is not a known field", unknown[0])
-    key, token = await run_in_threadpool(
-        _metering(request).create_api_key, body.get("name"), body.get("scope"), body.get("tenant_id")
-    )
+    wanted = validate(ApiKeyRequest, require_object(await read_json(request, MAX_ADMIN_BODY_BYTES)))
+    key, token = await run_in_threadpool(_metering(request).create_api_key, wanted.name, wanted.scope, wanted.tenant_id)
     return typed_response(NewApiKey(**asdict(key), token=token), 201)
 
 

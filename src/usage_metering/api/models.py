@@ -124,7 +124,7 @@ class Readiness(JsonShape):
     waiting_for: Annotated[list[str] | None, OMITTED_WHEN_NONE] = None
 
 
-# -- request bodies (the library validates them; these types document them) -----------------
+# -- request bodies (the configuration types validate their own; this one documents post_billing_report's) --
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,3 @@ class BillingReportRequest:
         None
     )
     format: Literal["json", "csv"] = "json"
-
-
-@dataclass(frozen=True)
-class ApiKeyRequest:
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    scope: Literal["admin", "tenant"]
-    tenant_id: Annotated[Identifier | None, Field(description="Tenant keys only")] = None

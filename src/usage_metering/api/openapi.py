@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -60,6 +61,7 @@ class Operation:
     params: tuple[Param, ...] = ()
     body: Any = None  # a type, or a raw JSON Schema (dict) for bodies the library validates itself
     body_required: bool = True
+    body_id_in_path: str | None = None  # a field of `body` the path gives: optional in the body, if given the same
     public: bool = False  # no key needed: no 401/403
     auth_errors: tuple[int, ...] = (401, 403)
 
@@ -83,7 +85,7 @@ class _Components:
     """Every named type the operations use, as one `components.schemas` with `$ref`s between them."""
 
     def __init__(self, operations: list[Operation], raw: Mapping[str, Any]) -> None:
-        shapes: dict[tuple[Any, str], Any] = {}
+        shapes: dict[tuple[Any, JsonSchemaMode], Any] = {}
         for op in operations:
             for answer in op.answers.values():
                 if _is_type(answer.shape):
@@ -96,8 +98,20 @@ class _Components:
         self.refs, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF_TEMPLATE, by_alias=True)
         self.schemas: dict[str, Any] = {**definitions.get("$defs", {}), **raw}
 
-    def schema(self, shape: Any, mode: str) -> dict[str, Any]:
+    def schema(self, shape: Any, mode: JsonSchemaMode) -> dict[str, Any]:
         return shape if isinstance(shape, dict) else self.refs[((shape, mode), mode)]
+
+    def body_schema(self, op: Operation) -> dict[str, Any]:
+        """The request body's schema; with `body_id_in_path`, the type's own without that field required."""
+        schema = self.schema(op.body, "validation")
+        if op.body_id_in_path is None:
+            return schema
+        named = {**self.schemas[schema["$ref"].rsplit("/", 1)[1]]}
+        named["required"] = [name for name in named.pop("required", []) if name != op.body_id_in_path]
+        if not named["required"]:
+            del named["required"]
+        named["description"] = f"`{op.body_id_in_path}` defaults to the URL's; if given, it must be the same"
+        return named
 
 
 def _parameter(param: Param, components: _Components) -> dict[str, Any]:
@@ -140,7 +154,7 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
     if op.body is not None:
         data["requestBody"] = {
             "required": op.body_required,
-            "content": {"application/json": {"schema": components.schema(op.body, "validation")}},
+            "content": {"application/json": {"schema": components.body_schema(op)}},
         }
     return data
 

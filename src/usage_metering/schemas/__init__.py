@@ -15,7 +15,7 @@ from .event import (
 )
 from .ids import check_id, uuid7
 from .metric import Aggregation, MetricDefinition, parse_metric_definition
-from .money import parse_amount
+from .money import check_amount
 from .periods import Period, parse_period_label, period_containing, period_starting_in, previous_period
 from .plan import (
     OveragePolicy,
@@ -27,6 +27,7 @@ from .plan import (
     parse_tenant,
 )
 from .status import ErrorDetail, EventResult, EventStatus, batch_summary
+from .validation import validate
 
 __all__ = [
     "DEFAULT_LATE_WINDOW",
@@ -48,11 +49,11 @@ __all__ = [
     "UsageTotals",
     "ValidationError",
     "batch_summary",
+    "check_amount",
     "check_id",
     "event_json_schema",
     "format_decimal",
     "format_timestamp",
-    "parse_amount",
     "parse_event",
     "parse_metric_definition",
     "parse_period_label",
@@ -64,4 +65,5 @@ __all__ = [
     "period_starting_in",
     "previous_period",
     "uuid7",
+    "validate",
 ]

@@ -10,6 +10,7 @@ from .errors import ValidationError
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"  # the JSON Schema's (ECMA: `$` is the very end)
 ID_MAX_LENGTH = 128
+ID_MESSAGE = "must be 1-128 characters of A-Z a-z 0-9 _ . : @ -"
 ID_FULL_PATTERN = (
     r"^[A-Za-z0-9_.:@-]{1,128}\Z"  # the same for Python's re, where `$` also matches before a final newline
 )
@@ -34,7 +35,7 @@ def check_id(field: str, value: object, *, required: bool = True) -> str | None:
     if not isinstance(value, str):
         raise ValidationError(field, "must be a string", "invalid_type")
     if not _ID_RE.match(value):
-        raise ValidationError(field, "must be 1-128 characters of A-Z a-z 0-9 _ . : @ -", "invalid_id")
+        raise ValidationError(field, ID_MESSAGE, "invalid_id")
     if field != "event_id" and type(value) is str and len(_KNOWN_VALID) < _KNOWN_VALID_MAX:
         _KNOWN_VALID.add(value)
     return value

@@ -1,15 +1,22 @@
-"""Metric definitions: how a metric's events aggregate into one usage value."""
+"""Metric definitions: how a metric's events aggregate into one usage value.
+
+`MetricDefinition` is the library's value, its JSON shape in the OpenAPI
+document and the validation of input (`parse_metric_definition`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from .errors import ValidationError
-from .ids import check_id
-from .wire import Identifier, JsonShape
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from .validation import closed, reported_as, validate
+from .wire import Identifier, JsonShape, any_case_schema, ascii_upper, at_most_characters
+
+UNIT_MAX_LENGTH = 32
+DESCRIPTION_MAX_LENGTH = 500
 
 
 class Aggregation(str, Enum):
@@ -20,41 +27,26 @@ class Aggregation(str, Enum):
     LATEST = "LATEST"  # quantity of the event with the latest timestamp
 
 
+AggregationName = Annotated[
+    Aggregation,
+    BeforeValidator(ascii_upper),
+    any_case_schema(Aggregation),
+    reported_as("invalid_aggregation", f"must be one of {', '.join(a.value for a in Aggregation)}"),
+]
+
+
 @dataclass(frozen=True)
 class MetricDefinition(JsonShape):
+    __pydantic_config__: ClassVar[ConfigDict] = closed()
+
     name: Identifier
-    aggregation: Aggregation = Aggregation.SUM
-    unit: str = ""
-    description: str = ""
+    aggregation: AggregationName = Aggregation.SUM
+    unit: Annotated[str, Field(max_length=UNIT_MAX_LENGTH), at_most_characters(UNIT_MAX_LENGTH)] = ""
+    description: Annotated[
+        str, Field(max_length=DESCRIPTION_MAX_LENGTH), at_most_characters(DESCRIPTION_MAX_LENGTH)
+    ] = ""
 
 
-def parse_aggregation(field: str, value: Any) -> Aggregation:
-    if value is None:
-        return Aggregation.SUM
-    try:
-        return Aggregation(str(value).upper())
-    except ValueError:
-        allowed = ", ".join(a.value for a in Aggregation)
-        raise ValidationError(field, f"must be one of {allowed}", "invalid_aggregation") from None
-
-
-def _text(field: str, value: Any, max_length: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > max_length:
-        raise ValidationError(field, f"must be a string of at most {max_length} characters", "invalid_type")
-    return value
-
-
-def parse_metric_definition(data: Mapping[str, Any]) -> MetricDefinition:
-    if not isinstance(data, Mapping):
-        raise ValidationError(None, "a metric definition must be a JSON object", "invalid_type")
-    unknown = set(data) - {"name", "aggregation", "unit", "description"}
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "is not a known metric field", "unknown_field")
-    return MetricDefinition(
-        name=check_id("name", data.get("name")) or "",
-        aggregation=parse_aggregation("aggregation", data.get("aggregation")),
-        unit=_text("unit", data.get("unit"), 32),
-        description=_text("description", data.get("description"), 500),
-    )
+def parse_metric_definition(data: Any) -> MetricDefinition:
+    """Metric JSON ({name, aggregation, unit, description}) checked by the `MetricDefinition` type."""
+    return validate(MetricDefinition, data)
