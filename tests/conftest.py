@@ -1,21 +1,22 @@
-"""Shared pytest fixtures. Keep each group self-contained."""
+"""Shared pytest fixtures. Keep each group self-contained.
+
+Helpers shared by several test modules live in the `support` package (tests/support/); pyproject's
+`pythonpath = ["tests"]` makes `from support.nodes import ...` work for the tests and these fixtures alike.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-_TESTS_DIR = Path(__file__).resolve().parent
-if str(_TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(_TESTS_DIR))
+from support.lakes import LakeFactory
+from support.nodes import InProcessNode, ServerProcess, serving
+from support.postgres_server import PostgresServer
 
 
 # -- HTTP end-to-end: a real metering server process on a real DuckDB file -------------
-
-from nodes import InProcessNode, ServerProcess, serving  # noqa: E402
 
 
 @pytest.fixture
@@ -47,9 +48,6 @@ def app_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNode
 
 
 # -- DuckLake: a real PostgreSQL server (Debian's package) holds the lakes' catalogs ---------
-
-from lakes import LakeFactory  # noqa: E402
-from postgres_server import PostgresServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

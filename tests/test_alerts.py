@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
+from support.webhook_receiver import Receiver, assert_signed
 from usage_metering.cli import cli
 from usage_metering.ingest.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering
-from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 from usage_metering.node.webhooks import SECRET_ENV
-from webhook_receiver import Receiver, assert_signed
+from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 
 SECRET = "test-secret-0123456789"
 FAST_RETRIES = {"webhook_retry_base_seconds": 0.2, "webhook_retry_max_seconds": 0.5}

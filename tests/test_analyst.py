@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
 from usage_metering.cli import cli
 from usage_metering.metering import Metering
 

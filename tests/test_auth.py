@@ -17,13 +17,13 @@ from typing import Any, Iterator
 
 import duckdb
 import pytest
-from nodes import SRC_DIR, InProcessNode, Node, ServerProcess, request, serving
 
+from support.nodes import SRC_DIR, InProcessNode, Node, ServerProcess, request, serving
 from usage_metering import Metering
-from usage_metering.client import MeteringHttpError
-from usage_metering.schemas import EventStatus
 from usage_metering.access import Principal, hash_token, key_id_of, new_token
 from usage_metering.api.auth import bearer_token
+from usage_metering.client import MeteringHttpError
+from usage_metering.schemas import EventStatus
 
 TENANT_A = "auth_tenant_a"
 TENANT_B = "auth_tenant_b"

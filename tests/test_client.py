@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from nodes import InProcessNode, free_port
 
+from support.nodes import InProcessNode, free_port
 from usage_metering import Metering, MeteringClient, NotFoundError, ValidationError
 from usage_metering.client import MeteringUnreachable
 from usage_metering.schemas import EventStatus

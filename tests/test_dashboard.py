@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from nodes import ServerProcess, request
+from support.nodes import ServerProcess, request
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")

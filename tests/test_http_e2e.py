@@ -20,8 +20,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from nodes import InProcessNode, Node, ServerProcess
 
+from support.nodes import InProcessNode, Node, ServerProcess
 from usage_metering.client import exact_json
 
 Response = tuple[int, dict[str, str], Any]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from lakes import LakeFactory
 
+from support.lakes import LakeFactory
 from usage_metering import Metering, NotFoundError
 from usage_metering.schemas import EventStatus, parse_event
 from usage_metering.store import Database

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from lakes import LakeFactory
-from nodes import free_port
-from test_lake import _answers, _record_all
 
+from support.lake_workload import answers as _answers
+from support.lake_workload import record_all as _record_all
+from support.lakes import LakeFactory
+from support.nodes import free_port
 from usage_metering import Metering
 from usage_metering.schemas import EventStatus
 from usage_metering.store import Lake

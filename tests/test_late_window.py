@@ -15,7 +15,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from nodes import free_port, request, wait_until_serving
+from support.nodes import free_port, request, wait_until_serving
 from usage_metering.cli import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import psycopg
-from postgres_server import PostgresServer
+
+from support.postgres_server import PostgresServer
 
 
 def test_a_temporary_server_starts_answers_restarts_and_is_removed() -> None:

@@ -9,7 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from nodes import free_port, request, wait_until_serving
+from support.nodes import free_port, request, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 

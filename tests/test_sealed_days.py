@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
 from usage_metering import Metering
 from usage_metering.ingest import Ingestor
 from usage_metering.schemas import Aggregation, UsageTotals, parse_event

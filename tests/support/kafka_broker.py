@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/support/kafka_broker.py
 KAFKA_LOCAL_SCRIPT = REPO_ROOT / "scripts" / "kafka-local.sh"
 
 # Image for the testcontainers path; KRaft-capable Confluent image (testcontainers' default).
