@@ -75,6 +75,7 @@ def test_a_lake_in_object_storage_answers_as_a_file_does(
         assert statuses == {EventStatus.DUPLICATE}
 
 
+@pytest.mark.unit
 def test_s3_credentials_come_from_the_aws_environment_variables() -> None:
     assert s3_secret_sql({}) is None
     plain = s3_secret_sql({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "eu-west-1"})

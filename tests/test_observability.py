@@ -29,6 +29,8 @@ from usage_metering.metering import Metering
 from usage_metering.schemas import EventStatus
 from usage_metering.store.dead_letters import DeadLetter
 
+pytestmark = pytest.mark.integration
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 PLAN = {

@@ -34,6 +34,8 @@ from schemathesis.specs.openapi.checks import (
 
 from support.nodes import ServerProcess, serving
 
+pytestmark = pytest.mark.integration
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation, in the fuzzing phase (schemathesis adds its examples and coverage cases).
 # FUZZ_MAX_EXAMPLES=500 for a deeper local run; CI keeps the default.
