@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8005
 
-.PHONY: install install-test install-lint lint browser postgres jdk demo test test-fast bench bench-kafka bench-cluster bench-quick kafka-start kafka-stop schemas clean
+.PHONY: install install-test install-lint lint browser postgres jdk demo test test-fast test-unit bench bench-kafka bench-cluster bench-quick kafka-start kafka-stop schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,11 +63,16 @@ jdk:
 demo: install  ## the demo server on port 8005 with demo tenants, plans and events
 	$(BIN)/python src/main.py --init-demo --port $(PORT)
 
-test: install-test browser postgres jdk  ## the whole suite, Kafka tests included (starts a local broker)
-	$(BIN)/python -m pytest
+# Every test carries a marker saying what it needs (pyproject's [tool.pytest.ini_options], tests/conftest.py):
+# unit, integration (Python alone), kafka (a broker: Java), lake (PostgreSQL), browser (Chromium).
+test: install-test browser postgres jdk  ## the whole suite, every marker, Kafka tests included (starts a local broker)
+	$(BIN)/python -m pytest -ra
 
-test-fast: install-test browser postgres  ## everything but the Kafka tests
-	$(BIN)/python -m pytest --ignore=tests/kafka
+test-fast: install-test browser postgres  ## everything but the Kafka tests (no Java needed)
+	$(BIN)/python -m pytest -ra -m "not kafka"
+
+test-unit: install-test  ## the unit tests: in-process, under a minute, no Java, PostgreSQL or Chromium needed
+	$(BIN)/python -m pytest -ra -m unit
 
 bench: install-test postgres
 	PYTHONPATH=src $(BIN)/python -m bench

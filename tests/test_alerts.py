@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterator
 import pytest
 from click.testing import CliRunner
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
+from support.webhook_receiver import Receiver, assert_signed
 from usage_metering.cli import cli
 from usage_metering.ingest.alerts import AlertRule, crossed_thresholds
 from usage_metering.metering import Metering
-from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 from usage_metering.node.webhooks import SECRET_ENV
-from webhook_receiver import Receiver, assert_signed
+from usage_metering.schemas import ValidationError, parse_plan, parse_tenant
 
 SECRET = "test-secret-0123456789"
 FAST_RETRIES = {"webhook_retry_base_seconds": 0.2, "webhook_retry_max_seconds": 0.5}
@@ -34,21 +34,25 @@ WAIT_SECONDS = 20.0
 RULE = AlertRule(Decimal(100), (Decimal(80), Decimal(100)))
 
 
+@pytest.mark.unit
 def test_crossing_80_and_100_in_one_batch_gives_both() -> None:
     assert crossed_thresholds(RULE, Decimal(10), Decimal(120)) == (Decimal(80), Decimal(100))
 
 
+@pytest.mark.unit
 def test_reaching_a_level_exactly_crosses_it() -> None:
     assert crossed_thresholds(RULE, Decimal("79.999"), Decimal(80)) == (Decimal(80),)
     assert crossed_thresholds(RULE, Decimal(99), Decimal(100)) == (Decimal(100),)
 
 
+@pytest.mark.unit
 def test_nothing_is_crossed_again_above_a_level() -> None:
     assert crossed_thresholds(RULE, Decimal(80), Decimal(99)) == ()
     assert crossed_thresholds(RULE, Decimal(100), Decimal(500)) == ()
     assert crossed_thresholds(RULE, Decimal(5), Decimal(5)) == ()
 
 
+@pytest.mark.unit
 def test_levels_are_exact_decimals() -> None:
     rule = AlertRule(Decimal(3), (Decimal("12.5"),))  # level 0.375
     assert crossed_thresholds(rule, Decimal("0.374"), Decimal("0.375")) == (Decimal("12.5"),)
@@ -66,6 +70,7 @@ def _plan(included: Any = 100, policy: str = "charge", **metric: Any) -> dict[st
     }
 
 
+@pytest.mark.unit
 def test_plan_thresholds_default_sort_and_validate() -> None:
     assert parse_plan(_plan()).metrics[0].alert_thresholds == (Decimal(80), Decimal(100))
     custom = parse_plan(_plan(alert_thresholds=[100, 50, "80"])).metrics[0]
@@ -87,6 +92,7 @@ def test_plan_thresholds_default_sort_and_validate() -> None:
     assert error.value.field == "metrics[0].alert_thresholds"
 
 
+@pytest.mark.unit
 def test_tenant_webhook_url_is_validated() -> None:
     assert parse_tenant({"tenant_id": "t", "webhook_url": "https://hooks.example.com/q"}).webhook_url
     with pytest.raises(ValidationError) as error:
@@ -112,6 +118,7 @@ def _thresholds(metering: Metering, tenant_id: str) -> list[str]:
     return sorted(a.to_json_dict()["threshold_percent"] for a in metering.alerts(tenant_id))
 
 
+@pytest.mark.unit
 def test_each_threshold_is_recorded_when_crossed(metering: Metering) -> None:
     metering.save_plan(_plan())
     metering.save_tenant({"tenant_id": "t1", "plan_id": "alerting"})
@@ -123,6 +130,7 @@ def test_each_threshold_is_recorded_when_crossed(metering: Metering) -> None:
     assert alert["status"] == "pending" and alert["attempts"] == 0 and alert["used"] == "145"
 
 
+@pytest.mark.unit
 def test_crossing_two_thresholds_in_a_single_batch(metering: Metering) -> None:
     metering.save_plan(_plan(alert_thresholds=[50, 80, 100]))
     metering.save_tenant({"tenant_id": "t2", "plan_id": "alerting"})
@@ -130,6 +138,7 @@ def test_crossing_two_thresholds_in_a_single_batch(metering: Metering) -> None:
     assert _thresholds(metering, "t2") == ["50", "80"]
 
 
+@pytest.mark.unit
 def test_recrossing_after_the_alert_exists_gives_nothing(metering: Metering) -> None:
     """A LATEST metric falls and rises again: the crossing repeats, the alert does not."""
     metering.define_metric({"name": "seats", "aggregation": "LATEST"})
@@ -142,6 +151,7 @@ def test_recrossing_after_the_alert_exists_gives_nothing(metering: Metering) -> 
     assert alerts[0].used == Decimal(9)  # the first crossing is the one kept
 
 
+@pytest.mark.unit
 def test_blocked_events_do_not_count(metering: Metering) -> None:
     metering.save_plan(_plan(included=10, policy="block", alert_thresholds=[50, 100]))
     metering.save_tenant({"tenant_id": "t4", "plan_id": "alerting"})
@@ -152,6 +162,7 @@ def test_blocked_events_do_not_count(metering: Metering) -> None:
     assert _thresholds(metering, "t4") == ["100", "50"]
 
 
+@pytest.mark.unit
 def test_no_alerts_without_a_plan_or_a_quota(metering: Metering) -> None:
     metering.save_plan(_plan(included=None))
     metering.save_tenant({"tenant_id": "t5", "plan_id": "alerting"})
@@ -160,6 +171,7 @@ def test_no_alerts_without_a_plan_or_a_quota(metering: Metering) -> None:
     assert metering.alerts() == []
 
 
+@pytest.mark.unit
 def test_alerts_survive_a_reopen_without_repeating(tmp_path: Path) -> None:
     path = tmp_path / "reopen.duckdb"
     with Metering.open(path) as first:
@@ -173,6 +185,7 @@ def test_alerts_survive_a_reopen_without_repeating(tmp_path: Path) -> None:
         assert _thresholds(second, "t6") == ["100", "80"]
 
 
+@pytest.mark.unit
 def test_alert_filters_are_validated(metering: Metering) -> None:
     with pytest.raises(ValidationError) as error:
         metering.alerts(status="sent")
@@ -225,6 +238,7 @@ def list_alerts(server: ServerProcess, query: str = "") -> list[dict[str, Any]]:
 # -- end to end ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_signed_webhook_once_per_threshold(tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)  # the secret from the environment, as `serve` reads it
     options = {"webhook_url": receiver.url, **FAST_RETRIES}
@@ -265,6 +279,7 @@ def test_signed_webhook_once_per_threshold(tmp_path: Path, receiver: Receiver, m
         server.stop()
 
 
+@pytest.mark.integration
 def test_receiver_answering_500_then_recovering_gets_it_once(tmp_path: Path, receiver: Receiver) -> None:
     receiver.status = 500
     options = {"webhook_secret": SECRET, **FAST_RETRIES}  # no global URL: the tenant's own
@@ -292,6 +307,7 @@ def test_receiver_answering_500_then_recovering_gets_it_once(tmp_path: Path, rec
         server.stop()
 
 
+@pytest.mark.integration
 def test_pending_alert_is_delivered_after_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)  # the node generates and keeps its own secret
     db_path = tmp_path / "metering.duckdb"

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
 from usage_metering.cli import cli
 from usage_metering.metering import Metering
 
@@ -83,6 +83,7 @@ def daily_totals(db: Path) -> list[tuple[Any, ...]]:
 # -- export ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_export_then_import_into_a_fresh_db_gives_identical_events_and_totals(
     source_db: Path, tmp_path: Path, fmt: str
@@ -104,6 +105,7 @@ def test_export_then_import_into_a_fresh_db_gives_identical_events_and_totals(
     assert sum(row[3] for row in totals) == sum(Decimal(e["quantity"]) for e in EVENTS)
 
 
+@pytest.mark.unit
 def test_each_format_reads_back_with_exact_quantities_and_utc_times(source_db: Path, tmp_path: Path) -> None:
     expected = sorted((e["event_id"], Decimal(e["quantity"])) for e in EVENTS)
     for fmt in ("parquet", "csv", "jsonl"):
@@ -132,6 +134,7 @@ def test_each_format_reads_back_with_exact_quantities_and_utc_times(source_db: P
         assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == datetime.fromisoformat(first["timestamp"])
 
 
+@pytest.mark.unit
 def test_export_date_and_tenant_filters(source_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "f.jsonl"
     middle = DAYS[1].isoformat()
@@ -149,6 +152,7 @@ def test_export_date_and_tenant_filters(source_db: Path, tmp_path: Path) -> None
     assert result.exit_code == 2 and "must not be before from" in result.output
 
 
+@pytest.mark.unit
 def test_export_needs_a_file(source_db: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--url", "http://127.0.0.1:1", "export"])
     assert result.exit_code == 2
@@ -161,6 +165,7 @@ def test_export_needs_a_file(source_db: Path, tmp_path: Path) -> None:
 # -- import ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_import_twice_gives_only_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
@@ -173,6 +178,7 @@ def test_import_twice_gives_only_duplicates(tmp_path: Path) -> None:
     assert len(stored_events(db)) == 12
 
 
+@pytest.mark.unit
 def test_import_bad_jsonl_lines_are_counted_grouped_and_dead_lettered(tmp_path: Path) -> None:
     good = EVENTS[:3]
     lines = [
@@ -208,6 +214,7 @@ def test_import_bad_jsonl_lines_are_counted_grouped_and_dead_lettered(tmp_path: 
     assert "color" in next(d for d in first_run if d["offset"] == 6)["reason"]
 
 
+@pytest.mark.unit
 def test_import_csv_with_properties_and_a_bad_row(tmp_path: Path) -> None:
     day = DAYS[2]
     path = tmp_path / "events.csv"
@@ -276,6 +283,7 @@ def node(tmp_path: Path) -> Iterator[ServerProcess]:
         process.close()
 
 
+@pytest.mark.integration
 def test_snapshot_is_readable_while_the_node_runs_and_follows_new_events(node: ServerProcess, tmp_path: Path) -> None:
     snapshot = tmp_path / "node.snapshot.duckdb"
     plan = {"name": "Pro", "currency": "USD", "base_fee": "10",
@@ -314,6 +322,7 @@ def duckdb_cli() -> Path:
     return command
 
 
+@pytest.mark.integration
 def test_the_duckdb_cli_analysts_install_reads_the_snapshot_and_the_stopped_nodes_file(
     node: ServerProcess, tmp_path: Path
 ) -> None:
@@ -334,6 +343,7 @@ def test_the_duckdb_cli_analysts_install_reads_the_snapshot_and_the_stopped_node
         assert json.loads(shown.stdout) == expected, shown.stdout
 
 
+@pytest.mark.integration
 def test_node_keeps_answering_while_snapshots_happen_and_each_is_consistent(node: ServerProcess, tmp_path: Path) -> None:
     snapshot = tmp_path / "node.snapshot.duckdb"
     stop = threading.Event()
@@ -378,6 +388,7 @@ def test_node_keeps_answering_while_snapshots_happen_and_each_is_consistent(node
     assert sent[0] >= 1000
 
 
+@pytest.mark.integration
 def test_a_snapshot_is_written_at_sigterm_shutdown(tmp_path: Path) -> None:
     db = tmp_path / "node.duckdb"
     custom = tmp_path / "analysts" / "latest.duckdb"
@@ -393,6 +404,7 @@ def test_a_snapshot_is_written_at_sigterm_shutdown(tmp_path: Path) -> None:
     assert not (tmp_path / "node.snapshot.duckdb").exists()
 
 
+@pytest.mark.integration
 def test_no_snapshot_when_the_interval_is_zero(tmp_path: Path) -> None:
     process = ServerProcess(tmp_path / "node.duckdb", demo=False, options={"snapshot_interval": 0})
     try:

@@ -17,13 +17,13 @@ from typing import Any, Iterator
 
 import duckdb
 import pytest
-from nodes import SRC_DIR, InProcessNode, Node, ServerProcess, request, serving
 
+from support.nodes import SRC_DIR, InProcessNode, Node, ServerProcess, request, serving
 from usage_metering import Metering
-from usage_metering.client import MeteringHttpError
-from usage_metering.schemas import EventStatus
 from usage_metering.access import Principal, hash_token, key_id_of, new_token
 from usage_metering.api.auth import bearer_token
+from usage_metering.client import MeteringHttpError
+from usage_metering.schemas import EventStatus
 
 TENANT_A = "auth_tenant_a"
 TENANT_B = "auth_tenant_b"
@@ -130,17 +130,20 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
         yield Keyed(server, tokens, key_ids).seed()
 
 
+@pytest.mark.integration
 def test_the_server_logs_that_authentication_is_on(keyed_server: Keyed) -> None:
     assert isinstance(keyed_server.node, ServerProcess)
     assert "authentication is on" in keyed_server.node.output()
 
 
+@pytest.mark.integration
 def test_probes_stay_open(keyed: Keyed) -> None:
     for path in ("/healthz", "/readyz"):
         status, _headers, _body = keyed.call("GET", path)
         assert status == 200, path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
@@ -168,6 +171,7 @@ def test_requests_without_a_valid_key_get_401_and_record_nothing(
     assert keyed.usage_value(TENANT_B) == str(SEEDED[TENANT_B])
 
 
+@pytest.mark.integration
 def test_a_real_key_id_with_a_wrong_secret_is_refused(keyed: Keyed) -> None:
     forged = f"um_{keyed.key_ids['a']}_{'x' * 43}"
     assert_error(keyed.node.request("POST", "/api/events", json_body=event(TENANT_A, 100), headers=bearer(forged)),
@@ -175,6 +179,7 @@ def test_a_real_key_id_with_a_wrong_secret_is_refused(keyed: Keyed) -> None:
     assert keyed.usage_value(TENANT_A) == str(SEEDED[TENANT_A])
 
 
+@pytest.mark.integration
 def test_tenant_key_cannot_touch_another_tenant(keyed: Keyed) -> None:
     reads = [
         ("GET", f"/api/usage/{TENANT_B}", None),
@@ -195,6 +200,7 @@ def test_tenant_key_cannot_touch_another_tenant(keyed: Keyed) -> None:
     assert keyed.usage_value(TENANT_B) == str(SEEDED[TENANT_B])
 
 
+@pytest.mark.integration
 def test_tenant_key_cannot_call_admin_routes(keyed: Keyed) -> None:
     plan = {"name": "Evil", "currency": "EUR", "base_fee": "0", "metrics": []}
     admin_only = [
@@ -225,6 +231,7 @@ def test_tenant_key_cannot_call_admin_routes(keyed: Keyed) -> None:
     assert keyed.call("GET", f"/api/quota/{TENANT_B}/{METRIC}", "b")[0] == 200
 
 
+@pytest.mark.integration
 def test_tenant_key_works_on_its_own_tenant(keyed: Keyed) -> None:
     status, _h, body = keyed.call("POST", "/api/events", "b", json_body=event(TENANT_B, 2, user_id="bob"))
     assert (status, body["status"]) == (200, "recorded"), body
@@ -248,6 +255,7 @@ def test_tenant_key_works_on_its_own_tenant(keyed: Keyed) -> None:
     assert_error(keyed.call("GET", "/api/nowhere", "b"), 404)
 
 
+@pytest.mark.integration
 def test_admin_key_can_do_everything(keyed: Keyed) -> None:
     plan = {"name": "Auth plan", "currency": "EUR", "base_fee": "1", "metrics": []}
     keyed.admin("PUT", "/api/plans/auth_plan", json_body=plan)
@@ -264,6 +272,7 @@ def test_admin_key_can_do_everything(keyed: Keyed) -> None:
     assert keyed.call("GET", "/api/keys", "cli_admin")[0] == 200
 
 
+@pytest.mark.integration
 def test_cli_over_http_with_keys(keyed_server: Keyed) -> None:
     url = keyed_server.node.url
     listed = cli("--url", url, "--api-key", keyed_server.tokens["cli_admin"], "--format", "json", "keys", "list")
@@ -278,6 +287,7 @@ def test_cli_over_http_with_keys(keyed_server: Keyed) -> None:
     assert own.returncode == 0 and json.loads(own.stdout)["tenant_id"] == TENANT_A, own.stderr
 
 
+@pytest.mark.integration
 def test_metering_client_over_a_socket_with_keys(keyed_server: Keyed) -> None:
     assert isinstance(keyed_server.node, ServerProcess)
     with keyed_server.node.client(keyed_server.tokens["a"]) as own:
@@ -292,6 +302,7 @@ def test_metering_client_over_a_socket_with_keys(keyed_server: Keyed) -> None:
     assert (missing.value.status, missing.value.code) == (401, "missing_key")
 
 
+@pytest.mark.integration
 def test_revoked_key_fails_at_once(keyed: Keyed) -> None:
     path = f"/api/quota/{TENANT_A}/{METRIC}"
     assert keyed.call("GET", path, "a_revocable")[0] == 200
@@ -307,6 +318,7 @@ def test_revoked_key_fails_at_once(keyed: Keyed) -> None:
     assert_error(keyed.call("DELETE", "/api/keys/0000000000000000", "admin"), 404, "unknown_key")
 
 
+@pytest.mark.integration
 def test_keys_created_over_http_work_and_bad_ones_are_refused(keyed: Keyed) -> None:
     status, _h, created = keyed.call("POST", "/api/keys", "admin", json_body={"name": "http c", "scope": "tenant",
                                                                                 "tenant_id": "auth_tenant_c"})
@@ -337,6 +349,7 @@ BODY_ROUTES = [
 ]
 
 
+@pytest.mark.integration
 def test_every_route_with_a_body_has_a_size_limit(keyed: Keyed) -> None:
     for method, path, limit in BODY_ROUTES:
         body = b'{"name": "' + b"x" * limit + b'"}'
@@ -345,6 +358,7 @@ def test_every_route_with_a_body_has_a_size_limit(keyed: Keyed) -> None:
     assert_error(keyed.call("POST", "/api/events/batch", "admin", json_body=too_many), 413, "batch_too_large")
 
 
+@pytest.mark.integration
 def test_only_the_hash_of_a_token_is_stored(keyed_server: Keyed) -> None:
     keyed = keyed_server
     assert isinstance(keyed.node, ServerProcess)
@@ -384,6 +398,7 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.integration
 def test_without_keys_the_server_is_open_but_binds_to_loopback_only(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "metering.duckdb", demo=False, options={"host": "0.0.0.0"})
     try:
@@ -408,6 +423,7 @@ def test_without_keys_the_server_is_open_but_binds_to_loopback_only(tmp_path: Pa
         server.close()
 
 
+@pytest.mark.integration
 def test_with_keys_the_requested_host_is_kept(tmp_path: Path) -> None:
     db_path = tmp_path / "metering.duckdb"
     with Metering.open(db_path) as metering:
@@ -425,6 +441,7 @@ def test_with_keys_the_requested_host_is_kept(tmp_path: Path) -> None:
 # -- units ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_tokens_carry_their_key_id_and_hash_with_sha256() -> None:
     key_id, token = new_token()
     assert token.startswith(f"um_{key_id}_") and len(token) > 50
@@ -435,6 +452,7 @@ def test_tokens_carry_their_key_id_and_hash_with_sha256() -> None:
     assert new_token()[1] != token
 
 
+@pytest.mark.unit
 def test_bearer_header_parsing() -> None:
     assert bearer_token("Bearer abc") == "abc"
     assert bearer_token("bearer   abc ") == "abc"
@@ -442,6 +460,7 @@ def test_bearer_header_parsing() -> None:
         assert bearer_token(bad) is None, bad
 
 
+@pytest.mark.unit
 def test_library_keys_and_authenticate(tmp_path: Path) -> None:
     with Metering.open(tmp_path / "m.duckdb") as metering:
         assert not metering.access.enabled and metering.list_api_keys() == []

@@ -65,6 +65,7 @@ def metered(db: Path, tmp_path: Path) -> Path:
     return db
 
 
+@pytest.mark.unit
 def test_help_for_every_command(db: Path) -> None:
     commands = [
         [], ["serve"], ["init-demo"], ["record"], ["usage"], ["quota"], ["report"], ["top-users"],
@@ -79,6 +80,7 @@ def test_help_for_every_command(db: Path) -> None:
     assert not db.exists()  # --help never opens the database
 
 
+@pytest.mark.unit
 def test_init_demo_twice_finds_duplicates(db: Path) -> None:
     first = run_json(db, "init-demo")
     assert first["recorded"] > 0 and first["rejected"] == 0
@@ -89,6 +91,7 @@ def test_init_demo_twice_finds_duplicates(db: Path) -> None:
     assert {p["plan_id"] for p in run_json(db, "plans", "list")} == {"free", "pro", "enterprise"}
 
 
+@pytest.mark.unit
 def test_record_single_event_and_duplicate(metered: Path) -> None:
     args = ["record", "--tenant", "t1", "--metric", "api_calls", "--quantity", "2", "--user", "u3",
             "--event-id", "single-1", "--property", "region=eu", "--property", "path=/a=b"]
@@ -100,6 +103,7 @@ def test_record_single_event_and_duplicate(metered: Path) -> None:
     assert "recorded" in table.stdout and "event_id" in table.stdout
 
 
+@pytest.mark.unit
 def test_record_file_with_bad_lines(db: Path, tmp_path: Path) -> None:
     lines = [
         json.dumps({"tenant_id": "t9", "metric": "calls", "quantity": 1, "event_id": "a"}),
@@ -128,6 +132,7 @@ def test_record_file_with_bad_lines(db: Path, tmp_path: Path) -> None:
     assert (usage["value"], usage["event_count"]) == ("3.25", 2)
 
 
+@pytest.mark.unit
 def test_record_from_stdin(db: Path) -> None:
     text = "".join(json.dumps({**e, "tenant_id": "t2"}) + "\n" for e in EVENTS)
     result = run(db, "--format", "json", "record", "--file", "-", input=text)
@@ -135,6 +140,7 @@ def test_record_from_stdin(db: Path) -> None:
     assert json.loads(result.stdout)["recorded"] == 3
 
 
+@pytest.mark.unit
 def test_usage_quota_report_top_users_json(metered: Path) -> None:
     usage = run_json(metered, "usage", "t1", "api_calls")
     assert (usage["tenant_id"], usage["metric"], usage["aggregation"]) == ("t1", "api_calls", "SUM")
@@ -164,6 +170,7 @@ def test_usage_quota_report_top_users_json(metered: Path) -> None:
     assert len(run_json(metered, "top-users", "t1", "api_calls", "--limit", "1")) == 1
 
 
+@pytest.mark.unit
 def test_usage_date_range_and_period(metered: Path) -> None:
     current = run_json(metered, "usage", "t1", "api_calls")
     label = current["period"]["start"][:7]
@@ -177,6 +184,7 @@ def test_usage_date_range_and_period(metered: Path) -> None:
     assert only_from.exit_code == 2 and "Error: to:" in only_from.stderr
 
 
+@pytest.mark.unit
 def test_csv_outputs(metered: Path) -> None:
     def rows(*args: str) -> list[dict[str, str]]:
         result = run(metered, "--format", "csv", *args)
@@ -198,6 +206,7 @@ def test_csv_outputs(metered: Path) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_table_outputs(metered: Path) -> None:
     result = run(metered, "quota", "t1", "api_calls")
     assert result.exit_code == 0
@@ -216,6 +225,7 @@ def test_table_outputs(metered: Path) -> None:
     assert plan.splitlines()[0] == "plan metered v1: Metered (USD, base fee 5)"
 
 
+@pytest.mark.unit
 def test_plans_set_makes_new_versions(metered: Path, tmp_path: Path) -> None:
     plan_file = tmp_path / "plan2.json"
     plan_file.write_text(json.dumps({**PLAN, "base_fee": "9.50"}))
@@ -238,6 +248,7 @@ def test_plans_set_makes_new_versions(metered: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not valid JSON" in result.stderr
 
 
+@pytest.mark.unit
 def test_tenants_set_changes_only_given_fields(metered: Path, tmp_path: Path) -> None:
     plan_file = tmp_path / "other.json"
     plan_file.write_text(json.dumps({**PLAN, "plan_id": "other", "name": "Other"}))
@@ -255,6 +266,7 @@ def test_tenants_set_changes_only_given_fields(metered: Path, tmp_path: Path) ->
     assert bad_day.exit_code == 2 and "billing_anchor_day" in bad_day.stderr
 
 
+@pytest.mark.unit
 def test_metrics_define_changes_aggregation(metered: Path) -> None:
     metric = run_json(metered, "metrics", "define", "api_calls", "--aggregation", "max")
     assert metric == {"name": "api_calls", "aggregation": "MAX", "unit": "calls", "description": ""}
@@ -267,6 +279,7 @@ def test_metrics_define_changes_aggregation(metered: Path) -> None:
     assert bad.exit_code == 2
 
 
+@pytest.mark.unit
 def test_bad_quantity_is_exit_2_with_field(metered: Path) -> None:
     result = run(metered, "record", "--tenant", "t1", "--metric", "api_calls", "--quantity", "-1")
     assert result.exit_code == 2
@@ -278,6 +291,7 @@ def test_bad_quantity_is_exit_2_with_field(metered: Path) -> None:
     assert nothing.exit_code == 2
 
 
+@pytest.mark.unit
 def test_unknown_tenant_is_exit_1(metered: Path) -> None:
     for args in (["quota", "nobody", "api_calls"], ["usage", "nobody"], ["report", "--tenant", "nobody"],
                  ["tenants", "show", "nobody"], ["top-users", "nobody", "api_calls"]):
@@ -286,6 +300,7 @@ def test_unknown_tenant_is_exit_1(metered: Path) -> None:
         assert result.stderr.strip() == "Error: unknown tenant 'nobody'"
 
 
+@pytest.mark.unit
 def test_blocked_event_is_exit_1(db: Path, tmp_path: Path) -> None:
     plan = {"plan_id": "tiny", "name": "Tiny", "metrics": [{"metric": "api_calls", "included": 2, "policy": "block"}]}
     run(db, "plans", "set", "-", input=json.dumps(plan))
@@ -298,17 +313,20 @@ def test_blocked_event_is_exit_1(db: Path, tmp_path: Path) -> None:
     assert run_json(db, "quota", "small", "api_calls")["allowed"] is False
 
 
+@pytest.mark.unit
 def test_dead_letters_empty(db: Path) -> None:
     assert run_json(db, "dead-letters", "--limit", "5") == []
     assert run(db, "dead-letters").stdout.splitlines()[0].split()[:2] == ["id", "received_at"]
 
 
+@pytest.mark.unit
 def test_url_mode_refuses_file_only_commands(db: Path) -> None:
     result = run(db, "--url", "http://127.0.0.1:9", "init-demo")
     assert result.exit_code == 2 and "--url" in result.stderr
     assert not db.exists()
 
 
+@pytest.mark.integration
 def test_locked_database_suggests_url(db: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -329,6 +347,7 @@ def test_locked_database_suggests_url(db: Path) -> None:
         holder.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_python_dash_m_entry_point(db: Path) -> None:
     src = Path(__file__).resolve().parents[1] / "src"
     completed = subprocess.run(
@@ -342,6 +361,7 @@ def test_python_dash_m_entry_point(db: Path) -> None:
     assert json.loads(completed.stdout) == []
 
 
+@pytest.mark.unit
 def test_record_file_in_chunks_keeps_line_order(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("usage_metering.cli.events.RECORD_CHUNK", 2)
     lines = [json.dumps({"tenant_id": "t3", "metric": "calls", "quantity": n, "event_id": f"k{n}"}) for n in range(1, 8)]

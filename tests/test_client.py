@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from nodes import InProcessNode, free_port
 
+from support.nodes import InProcessNode, free_port
 from usage_metering import Metering, MeteringClient, NotFoundError, ValidationError
 from usage_metering.client import MeteringUnreachable
 from usage_metering.schemas import EventStatus
@@ -51,6 +51,7 @@ READS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", list(READS))
 def test_reads_equal_the_library(node: InProcessNode, client: MeteringClient, name: str) -> None:
     over_http = READS[name](client)
@@ -58,11 +59,13 @@ def test_reads_equal_the_library(node: InProcessNode, client: MeteringClient, na
     assert type(over_http) is type(READS[name](node.metering))
 
 
+@pytest.mark.unit
 def test_quota_equals_the_library_but_for_its_clock(node: InProcessNode, client: MeteringClient) -> None:
     over_http, local = client.quota(TENANT, "api_calls"), node.metering.quota(TENANT, "api_calls")
     assert replace(over_http, as_of=local.as_of) == local
 
 
+@pytest.mark.unit
 def test_record_and_batch_give_the_library_results(node: InProcessNode, client: MeteringClient) -> None:
     before = node.metering.usage(TENANT, "api_calls").value
     first = client.record({"tenant_id": TENANT, "metric": "api_calls", "quantity": "1.25", "event_id": "client-1"})
@@ -79,12 +82,14 @@ def test_record_and_batch_give_the_library_results(node: InProcessNode, client: 
     assert client.record_events([]) == []
 
 
+@pytest.mark.unit
 def test_a_blocked_event_is_a_result_with_the_quota_detail(client: MeteringClient) -> None:
     result = client.record({"tenant_id": "tenant_globex", "metric": "api_calls", "quantity": 10**9})
     assert result.status == EventStatus.BLOCKED and result.error is not None
     assert result.error.code == "quota_exceeded" and result.error.limit == Decimal(1000)
 
 
+@pytest.mark.unit
 def test_errors_are_the_library_exceptions(node: InProcessNode, client: MeteringClient) -> None:
     with pytest.raises(NotFoundError, match="unknown tenant 'nobody'"):
         client.tenant("nobody")
@@ -100,6 +105,7 @@ def test_errors_are_the_library_exceptions(node: InProcessNode, client: Metering
     assert bad_limit.value.field == "limit"
 
 
+@pytest.mark.unit
 def test_configuration_round_trips(node: InProcessNode, client: MeteringClient) -> None:
     plan = client.save_plan({"plan_id": "client_plan", "name": "Client", "currency": "EUR", "base_fee": "12.50",
                              "metrics": [{"metric": "api_calls", "included": 100, "policy": "charge", "unit_price": "0.001"}]})
@@ -110,6 +116,7 @@ def test_configuration_round_trips(node: InProcessNode, client: MeteringClient) 
     assert metric in node.metering.metrics()
 
 
+@pytest.mark.unit
 def test_api_keys_over_http(node: InProcessNode, tmp_path: Path) -> None:
     with InProcessNode(tmp_path / "keys.duckdb", demo=False) as keyed:
         with keyed.client() as anonymous:  # no key exists yet: the first one may be made openly
@@ -120,12 +127,14 @@ def test_api_keys_over_http(node: InProcessNode, tmp_path: Path) -> None:
             assert revoked.revoked_at is not None
 
 
+@pytest.mark.integration
 def test_an_unreachable_node_raises_unreachable() -> None:
     with MeteringClient(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
         with pytest.raises(MeteringUnreachable, match="cannot reach"):
             client.plans()
 
 
+@pytest.mark.unit
 def test_library_and_client_offer_the_same_public_methods() -> None:
     shared = {"record", "record_events", "usage", "usage_all", "quota", "top_users", "billing_report",
               "dead_letters", "alerts", "plans", "plan", "save_plan", "tenants", "tenant", "save_tenant",

@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from usage_metering.ingest import Ingestor
 from usage_metering.schemas import UsageEvent, parse_event, parse_metric_definition
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store
 from usage_metering.store.counter_checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 

@@ -24,7 +24,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from nodes import ServerProcess, request
+from support.nodes import ServerProcess, request
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")

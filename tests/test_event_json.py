@@ -75,6 +75,7 @@ def same(fast: Any, reference: Any, given_id: bool) -> None:
     assert fast == reference
 
 
+@pytest.mark.integration
 @settings(max_examples=3000, deadline=None)
 @given(st.fixed_dictionaries({}, optional=FIELDS))
 def test_the_fast_decoder_agrees_with_the_reference(event: dict[str, Any]) -> None:
@@ -84,6 +85,7 @@ def test_the_fast_decoder_agrees_with_the_reference(event: dict[str, Any]) -> No
     same(fast, reference, given_id=isinstance(event.get("event_id"), str))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw", [b"", b"[]", b"null", b"{", b'{"tenant_id": NaN}', b"\xff\xfe", b'"x"',
                                  b'{"tenant_id":"a","metric":"m","quantity":1,"tenant_id":"b"}',
                                  b'{"tenant_id":"a\\ud800","metric":"m","quantity":1}'])
@@ -92,6 +94,7 @@ def test_odd_bytes_get_the_reference_answer(raw: bytes) -> None:
          outcome(lambda r: _reference(r, NOW, timedelta(days=35)), raw), given_id=False)
 
 
+@pytest.mark.unit
 def test_a_valid_event_decodes_exactly() -> None:
     raw = b'{"tenant_id":"acme","metric":"api_calls","quantity":0.1,"user_id":"u1","event_id":"e1",' \
           b'"timestamp":"2026-12-01T13:00:00+02:00","properties":{"region":"eu","n":1.50}}'
@@ -100,6 +103,7 @@ def test_a_valid_event_decodes_exactly() -> None:
                                "u1", {"region": "eu", "n": 1.5})
 
 
+@pytest.mark.unit
 def test_an_identifier_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ValidationError):
         check_id("tenant_id", "acme\n")
@@ -111,6 +115,7 @@ def test_an_identifier_with_a_trailing_newline_is_refused() -> None:
 VALID_IDS = st.sampled_from(["acme", "t-1", "u.2:x@y", "x" * 128])
 
 
+@pytest.mark.integration
 @settings(max_examples=2000, deadline=None)
 @given(st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS, "quantity": quantities},
                              optional={"user_id": VALID_IDS, "event_id": ids, "timestamp": timestamps,
@@ -128,6 +133,7 @@ WELL_FORMED = st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS
                                               "properties": properties})
 
 
+@pytest.mark.integration
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.one_of(WELL_FORMED, WELL_FORMED, st.fixed_dictionaries({}, optional=FIELDS),
                           st.none(), st.integers(), st.text(max_size=2)), max_size=5))
@@ -142,6 +148,7 @@ def test_decoded_events_validate_together_as_each_would_alone(items: list[Any]) 
         same(result, alone, given_id=isinstance(item, dict) and isinstance(item.get("event_id"), str))
 
 
+@pytest.mark.integration
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.one_of(WELL_FORMED, WELL_FORMED, WELL_FORMED, st.fixed_dictionaries({}, optional=FIELDS)),
                 max_size=5), st.booleans())
@@ -161,6 +168,7 @@ def test_an_http_batch_body_decodes_in_one_pass_only_when_all_of_it_is_valid(ite
         same(event, expected, given_id=isinstance(item.get("event_id"), str))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw", [b'{"events":[],"extra":1}', b'{"events":{}}', b'{"tenant_id":"a"}', b"[1]", b"[",
                                  b'[{"tenant_id":"a\\ud800","metric":"m","quantity":1}]', b"\xff\xfe[]",
                                  b'[{"tenant_id":"a","metric":"m","quantity":"-1"}]'])
@@ -168,6 +176,7 @@ def test_an_http_batch_body_msgspec_cannot_take_is_left_to_the_reference(raw: by
     assert decode_valid_events_json(raw, now=NOW) is None
 
 
+@pytest.mark.unit
 def test_an_http_batch_body_in_either_shape() -> None:
     events = [{"tenant_id": "acme", "metric": "api_calls", "quantity": 1.5, "event_id": "e1",
                "timestamp": "2026-12-01T11:00:00Z"}]
@@ -179,6 +188,7 @@ def test_an_http_batch_body_in_either_shape() -> None:
 # -- the SDK's batch envelope ----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.fixed_dictionaries({"tenant_id": VALID_IDS, "metric": VALID_IDS, "quantity": quantities},
                                       optional={"event_id": ids, "timestamp": timestamps}), max_size=6))
@@ -194,6 +204,7 @@ def test_each_event_of_a_batch_decodes_as_it_would_alone(events: list[dict[str, 
         same(item, alone, given_id=isinstance(event.get("event_id"), str))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw, code", [
     (b'{"version":2,"events":[]}', "unsupported_version"),
     (b'{"events":[]}', "invalid_batch"),
@@ -209,6 +220,7 @@ def test_an_unreadable_envelope_is_refused_whole(raw: bytes, code: str) -> None:
     assert refused.value.code == code
 
 
+@pytest.mark.unit
 def test_a_too_large_event_inside_a_batch_is_refused_alone() -> None:
     big = exact_json({"tenant_id": "a", "metric": "m", "quantity": 1, "user_id": "u" * 70_000}).encode()
     small = b'{"tenant_id":"a","metric":"m","quantity":2,"event_id":"e2"}'

@@ -21,6 +21,8 @@ from usage_metering.schemas import EventStatus, UsageEvent, parse_event
 from usage_metering.store import Database
 from usage_metering.store.events import FINGERPRINT_SQL, event_fingerprint
 
+pytestmark = pytest.mark.unit
+
 ids = st.from_regex(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
 NOW = datetime.now(timezone.utc)
 

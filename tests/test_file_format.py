@@ -56,10 +56,12 @@ def newer_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return path, json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.unit
 def test_this_version_runs_duckdb_1_5_5() -> None:
     assert duckdb.__version__ == "1.5.5"
 
 
+@pytest.mark.unit
 def test_duckdb_memory_is_capped_so_it_does_not_follow_history(tmp_path: Path) -> None:
     def limit(metering: Metering) -> str:
         return metering.database.cursor().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
@@ -70,6 +72,7 @@ def test_duckdb_memory_is_capped_so_it_does_not_follow_history(tmp_path: Path) -
         assert limit(metering) == "190.7 MiB"
 
 
+@pytest.mark.integration
 def test_a_newer_file_is_refused_with_the_command_that_converts_it(newer_file: tuple[Path, dict]) -> None:
     path, _answers = newer_file
     before = path.read_bytes()
@@ -81,6 +84,7 @@ def test_a_newer_file_is_refused_with_the_command_that_converts_it(newer_file: t
     assert path.read_bytes() == before  # refused, not reset
 
 
+@pytest.mark.integration
 def test_upgrade_file_converts_without_losing_anything(newer_file: tuple[Path, dict]) -> None:
     path, answers = newer_file
     done = cli("--db", str(path), "--format", "json", "upgrade-file")

@@ -19,9 +19,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
-from nodes import InProcessNode, Node, ServerProcess
 
+from support.nodes import InProcessNode, Node, ServerProcess
 from usage_metering.client import exact_json
 
 Response = tuple[int, dict[str, str], Any]
@@ -120,6 +121,7 @@ def without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 # -- quick start (compatibility routes) ------------------------------------------------
 
+@pytest.mark.integration
 def test_quick_start_compat_routes(shared_server: ServerProcess) -> None:
     srv = shared_server
     tenants = {t["tenant_id"] for t in ok(srv.request("GET", "/api/tenants"))["tenants"]}
@@ -169,6 +171,7 @@ def test_quick_start_compat_routes(shared_server: ServerProcess) -> None:
 
 # -- batch ---------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_batch_mixed_valid_and_invalid(app_node: InProcessNode) -> None:
     srv = app_node
     tenant = uid("batch")
@@ -234,6 +237,7 @@ def test_batch_mixed_valid_and_invalid(app_node: InProcessNode) -> None:
     assert dec(usage(srv, tenant, "bulk")["value"]) == 10_000
 
 
+@pytest.mark.integration
 def test_event_body_over_limit_streamed(shared_server: ServerProcess) -> None:
     """A real oversized body (no lying Content-Length) is refused with 413 and not recorded."""
     srv = shared_server
@@ -248,6 +252,7 @@ def test_event_body_over_limit_streamed(shared_server: ServerProcess) -> None:
 
 # -- idempotency under concurrency -----------------------------------------------------------
 
+@pytest.mark.integration
 def test_concurrent_duplicates_counted_once(shared_server: ServerProcess) -> None:
     srv = shared_server
     tenant = uid("conc")
@@ -329,6 +334,7 @@ def test_concurrent_duplicates_counted_once(shared_server: ServerProcess) -> Non
 
 # -- overage policies --------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_overage_policies_block_charge_notify(app_node: InProcessNode) -> None:
     srv = app_node
     plan_id, tenant = uid("plan_pol"), uid("pol")
@@ -423,6 +429,7 @@ def graduated(overage: Decimal, tiers: list[tuple[Decimal | None, Decimal]]) -> 
     return amount
 
 
+@pytest.mark.unit
 def test_graduated_tiers_and_csv(app_node: InProcessNode) -> None:
     srv = app_node
     plan_id, tenant = uid("plan_tier"), uid("tier")
@@ -491,6 +498,7 @@ def test_graduated_tiers_and_csv(app_node: InProcessNode) -> None:
 
 # -- periods -------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_period_range_and_daily(app_node: InProcessNode) -> None:
     srv = app_node
     tenant = uid("period")
@@ -551,6 +559,7 @@ def test_period_range_and_daily(app_node: InProcessNode) -> None:
 
 # -- top users and tenant usage ----------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_top_users_ordering_and_limit(app_node: InProcessNode) -> None:
     srv = app_node
     tenant = uid("top")
@@ -577,6 +586,7 @@ def test_top_users_ordering_and_limit(app_node: InProcessNode) -> None:
     assert_error(srv.request("GET", f"/api/top-users/{tenant}/calls?limit=0"), 422, "limit")
 
 
+@pytest.mark.unit
 def test_tenant_usage_lists_all_metrics(app_node: InProcessNode) -> None:
     srv = app_node
     tenant = uid("all")
@@ -606,6 +616,7 @@ def _snapshot(srv: Node, tenant: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.integration
 def test_restart_after_sigterm_keeps_everything(server: ServerProcess) -> None:
     plan_id, tenant = uid("plan_rs"), uid("rs")
     put_plan(
@@ -655,6 +666,7 @@ def test_restart_after_sigterm_keeps_everything(server: ServerProcess) -> None:
         third.close()
 
 
+@pytest.mark.integration
 def test_sigkill_after_ack_loses_nothing(server: ServerProcess) -> None:
     tenant = uid("crash")
     events = [
@@ -681,6 +693,7 @@ def test_sigkill_after_ack_loses_nothing(server: ServerProcess) -> None:
 
 # -- bad input -------------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_bad_inputs_answer_4xx_and_lose_nothing(app_node: InProcessNode) -> None:
     srv = app_node
     tenant, metric = uid("bad"), "calls"
@@ -777,6 +790,7 @@ def test_bad_inputs_answer_4xx_and_lose_nothing(app_node: InProcessNode) -> None
 
 # -- plan versions and OpenAPI ----------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_plan_versioning(app_node: InProcessNode) -> None:
     srv = app_node
     plan_id = uid("plan_ver")
@@ -810,6 +824,7 @@ def test_plan_versioning(app_node: InProcessNode) -> None:
     assert dec(line(bill, "calls")["amount"]) == money(Decimal(4) * Decimal("0.75"))
 
 
+@pytest.mark.unit
 def test_openapi_document(app_node: InProcessNode) -> None:
     status, headers, body = app_node.request("GET", "/openapi.json")
     assert status == 200 and headers["content-type"].startswith("application/json")
@@ -842,6 +857,7 @@ def documented_validator(document: dict[str, Any], path: str, method: str, statu
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
+@pytest.mark.unit
 def test_answers_match_the_documented_schemas(app_node: InProcessNode) -> None:
     document = ok(app_node.request("GET", "/openapi.json"))
     tenant = uid("schema")

@@ -15,6 +15,8 @@ from usage_metering.store import Database, DeadLetter
 from usage_metering.store import catalog as catalog_store
 from usage_metering.store.offsets import load_offsets
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime.now(timezone.utc)
 
 

@@ -1,6 +1,6 @@
 """The store on a DuckLake (PostgreSQL catalog, Parquet data): the file's schema, the same answers, restarts.
 
-Every test runs against a real PostgreSQL server (tests/postgres_server.py) and
+Every test runs against a real PostgreSQL server (tests/support/postgres_server.py) and
 real Parquet files; nothing here skips.
 """
 
@@ -14,54 +14,18 @@ from typing import Any
 
 import duckdb
 import pytest
-from lakes import LakeFactory
 
+from support.lake_workload import answers as _answers
+from support.lake_workload import record_all as _record_all
+from support.lake_workload import workload as _workload
+from support.lakes import LakeFactory
 from usage_metering import Metering
 from usage_metering.ingest.dedup import index_directory
-from usage_metering.node.demo import DEMO_TENANTS, init_demo
+from usage_metering.node.demo import init_demo
 from usage_metering.schemas import EventStatus
 from usage_metering.store import Database, DeadLetter, Lake, LakeError
 from usage_metering.store.lake import connect_lake
 from usage_metering.store.offsets import load_offsets
-
-METRICS = ("api_calls", "storage_gb", "active_users", "compute_minutes")
-
-
-def _workload() -> list[dict[str, Any]]:
-    """Beyond the demo: resends, a free tenant pushed past its blocking quota, users, a new tenant."""
-    events: list[dict[str, Any]] = []
-    for i in range(120):
-        events.append({"tenant_id": "tenant_globex", "metric": "api_calls", "quantity": 9, "user_id": f"u{i % 7}",
-                       "event_id": f"globex-{i}"})
-    for i in range(40):
-        events.append({"tenant_id": "tenant_acme", "metric": "active_users", "quantity": 1, "user_id": f"u{i % 13}",
-                       "event_id": f"acme-users-{i}"})
-        events.append({"tenant_id": "tenant_newco", "metric": "compute_minutes", "quantity": "0.25",
-                       "event_id": f"newco-{i}"})
-    return events + events[::5]  # every fifth one resent
-
-
-def _answers(metering: Metering) -> dict[str, Any]:
-    """Every read answer the API gives, as JSON shapes (`as_of` left out: it is the time of asking)."""
-    tenants = [tenant["tenant_id"] for tenant in DEMO_TENANTS] + ["tenant_newco"]
-    answers: dict[str, Any] = {}
-    for tenant in tenants:
-        for metric in METRICS:
-            answers[f"usage {tenant} {metric}"] = metering.usage(tenant, metric).to_json_dict()
-            quota = metering.quota(tenant, metric).to_json_dict()
-            quota.pop("as_of")
-            answers[f"quota {tenant} {metric}"] = quota
-            answers[f"top {tenant} {metric}"] = metering.top_users(tenant, metric).to_json_dict()
-    answers["billing"] = [invoice.to_json_dict() for invoice in metering.billing_report()]
-    answers["tenants"] = [tenant.to_json_dict() for tenant in metering.tenants()]
-    answers["plans"] = [plan.to_json_dict() for plan in metering.plans()]
-    answers["alerts"] = sorted((a.tenant_id, a.metric, str(a.threshold_percent)) for a in metering.alerts())
-    return answers
-
-
-def _record_all(metering: Metering) -> Counter[EventStatus]:
-    init_demo(metering)
-    return Counter(result.status for result in metering.record_events(_workload()))
 
 
 def test_a_new_lake_has_the_files_tables_columns_and_views(lakes: LakeFactory, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from lakes import LakeFactory
 
+from support.lakes import LakeFactory
 from usage_metering import Metering, NotFoundError
 from usage_metering.schemas import EventStatus, parse_event
 from usage_metering.store import Database
@@ -93,6 +93,7 @@ def test_racing_commits_of_one_partition_store_exactly_one_of_them(lakes: LakeFa
             assert load_offsets(first.database.cursor(), TOPIC) == {0: (round_number + 1) * 100}
 
 
+@pytest.mark.unit
 def test_a_files_offsets_move_to_a_table_per_partition(tmp_path: Path) -> None:
     """Migration 8 on a file written before it: every stored offset is kept."""
     path = tmp_path / "old.duckdb"

@@ -15,9 +15,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from lakes import LakeFactory
-from nodes import SRC_DIR, ServerProcess, free_port, request, wait_until_serving
-
+from support.lakes import LakeFactory
+from support.nodes import SRC_DIR, ServerProcess, free_port, request, wait_until_serving
 from usage_metering.store import Lake
 
 

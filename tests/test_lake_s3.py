@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from lakes import LakeFactory
-from nodes import free_port
-from test_lake import _answers, _record_all
 
+from support.lake_workload import answers as _answers
+from support.lake_workload import record_all as _record_all
+from support.lakes import LakeFactory
+from support.nodes import free_port
 from usage_metering import Metering
 from usage_metering.schemas import EventStatus
 from usage_metering.store import Lake
@@ -74,6 +75,7 @@ def test_a_lake_in_object_storage_answers_as_a_file_does(
         assert statuses == {EventStatus.DUPLICATE}
 
 
+@pytest.mark.unit
 def test_s3_credentials_come_from_the_aws_environment_variables() -> None:
     assert s3_secret_sql({}) is None
     plain = s3_secret_sql({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "eu-west-1"})

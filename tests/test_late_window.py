@@ -13,9 +13,10 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
-from nodes import free_port, request, wait_until_serving
+from support.nodes import free_port, request, wait_until_serving
 from usage_metering.cli import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -30,6 +31,7 @@ def run(db: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
 
 
+@pytest.mark.unit
 def test_import_backfill_past_the_default_window_needs_late_window_days(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(old_event(f"old-{d}", d)) + "\n" for d in (40, 60, 80)))
@@ -52,17 +54,20 @@ def test_import_backfill_past_the_default_window_needs_late_window_days(tmp_path
     assert usage["value"] == "6" and usage["event_count"] == 3
 
 
+@pytest.mark.unit
 def test_late_window_days_with_url_is_refused(tmp_path: Path) -> None:
     result = run(tmp_path / "m.duckdb", "--url", "http://127.0.0.1:9", "--late-window-days", "90", "usage", "acme")
     assert result.exit_code == 2
     assert "--late-window-days" in result.stderr and "serve" in result.stderr
 
 
+@pytest.mark.unit
 def test_late_window_days_must_be_positive(tmp_path: Path) -> None:
     result = run(tmp_path / "m.duckdb", "--late-window-days", "0", "metrics", "list")
     assert result.exit_code == 2 and "--late-window-days" in result.stderr
 
 
+@pytest.mark.integration
 def test_serve_with_a_wider_window_accepts_older_events_over_http(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

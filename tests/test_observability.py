@@ -22,12 +22,14 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from nodes import ServerProcess, free_port, request, serving
+from support.nodes import ServerProcess, free_port, request, serving
 from usage_metering.api.app import create_app
 from usage_metering.api.metrics import PrometheusMetrics
-from usage_metering.schemas import EventStatus
 from usage_metering.metering import Metering
+from usage_metering.schemas import EventStatus
 from usage_metering.store.dead_letters import DeadLetter
+
+pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

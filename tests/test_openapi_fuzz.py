@@ -41,7 +41,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from nodes import ServerProcess, serving
+from support.nodes import ServerProcess, serving
+
+pytestmark = pytest.mark.integration
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation, in the fuzzing phase (schemathesis adds its examples and coverage cases).

@@ -17,6 +17,8 @@ from usage_metering.schemas import (
     previous_period,
 )
 
+pytestmark = pytest.mark.unit
+
 UTC = timezone.utc
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import psycopg
-from postgres_server import PostgresServer
+import pytest
+
+from support.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.lake
 
 
 def test_a_temporary_server_starts_answers_restarts_and_is_removed() -> None:

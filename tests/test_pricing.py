@@ -32,6 +32,8 @@ from usage_metering.schemas import (
 )
 from usage_metering.schemas.periods import BillingPeriod
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 PERIOD = period_containing(datetime(2024, 3, 10, tzinfo=timezone.utc), 1)
 

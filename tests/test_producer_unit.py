@@ -109,6 +109,7 @@ def sent_events(producer: UsageProducer) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.mark.unit
 def test_kafka_config_is_durable_and_ordered(fake_kafka: None) -> None:
     producer = UsageProducer("broker:9092", "metering")
     configs = fake_of(producer).configs
@@ -121,6 +122,7 @@ def test_kafka_config_is_durable_and_ordered(fake_kafka: None) -> None:
     assert configs.get("retries", float("inf")) > 1000
 
 
+@pytest.mark.unit
 def test_kafka_options_override_defaults(fake_kafka: None) -> None:
     producer = UsageProducer(["a:9092", "b:9092"], compression_type=None, batch_size=5, client_id="svc")
     configs = fake_of(producer).configs
@@ -130,6 +132,7 @@ def test_kafka_options_override_defaults(fake_kafka: None) -> None:
     assert configs["client_id"] == "svc"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "kwargs, field",
     [
@@ -157,6 +160,7 @@ def test_invalid_event_raises_at_record_and_sends_nothing(fake_kafka: None, kwar
     producer.close()  # nothing pending, nothing failed
 
 
+@pytest.mark.unit
 def test_generated_ids_are_unique_uuid7_and_carried_in_the_value(fake_kafka: None) -> None:
     producer = UsageProducer()
     ids = [producer.record("acme", "api_calls", 1) for _ in range(500)]
@@ -165,12 +169,14 @@ def test_generated_ids_are_unique_uuid7_and_carried_in_the_value(fake_kafka: Non
     assert [value["event_id"] for value in sent_events(producer)] == ids
 
 
+@pytest.mark.unit
 def test_explicit_event_id_is_kept(fake_kafka: None) -> None:
     producer = UsageProducer()
     assert producer.record("acme", "api_calls", 1, event_id="req-123") == "req-123"
     assert sent_events(producer)[0]["event_id"] == "req-123"
 
 
+@pytest.mark.unit
 def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
     producer = UsageProducer(topic="usage-events")
     at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
@@ -197,6 +203,7 @@ def test_message_key_headers_and_value_shape(fake_kafka: None) -> None:
     }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "quantity, text",
     [(Decimal("0.1"), "0.1"), (Decimal("12345678901.123456789"), "12345678901.123456789"),
@@ -208,6 +215,7 @@ def test_quantity_is_an_exact_decimal_string(fake_kafka: None, quantity: Any, te
     assert sent_events(producer)[0]["quantity"] == text
 
 
+@pytest.mark.unit
 def test_failed_send_makes_flush_raise_and_calls_on_error(fake_kafka: None) -> None:
     errors: list[tuple[str, Exception]] = []
     producer = UsageProducer(on_error=lambda event_id, exc: errors.append((event_id, exc)))
@@ -225,6 +233,7 @@ def test_failed_send_makes_flush_raise_and_calls_on_error(fake_kafka: None) -> N
     producer.flush()  # each failure is reported once
 
 
+@pytest.mark.unit
 def test_on_error_that_raises_does_not_hide_the_failure(fake_kafka: None) -> None:
     def broken(event_id: str, exc: Exception) -> None:
         raise RuntimeError("callback bug")
@@ -237,6 +246,7 @@ def test_on_error_that_raises_does_not_hide_the_failure(fake_kafka: None) -> Non
     assert caught.value.event_ids == [event_id]
 
 
+@pytest.mark.unit
 def test_a_send_that_raises_fails_the_events_of_its_record(fake_kafka: None) -> None:
     producer = UsageProducer()
     fake_of(producer).send_raises = KafkaTimeoutError("no metadata")
@@ -249,6 +259,7 @@ def test_a_send_that_raises_fails_the_events_of_its_record(fake_kafka: None) -> 
     producer.close()  # reported once
 
 
+@pytest.mark.unit
 def test_close_flushes_closes_and_raises_for_failures(fake_kafka: None) -> None:
     producer = UsageProducer()
     event_id = producer.record("acme", "api_calls", 1)
@@ -261,6 +272,7 @@ def test_close_flushes_closes_and_raises_for_failures(fake_kafka: None) -> None:
         producer.record("acme", "api_calls", 1)
 
 
+@pytest.mark.unit
 def test_close_timeout_fails_unacknowledged_events(fake_kafka: None) -> None:
     producer = UsageProducer()
     event_id = producer.record("acme", "api_calls", 1)
@@ -271,6 +283,7 @@ def test_close_timeout_fails_unacknowledged_events(fake_kafka: None) -> None:
     assert isinstance(caught.value.first_exception, TimeoutError)
 
 
+@pytest.mark.unit
 def test_flush_timeout_raises_timeout_error(fake_kafka: None) -> None:
     producer = UsageProducer()
     producer.record("acme", "api_calls", 1)
@@ -279,6 +292,7 @@ def test_flush_timeout_raises_timeout_error(fake_kafka: None) -> None:
         producer.flush(timeout=0.1)
 
 
+@pytest.mark.unit
 def test_context_manager_flushes_and_closes(fake_kafka: None) -> None:
     with UsageProducer() as producer:
         producer.record("acme", "api_calls", 1)
@@ -287,6 +301,7 @@ def test_context_manager_flushes_and_closes(fake_kafka: None) -> None:
     assert all(sent.future.succeeded() for sent in fake.sent)
 
 
+@pytest.mark.unit
 def test_context_manager_raises_delivery_error(fake_kafka: None) -> None:
     with pytest.raises(DeliveryError):
         with UsageProducer() as producer:
@@ -312,6 +327,7 @@ def record_from_threads(producer: Any, threads: int, per_thread: int) -> list[st
     return ids
 
 
+@pytest.mark.unit
 def test_record_from_many_threads(fake_kafka: None) -> None:
     producer = UsageProducer()
     ids = record_from_threads(producer, threads=8, per_thread=200)
@@ -320,6 +336,7 @@ def test_record_from_many_threads(fake_kafka: None) -> None:
     assert len(set(ids)) == 1600
 
 
+@pytest.mark.unit
 def test_a_tenants_events_are_packed_in_order_up_to_the_count_and_byte_bounds(fake_kafka: None) -> None:
     producer = UsageProducer(max_batch_events=4, max_batch_bytes=10_000, linger_ms=60_000)
     ids = {tenant: [producer.record(tenant, "m", 1) for _ in range(10)] for tenant in ("acme", "globex")}
@@ -339,6 +356,7 @@ def test_a_tenants_events_are_packed_in_order_up_to_the_count_and_byte_bounds(fa
     producer.close()
 
 
+@pytest.mark.unit
 def test_an_open_record_is_sent_once_its_first_event_has_lingered(fake_kafka: None) -> None:
     producer = UsageProducer(linger_ms=50)
     started = time.monotonic()
@@ -350,6 +368,7 @@ def test_an_open_record_is_sent_once_its_first_event_has_lingered(fake_kafka: No
     producer.close()
 
 
+@pytest.mark.unit
 def test_one_event_per_record_when_asked(fake_kafka: None) -> None:
     producer = UsageProducer(max_batch_events=1)
     event_id = producer.record("acme", "m", 1)
@@ -360,6 +379,7 @@ def test_one_event_per_record_when_asked(fake_kafka: None) -> None:
     producer.close()
 
 
+@pytest.mark.unit
 def test_publish_resolves_once_every_record_is_acknowledged(fake_kafka: None) -> None:
     producer = UsageProducer(linger_ms=1)
     events = [build_event(tenant, "m", 1) for tenant in ("a", "b", "a")]
@@ -468,6 +488,7 @@ def service() -> Iterator[tuple[FakeService, str]]:
         server.server_close()
 
 
+@pytest.mark.integration
 def test_http_sends_batches_by_size(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url, batch_size=3, linger_seconds=60)
@@ -482,6 +503,7 @@ def test_http_sends_batches_by_size(service: tuple[FakeService, str]) -> None:
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_sends_a_partial_batch_when_linger_expires(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url, batch_size=100, linger_seconds=0.1)
@@ -494,6 +516,7 @@ def test_http_sends_a_partial_batch_when_linger_expires(service: tuple[FakeServi
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_retries_after_503_with_the_same_ids(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.script.extend(["503"])
@@ -505,6 +528,7 @@ def test_http_retries_after_503_with_the_same_ids(service: tuple[FakeService, st
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_retries_after_a_dropped_connection(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.script.extend(["drop"])
@@ -518,6 +542,7 @@ def test_http_retries_after_a_dropped_connection(service: tuple[FakeService, str
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_resend_answered_as_duplicate_counts_as_delivered(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.seen.add("evt-1")  # an earlier attempt landed but its answer was lost
@@ -526,6 +551,7 @@ def test_http_resend_answered_as_duplicate_counts_as_delivered(service: tuple[Fa
     assert fake.event_ids(0) == ["evt-1"]
 
 
+@pytest.mark.integration
 def test_http_blocked_and_rejected_events_surface_in_delivery_error(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.outcomes.update({"evt-blocked": "blocked", "evt-rejected": "rejected"})
@@ -545,6 +571,7 @@ def test_http_blocked_and_rejected_events_surface_in_delivery_error(service: tup
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_gives_up_after_max_retries(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.script.extend(["503"] * 10)
@@ -559,6 +586,7 @@ def test_http_gives_up_after_max_retries(service: tuple[FakeService, str]) -> No
     producer.close()
 
 
+@pytest.mark.integration
 def test_http_client_errors_are_not_retried(service: tuple[FakeService, str]) -> None:
     fake, url = service
     fake.script.extend([401])
@@ -570,6 +598,7 @@ def test_http_client_errors_are_not_retried(service: tuple[FakeService, str]) ->
     assert len(fake.batches) == 1
 
 
+@pytest.mark.integration
 def test_http_context_manager_flushes_and_sends_api_key(service: tuple[FakeService, str]) -> None:
     fake, url = service
     with HttpUsageProducer(url + "/", linger_seconds=60, api_key="secret-key") as producer:
@@ -582,6 +611,7 @@ def test_http_context_manager_flushes_and_sends_api_key(service: tuple[FakeServi
         producer.record("acme", "api_calls", 1)
 
 
+@pytest.mark.integration
 def test_http_keeps_the_connection_alive(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url)
@@ -593,6 +623,7 @@ def test_http_keeps_the_connection_alive(service: tuple[FakeService, str]) -> No
     assert len(fake.client_ports) == 2 and fake.client_ports[0] == fake.client_ports[1]  # one connection
 
 
+@pytest.mark.integration
 def test_http_validation_raises_at_record(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url)
@@ -602,6 +633,7 @@ def test_http_validation_raises_at_record(service: tuple[FakeService, str]) -> N
     assert fake.batches == []
 
 
+@pytest.mark.integration
 def test_http_close_timeout_reports_unsent_events() -> None:
     with socket.socket() as probe:  # a port with nothing listening
         probe.bind(("127.0.0.1", 0))
@@ -616,6 +648,7 @@ def test_http_close_timeout_reports_unsent_events() -> None:
     assert errors == [event_id]
 
 
+@pytest.mark.integration
 def test_http_flush_timeout_raises_timeout_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -628,6 +661,7 @@ def test_http_flush_timeout_raises_timeout_error() -> None:
         producer.close(timeout=0.1)
 
 
+@pytest.mark.integration
 def test_http_record_from_many_threads(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url, batch_size=50, linger_seconds=0.01)
@@ -638,6 +672,7 @@ def test_http_record_from_many_threads(service: tuple[FakeService, str]) -> None
     assert all(len(batch) <= 50 for batch in fake.batches)
 
 
+@pytest.mark.integration
 def test_http_retries_when_a_kept_alive_connection_was_closed(service: tuple[FakeService, str]) -> None:
     fake, url = service
     producer = HttpUsageProducer(url, max_retries=0)  # the stale-connection retry is extra
@@ -658,6 +693,7 @@ wire_quantities = st.one_of(
 )
 
 
+@pytest.mark.integration
 @settings(max_examples=1500, deadline=None)
 @given(quantity=wire_quantities,
        user_id=st.one_of(st.none(), st.sampled_from(["u-1", "x" * 128])),

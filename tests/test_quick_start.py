@@ -9,7 +9,11 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from nodes import free_port, request, wait_until_serving
+import pytest
+
+from support.nodes import free_port, request, wait_until_serving
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,8 @@ from usage_metering.store import Database
 from usage_metering.store.migrations import MIGRATIONS, apply_migrations
 from usage_metering.store.usage import compact_rollups
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from usage_metering.node.runtime import YOUNG_GENERATION_THRESHOLD, tune_garbage_collector
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:

@@ -12,6 +12,8 @@ from jsonschema.validators import validator_for
 from usage_metering.schemas import ValidationError, event_json_schema, parse_event
 from usage_metering.schemas import schema_files
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=timezone.utc)
 
 

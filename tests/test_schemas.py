@@ -28,6 +28,8 @@ from usage_metering.schemas import (
     uuid7,
 )
 
+pytestmark = pytest.mark.unit
+
 D = Decimal
 NOW = datetime(2024, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 

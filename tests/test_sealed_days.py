@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
 from usage_metering import Metering
 from usage_metering.ingest import Ingestor
 from usage_metering.schemas import Aggregation, UsageTotals, parse_event
@@ -97,6 +98,7 @@ def assert_every_reader_exact(cursor: duckdb.DuckDBPyConnection) -> None:
                 [tenant, start.replace(tzinfo=None), end.replace(tzinfo=None)]).fetchall()]
 
 
+@pytest.mark.unit
 def test_split_window_reads_whole_sealed_days_from_daily_rows() -> None:
     day = datetime(2026, 11, 10, tzinfo=timezone.utc)
     assert split_window(day, day + 3 * DAY, None) == (None, [(day, day + 3 * DAY)])
@@ -108,6 +110,7 @@ def test_split_window_reads_whole_sealed_days_from_daily_rows() -> None:
     assert split_window(day, day + 3 * DAY, day) == (None, [(day, day + 3 * DAY)])
 
 
+@pytest.mark.integration
 def test_sealed_days_late_events_and_resends_answer_as_the_events_do(tmp_path: Path) -> None:
     rng = random.Random(11)
     with Metering.open(tmp_path / "m.duckdb") as metering:
@@ -146,6 +149,7 @@ def test_sealed_days_late_events_and_resends_answer_as_the_events_do(tmp_path: P
         assert invoices  # the previous month's report runs on sealed days too
 
 
+@pytest.mark.unit
 def test_sealing_beside_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None:
     database = Database(tmp_path / "m.duckdb")
     ingestor = Ingestor(database, compact_interval_seconds=0).start()
@@ -187,6 +191,7 @@ def test_sealing_beside_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None
         database.close()
 
 
+@pytest.mark.unit
 def test_a_file_from_before_daily_rollups_upgrades_and_seals(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
@@ -211,6 +216,7 @@ def test_a_file_from_before_daily_rollups_upgrades_and_seals(tmp_path: Path) -> 
         assert cursor.execute("SELECT count(*) FROM usage_daily_rollup").fetchall()[0][0] == 2
 
 
+@pytest.mark.integration
 def test_a_node_seals_past_days_and_counts_late_events_over_http(tmp_path: Path) -> None:
     """The real path: a server process seals the days it stored on a clean stop; after a restart, late
     events for a sealed day still count, in the usage a client reads over HTTP."""

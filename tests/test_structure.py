@@ -98,6 +98,7 @@ def imported_modules(module: str, path: Path, *, top_level_only: bool) -> set[st
     return found
 
 
+@pytest.mark.unit
 def test_every_module_belongs_to_a_layer_and_imports_only_downward() -> None:
     wrong = []
     for module, path in MODULES.items():
@@ -109,6 +110,7 @@ def test_every_module_belongs_to_a_layer_and_imports_only_downward() -> None:
     assert wrong == []
 
 
+@pytest.mark.unit
 def test_no_import_cycles() -> None:
     graph = {m: imported_modules(m, p, top_level_only=True) & MODULES.keys() for m, p in MODULES.items()}
     # A package's __init__ re-exporting its own submodules is not a cycle of concern.
@@ -131,6 +133,7 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+@pytest.mark.unit
 def test_no_source_file_over_the_limit() -> None:
     long = {module: n for module, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
@@ -153,12 +156,14 @@ def _import_alone(module: str) -> tuple[str, str]:
     return module, result.stderr.strip().splitlines()[-1] if result.returncode else ""
 
 
+@pytest.mark.integration
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         failures = {module: error for module, error in pool.map(_import_alone, sorted(MODULES)) if error}
     assert failures == {}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("heavy", ["starlette", "uvicorn", "prometheus_client", "kafka"])
 def test_cli_help_loads_no_server_or_kafka_library(heavy: str) -> None:
     code = (

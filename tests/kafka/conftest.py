@@ -7,7 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from pipeline_helpers import PARTITIONS, dead_letter_topic_of, kafka_broker
+from support import kafka_broker
+from support.pipeline_helpers import PARTITIONS, dead_letter_topic_of
 from usage_metering.kafka.topics import create_topics
 
 

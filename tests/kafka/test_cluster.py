@@ -15,11 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-from lakes import LakeFactory
-from pipeline_helpers import (
+from support import kafka_broker
+from support.lakes import LakeFactory
+from support.pipeline_helpers import (
     assert_exact,
     group_offsets,
-    kafka_broker,
     produce_events,
     start_consumer_process,
     stored_state,
@@ -27,7 +27,6 @@ from pipeline_helpers import (
     wait_for_group_offsets,
     wait_for_log,
 )
-
 from usage_metering.kafka.topics import end_offsets
 
 SESSION_TIMEOUT_SECONDS = 6  # the broker's group.min.session.timeout.ms

@@ -17,12 +17,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from lakes import LakeFactory
-from nodes import SRC_DIR, free_port, request, wait_until_serving
-from pipeline_helpers import TENANTS, group_offsets, produce_events
-
-from usage_metering.schemas.topics import DEFAULT_GROUP_ID
+from support.lakes import LakeFactory
+from support.nodes import SRC_DIR, free_port, request, wait_until_serving
+from support.pipeline_helpers import TENANTS, group_offsets, produce_events
 from usage_metering.kafka.topics import end_offsets
+from usage_metering.schemas.topics import DEFAULT_GROUP_ID
 
 
 def _start_node(n: int, port: int, lake: Any, bootstrap: str, topic: str, tmp_path: Path) -> subprocess.Popen[bytes]:

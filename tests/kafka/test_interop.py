@@ -23,7 +23,8 @@ import kafka.codec
 import pytest
 from kafka import KafkaProducer
 
-from pipeline_helpers import REPO_ROOT, ThreadedConsumer, kafka_broker
+from support import kafka_broker
+from support.pipeline_helpers import REPO_ROOT, ThreadedConsumer
 from usage_metering.kafka.topics import end_offsets
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline_helpers import start_consumer_process, terminate
+from support.pipeline_helpers import start_consumer_process, terminate
+from support.webhook_receiver import Receiver, assert_signed
 from usage_metering.producer import UsageProducer
 from usage_metering.schemas import parse_plan, parse_tenant
 from usage_metering.store import Database
 from usage_metering.store import catalog as catalog_store
-from webhook_receiver import Receiver, assert_signed
 
 SECRET = "kafka-test-secret-0123456789"
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from kafka import KafkaProducer
 
-from nodes import ServerProcess
+from support.nodes import ServerProcess
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:

@@ -19,17 +19,17 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions
 
-from pipeline_helpers import (
+from support import kafka_broker
+from support.pipeline_helpers import (
     PARTITIONS,
     REPO_ROOT,
     ThreadedConsumer,
+    assert_exact,
     dead_letter_topic_of,
     group_offsets,
-    kafka_broker,
     produce_events,
     start_consumer_process,
     stored_state,
-    assert_exact,
     terminate,
     wait_for_group_offsets,
     wait_for_log,

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from kafka import KafkaProducer
-from lakes import LakeFactory
-from pipeline_helpers import (
+
+from support.lakes import LakeFactory
+from support.pipeline_helpers import (
     Expected,
     assert_exact,
     group_offsets,
@@ -25,7 +26,6 @@ from pipeline_helpers import (
     wait_for_group_offsets,
     wait_for_log,
 )
-
 from usage_metering.kafka.topics import end_offsets
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from pipeline_helpers import (
+from support.pipeline_helpers import (
     PARTITIONS,
     ThreadedConsumer,
     assert_exact,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -29,19 +27,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 12
 TENANTS = [f"tenant-{i:02d}" for i in range(50)]
 METRICS = ["api_calls", "storage_gb", "compute_ms"]
-
-
-def _load_broker_module() -> ModuleType:
-    path = REPO_ROOT / "tests" / "kafka_broker.py"
-    spec = importlib.util.spec_from_file_location("kafka_broker", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("kafka_broker", module)
-    spec.loader.exec_module(module)
-    return sys.modules["kafka_broker"]
-
-
-kafka_broker = _load_broker_module()
 
 
 def dead_letter_topic_of(topic: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from nodes import free_port
+from support.nodes import free_port
 from usage_metering.node.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 

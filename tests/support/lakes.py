@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import psycopg
-from postgres_server import PostgresServer
 
+from support.postgres_server import PostgresServer
 from usage_metering.store import Lake
 
 _numbers = itertools.count(1)

@@ -31,7 +31,7 @@ from usage_metering.client import exact_json
 from usage_metering.node.demo import init_demo
 from usage_metering.store import Lake
 
-SRC_DIR = Path(__file__).resolve().parent.parent / "src"
+SRC_DIR = Path(__file__).resolve().parents[2] / "src"  # tests/support/nodes.py
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 60.0
