@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python -m bench.cluster [--events N] [--runs 3] [--billing-events 10000000]
 
-Real parts: a throwaway PostgreSQL server (tests/postgres_server.py) holds each
+Real parts: a throwaway PostgreSQL server (tests/support/postgres_server.py) holds each
 lake's catalog, Parquet data goes to a temp dir, the Kafka broker is
 KAFKA_BOOTSTRAP_SERVERS or the local script broker (stopped afterwards if this
 started it). Prints one markdown table; every figure is a median of `--runs`.
@@ -57,7 +57,7 @@ PARTITIONS = 12
 
 
 def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tests" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tests" / "support" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

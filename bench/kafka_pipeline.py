@@ -3,7 +3,7 @@
     PYTHONPATH=src python -m bench.kafka_pipeline [--events N] [--runs 3] [--profile]
 
 Uses KAFKA_BOOTSTRAP_SERVERS, else starts the local script broker
-(tests/kafka_broker.py). Prints a markdown table. Standalone: imports nothing
+(tests/support/kafka_broker.py). Prints a markdown table. Standalone: imports nothing
 else from bench/.
 
 Each stage runs twice: with the SDK's default records (a tenant's events
@@ -68,7 +68,7 @@ POLL_SECONDS = 0.005  # how often the latency reader looks for newly committed e
 
 
 def _broker_module() -> Any:
-    spec = importlib.util.spec_from_file_location("kafka_broker", REPO_ROOT / "tests" / "kafka_broker.py")
+    spec = importlib.util.spec_from_file_location("kafka_broker", REPO_ROOT / "tests" / "support" / "kafka_broker.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """The peer a team would otherwise build: a hand-rolled PostgreSQL table, measured beside the scale curve.
 
-Debian's PostgreSQL (tests/postgres_server.py), default durable settings
+Debian's PostgreSQL (tests/support/postgres_server.py), default durable settings
 (fsync, synchronous_commit on). Per batch, in one transaction: COPY the
 pre-validated events into a temp table, INSERT ... ON CONFLICT DO NOTHING
 RETURNING into `events` (primary key (tenant_id, event_id)), and upsert the
@@ -20,7 +20,7 @@ from typing import Any
 
 from .billing import DATA_DIR
 
-_SERVER_MODULE = Path(__file__).resolve().parent.parent / "tests" / "postgres_server.py"
+_SERVER_MODULE = Path(__file__).resolve().parent.parent / "tests" / "support" / "postgres_server.py"
 
 SCHEMA = """
 CREATE TABLE events (

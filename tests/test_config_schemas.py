@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from jsonschema.validators import Draft202012Validator
-from nodes import InProcessNode
+from support.nodes import InProcessNode
 
 from usage_metering.access import ApiKeyRequest
 from usage_metering.api.app import openapi_document
 from usage_metering.schemas import ValidationError, parse_metric_definition, parse_plan, parse_tenant, validate
+
+pytestmark = pytest.mark.unit  # the library and an in-process app
 
 PLAN = {"plan_id": "msg_plan", "name": "Messages", "metrics": [{"metric": "api_calls", "included": 100}]}
 TENANT = {"tenant_id": "msg_tenant"}

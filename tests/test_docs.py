@@ -12,6 +12,8 @@ from urllib.parse import unquote
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 README_MAX_LINES = 150
 # Directories that hold no documentation of ours (environments, caches, generated data).

@@ -20,6 +20,8 @@ from usage_metering import Metering
 from usage_metering.schemas import AggregateState, Aggregation, EventStatus, OveragePolicy
 from usage_metering.schemas.entitlement import SMALLEST_QUANTITY, Entitlement
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 quantities = st.decimals(min_value=0, max_value=10_000, places=3, allow_nan=False, allow_infinity=False)
 limits = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False)

@@ -12,6 +12,8 @@ import pytest
 from usage_metering import Metering, MeteringClient
 from usage_metering.interface import MeteringApi
 
+pytestmark = pytest.mark.unit
+
 SHARED = sorted(
     name
     for name, member in vars(MeteringApi).items()

@@ -139,6 +139,7 @@ def test_no_source_file_over_the_limit() -> None:
     assert long == {}
 
 
+@pytest.mark.unit
 def test_no_function_over_the_limit() -> None:
     long = {}
     for module, path in MODULES.items():
