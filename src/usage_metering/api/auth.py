@@ -162,6 +162,7 @@ def check_event_tenants(request: Request, events: Sequence[Any]) -> None:
     if principal is None or principal.is_admin:
         return
     for index, event in enumerate(events):
+        tenant_id: str | None
         if isinstance(event, UsageEvent):
             tenant_id = event.tenant_id
         elif isinstance(event, dict):

@@ -48,7 +48,8 @@ def _passes(check: ReadinessCheck) -> bool:
 
 
 def _observability(request: Request) -> Observability:
-    return request.app.state.observability
+    observability: Observability = request.app.state.observability
+    return observability
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -126,7 +126,8 @@ def parse_quantity(name: str, value: Any, _ctx: ValidationContext | None = None)
     elif kind is Decimal and (
         value.is_finite() and 0 <= value < QUANTITY_MAX and value.as_tuple().exponent >= -QUANTITY_MAX_SCALE
     ):
-        return value + 0  # -0 becomes 0
+        exact: Decimal = value + 0  # -0 becomes 0 (`value` is Any; `kind` checked its type)
+        return exact
     return _parse_quantity_generally(name, value)
 
 
