@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date
@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import Field
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,9 +26,6 @@ from usage_metering.reports.usage import TenantUsage, UsageSummary
 from usage_metering.schemas import (
     EventResult,
     EventStatus,
-    MetricDefinition,
-    Plan,
-    Tenant,
     batch_summary,
     event_json_schema,
 )
@@ -37,6 +33,7 @@ from usage_metering.schemas.event_json import MAX_EVENT_JSON_BYTES
 from usage_metering.schemas.wire import Identifier
 
 from .auth import AuthMiddleware, check_event_tenants, report_tenant
+from .configuration import CONFIG_OPERATIONS
 from .dashboard import DASHBOARD_ROUTES
 from .errors import EXCEPTION_HANDLERS, ApiError, error_response
 from .keys import KEY_OPERATIONS
@@ -49,20 +46,23 @@ from .models import (
     EventAccepted,
     Health,
     InvoiceList,
-    MetricList,
-    PlanList,
     QuotaExceededBody,
     Readiness,
-    TenantList,
     typed_response,
 )
 from .observability import install_observability, metrics_endpoint, readyz
-from .openapi import Answer, Operation, Param, build_document, errors, path_param
+from .openapi import Answer, Operation, Param, build_document, path_param
 from .requests import (
     BAD_BODY,
+    BAD_PARAMETER,
+    LOOKUP_ERRORS,
     MAX_ADMIN_BODY_BYTES,
     MAX_BATCH_BODY_BYTES,
     MAX_BATCH_EVENTS,
+    NOT_FOUND,
+    TENANT_PARAM,
+    in_thread,
+    metering_of,
     parse_json,
     query_date,
     query_flag,
@@ -75,23 +75,13 @@ from .requests import (
 T = TypeVar("T")
 
 
-def _metering(request: Request) -> Metering:
-    metering: Metering = request.app.state.metering
-    return metering
-
-
-async def _in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """DuckDB queries block; run them off the event loop."""
-    return await run_in_threadpool(function, *args, **kwargs)
-
-
 # -- events ----------------------------------------------------------------------
 
 
 async def post_event(request: Request) -> Response:
     data = require_object(await read_json(request, MAX_EVENT_JSON_BYTES), "an event")
     check_event_tenants(request, [data])
-    result: EventResult = (await asyncio.wrap_future(_metering(request).node.submit_events([data])))[0]
+    result: EventResult = (await asyncio.wrap_future(metering_of(request).node.submit_events([data])))[0]
     if result.status == EventStatus.REJECTED and result.error is not None:
         return error_response(422, result.error)
     if result.status == EventStatus.BLOCKED and result.error is not None:
@@ -104,7 +94,7 @@ async def post_event(request: Request) -> Response:
 
 async def post_event_batch(request: Request) -> Response:
     body = await read_body(request, MAX_BATCH_BODY_BYTES)
-    events: list[Any] | None = _metering(request).node.validate_events_json(body)  # all valid: one msgspec pass
+    events: list[Any] | None = metering_of(request).node.validate_events_json(body)  # all valid: one msgspec pass
     if events is None:  # the reference path, for each event's own error
         data = parse_json(body)
         events = require_object(data).get("events") if isinstance(data, dict) else data
@@ -113,7 +103,7 @@ async def post_event_batch(request: Request) -> Response:
     if len(events) > MAX_BATCH_EVENTS:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch", "events")
     check_event_tenants(request, events)  # one foreign event refuses the whole batch
-    results = await asyncio.wrap_future(_metering(request).node.submit_events(events))
+    results = await asyncio.wrap_future(metering_of(request).node.submit_events(events))
     summary = batch_summary(result.status for result in results)
     return typed_response(BatchResult(results, **summary))
 
@@ -123,8 +113,8 @@ async def post_event_batch(request: Request) -> Response:
 
 async def get_tenant_usage(request: Request) -> Response:
     tenant_id = request.path_params["tenant_id"]
-    usage = await _in_thread(
-        _metering(request).usage_all,
+    usage = await in_thread(
+        metering_of(request).usage_all,
         tenant_id,
         period=request.query_params.get("period"),
         start=query_date(request, "from"),
@@ -134,8 +124,8 @@ async def get_tenant_usage(request: Request) -> Response:
 
 
 async def get_usage(request: Request) -> Response:
-    summary = await _in_thread(
-        _metering(request).usage,
+    summary = await in_thread(
+        metering_of(request).usage,
         request.path_params["tenant_id"],
         request.path_params["metric"],
         period=request.query_params.get("period"),
@@ -163,7 +153,7 @@ async def get_quota(request: Request) -> Response:
     if quotas.answers_locally(tenant_id):
         answer = quotas.answer(tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
     else:
-        answer = await _in_thread(quotas.answer, tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
+        answer = await in_thread(quotas.answer, tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
     response = typed_response(_with_freshness(request, answer.status) if answer.from_local_counters else answer.status)
     if answer.source is not None:
         response.headers[SOURCE_HEADER] = answer.source
@@ -174,7 +164,7 @@ async def get_top_users(request: Request) -> Response:
     tenant_id, metric = request.path_params["tenant_id"], request.path_params["metric"]
     period = request.query_params.get("period")
     limit = query_int(request, "limit", 10, 1, 1000)
-    ranking = await _in_thread(_metering(request).top_users, tenant_id, metric, limit=limit, period=period)
+    ranking = await in_thread(metering_of(request).top_users, tenant_id, metric, limit=limit, period=period)
     return typed_response(ranking)
 
 
@@ -201,80 +191,15 @@ async def post_billing_report(request: Request) -> Response:
         if value is not None and not isinstance(value, str):
             raise ApiError(422, "invalid_type", f"{name} must be a string", name)
     tenant_id = report_tenant(request, tenant_id)  # a tenant key: its own tenant only
-    invoices = await _in_thread(_metering(request).billing_report, tenant_id, period)
+    invoices = await in_thread(metering_of(request).billing_report, tenant_id, period)
     if output == "csv":
         return Response(_csv_text(invoice_csv_rows(invoices)), media_type="text/csv")
     return typed_response(InvoiceList(invoices))
 
 
-# -- configuration ---------------------------------------------------------------------
-
-
-async def list_plans(request: Request) -> Response:
-    return typed_response(PlanList(_metering(request).plans()))
-
-
-async def get_plan(request: Request) -> Response:
-    version = request.query_params.get("version")
-    if version is not None and not (version.isascii() and version.isdigit()):  # isdigit alone takes "²"
-        raise ApiError(422, "invalid_parameter", "version must be a positive integer", "version")
-    plan = await _in_thread(_metering(request).plan, request.path_params["plan_id"], int(version) if version else None)
-    return typed_response(plan)
-
-
-async def _save_from_body(
-    request: Request, save: Callable[[dict[str, Any]], Any], id_field: str | None, status_code: int
-) -> Response:
-    """Create-or-update from a JSON body; with `id_field`, the URL's id wins over a missing one in the body."""
-    body = require_object(await read_json(request, MAX_ADMIN_BODY_BYTES))
-    if id_field is not None:
-        path_value = request.path_params[id_field]
-        if body.get(id_field, path_value) != path_value:
-            raise ApiError(422, "id_mismatch", f"{id_field} in the body differs from the URL", id_field)
-        body = {**body, id_field: path_value}
-    saved = await _in_thread(save, body)
-    return typed_response(saved, status_code)
-
-
-async def put_plan(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).save_plan, "plan_id", 200)
-
-
-async def post_plan(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).save_plan, None, 201)
-
-
-async def list_tenants(request: Request) -> Response:
-    return typed_response(TenantList(_metering(request).tenants()))
-
-
-async def get_tenant(request: Request) -> Response:
-    return typed_response(_metering(request).tenant(request.path_params["tenant_id"]))
-
-
-async def put_tenant(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).save_tenant, "tenant_id", 200)
-
-
-async def post_tenant(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).save_tenant, None, 201)
-
-
-async def list_metrics(request: Request) -> Response:
-    return typed_response(MetricList(_metering(request).metrics()))
-
-
-async def put_metric(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).define_metric, "name", 200)
-
-
-async def post_metric(request: Request) -> Response:
-    return await _save_from_body(request, _metering(request).define_metric, None, 201)
-
-
 async def list_dead_letters(request: Request) -> Response:
     limit = query_int(request, "limit", 100, 1, 10_000)
-    letters = await _in_thread(_metering(request).dead_letters, limit)
+    letters = await in_thread(metering_of(request).dead_letters, limit)
     return typed_response(DeadLetterList(letters))
 
 
@@ -282,7 +207,7 @@ async def list_alerts(request: Request) -> Response:
     """Quota alerts, newest first; `?tenant_id=&status=pending|delivered&limit=`."""
     params = request.query_params
     limit = query_int(request, "limit", 1000, 1, 10_000)
-    alerts = await _in_thread(_metering(request).alerts, params.get("tenant_id"), params.get("status"), limit)
+    alerts = await in_thread(metering_of(request).alerts, params.get("tenant_id"), params.get("status"), limit)
     return typed_response(AlertList(alerts))
 
 
@@ -294,7 +219,6 @@ async def openapi(_request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-_TENANT = path_param("tenant_id", Identifier, "The tenant", "tenant_acme")
 _METRIC = path_param("metric", Identifier, "The metric", "api_calls")
 _PERIOD = Param(
     "period",
@@ -303,9 +227,6 @@ _PERIOD = Param(
 )
 _FROM = Param("from", date, "First day of a date range (needs `to`)")
 _TO = Param("to", date, "Last day of a date range, inclusive (needs `from`)")
-_NOT_FOUND = errors({404: "Unknown tenant, plan, metric or key"})
-_BAD_PARAMETER = errors({422: "A path or query parameter is invalid; `error.field` names it"})
-_LOOKUP_ERRORS = {**_NOT_FOUND, **_BAD_PARAMETER}
 
 
 def _limit(maximum: int) -> Param:
@@ -358,32 +279,32 @@ OPERATIONS = [
         "/api/usage/{tenant_id}",
         get_tenant_usage,
         "Usage of every metric the tenant used",
-        {200: Answer("Usage per metric", TenantUsage), **_LOOKUP_ERRORS},
-        params=(_TENANT, _PERIOD, _FROM, _TO),
+        {200: Answer("Usage per metric", TenantUsage), **LOOKUP_ERRORS},
+        params=(TENANT_PARAM, _PERIOD, _FROM, _TO),
     ),
     Operation(
         "GET",
         "/api/usage/{tenant_id}/{metric}",
         get_usage,
         "Usage of one metric",
-        {200: Answer("Usage", UsageSummary), **_LOOKUP_ERRORS},
-        params=(_TENANT, _METRIC, _PERIOD, _FROM, _TO, Param("daily", bool, "Add a daily breakdown")),
+        {200: Answer("Usage", UsageSummary), **LOOKUP_ERRORS},
+        params=(TENANT_PARAM, _METRIC, _PERIOD, _FROM, _TO, Param("daily", bool, "Add a daily breakdown")),
     ),
     Operation(
         "GET",
         "/api/quota/{tenant_id}/{metric}",
         get_quota,
         "Quota status in the current period",
-        {200: Answer("Quota", QuotaStatus), **_LOOKUP_ERRORS},
-        params=(_TENANT, _METRIC),
+        {200: Answer("Quota", QuotaStatus), **LOOKUP_ERRORS},
+        params=(TENANT_PARAM, _METRIC),
     ),
     Operation(
         "GET",
         "/api/top-users/{tenant_id}/{metric}",
         get_top_users,
         "Heaviest users of a metric",
-        {200: Answer("Users ranked", TopUsers), **_LOOKUP_ERRORS},
-        params=(_TENANT, _METRIC, _PERIOD, _limit(1000)),
+        {200: Answer("Users ranked", TopUsers), **LOOKUP_ERRORS},
+        params=(TENANT_PARAM, _METRIC, _PERIOD, _limit(1000)),
     ),
     Operation(
         "POST",
@@ -395,94 +316,19 @@ OPERATIONS = [
                 "Invoices", InvoiceList, media={"application/json": InvoiceList, "text/csv": {"type": "string"}}
             ),
             **BAD_BODY,
-            **_NOT_FOUND,
+            **NOT_FOUND,
         },
         params=(Param("format", Literal["json", "csv"], "Output format (a `format` in the body wins)"),),
         body=BillingReportRequest,
         body_required=False,
     ),
-    Operation("GET", "/api/plans", list_plans, "List plans (newest versions)", {200: Answer("Plans", PlanList)}),
-    Operation(
-        "POST",
-        "/api/plans",
-        post_plan,
-        "Create a plan, or a new version of it when its definition changed",
-        {201: Answer("Saved", Plan), **BAD_BODY},
-        body=Plan,
-    ),
-    Operation(
-        "GET",
-        "/api/plans/{plan_id}",
-        get_plan,
-        "One plan (the newest version, or a stored one)",
-        {200: Answer("Plan", Plan), **_LOOKUP_ERRORS},
-        params=(
-            path_param("plan_id", Identifier, "The plan", "pro"),
-            Param("version", Annotated[int, Field(ge=1)], "A stored version"),
-        ),
-    ),
-    Operation(
-        "PUT",
-        "/api/plans/{plan_id}",
-        put_plan,
-        "Create a plan, or a new version of it when its definition changed",
-        {200: Answer("Saved", Plan), **BAD_BODY},
-        params=(path_param("plan_id", Identifier, "The plan"),),
-        body=Plan,
-        body_id_in_path="plan_id",
-    ),
-    Operation("GET", "/api/tenants", list_tenants, "List tenants", {200: Answer("Tenants", TenantList)}),
-    Operation(
-        "POST",
-        "/api/tenants",
-        post_tenant,
-        "Create or update a tenant",
-        {201: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})},
-        body=Tenant,
-    ),
-    Operation(
-        "GET",
-        "/api/tenants/{tenant_id}",
-        get_tenant,
-        "One tenant",
-        {200: Answer("Tenant", Tenant), **_NOT_FOUND},
-        params=(_TENANT,),
-    ),
-    Operation(
-        "PUT",
-        "/api/tenants/{tenant_id}",
-        put_tenant,
-        "Create or update a tenant",
-        {200: Answer("Saved", Tenant), **BAD_BODY, **errors({404: "Unknown plan"})},
-        params=(_TENANT,),
-        body=Tenant,
-        body_id_in_path="tenant_id",
-    ),
-    Operation("GET", "/api/metrics", list_metrics, "List metric definitions", {200: Answer("Metrics", MetricList)}),
-    Operation(
-        "POST",
-        "/api/metrics",
-        post_metric,
-        "Define a metric",
-        {201: Answer("Saved", MetricDefinition), **BAD_BODY},
-        body=MetricDefinition,
-    ),
-    Operation(
-        "PUT",
-        "/api/metrics/{name}",
-        put_metric,
-        "Define a metric",
-        {200: Answer("Saved", MetricDefinition), **BAD_BODY},
-        params=(path_param("name", Identifier, "The metric"),),
-        body=MetricDefinition,
-        body_id_in_path="name",
-    ),
+    *CONFIG_OPERATIONS,
     Operation(
         "GET",
         "/api/dead-letters",
         list_dead_letters,
         "Input that could not become events, newest first",
-        {200: Answer("Dead letters", DeadLetterList), **_BAD_PARAMETER},
+        {200: Answer("Dead letters", DeadLetterList), **BAD_PARAMETER},
         params=(_limit(10_000),),
     ),
     Operation(
@@ -490,7 +336,7 @@ OPERATIONS = [
         "/api/alerts",
         list_alerts,
         "Quota alerts (crossed thresholds) with their webhook delivery status, newest first",
-        {200: Answer("Alerts", AlertList), **_BAD_PARAMETER},
+        {200: Answer("Alerts", AlertList), **BAD_PARAMETER},
         params=(
             Param("tenant_id", Identifier, "One tenant"),
             Param("status", Literal["pending", "delivered"], "Only this status"),

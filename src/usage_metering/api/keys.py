@@ -9,34 +9,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from usage_metering.access import ApiKeyRequest
-from usage_metering.metering import Metering
 from usage_metering.schemas import validate
 from usage_metering.schemas.wire import Identifier
 from usage_metering.store.keys import ApiKey
 
 from .models import ApiKeyList, NewApiKey, typed_response
 from .openapi import Answer, Operation, errors, path_param
-from .requests import BAD_BODY, MAX_ADMIN_BODY_BYTES, read_json, require_object
-
-
-def _metering(request: Request) -> Metering:
-    metering: Metering = request.app.state.metering
-    return metering
+from .requests import BAD_BODY, MAX_ADMIN_BODY_BYTES, metering_of, read_json, require_object
 
 
 async def list_keys(request: Request) -> Response:
-    keys = await run_in_threadpool(_metering(request).list_api_keys)
+    keys = await run_in_threadpool(metering_of(request).list_api_keys)
     return typed_response(ApiKeyList(keys))
 
 
 async def create_key(request: Request) -> Response:
     wanted = validate(ApiKeyRequest, require_object(await read_json(request, MAX_ADMIN_BODY_BYTES)))
-    key, token = await run_in_threadpool(_metering(request).create_api_key, wanted.name, wanted.scope, wanted.tenant_id)
+    key, token = await run_in_threadpool(
+        metering_of(request).create_api_key, wanted.name, wanted.scope, wanted.tenant_id
+    )
     return typed_response(NewApiKey(**asdict(key), token=token), 201)
 
 
 async def revoke_key(request: Request) -> Response:
-    key = await run_in_threadpool(_metering(request).revoke_api_key, request.path_params["key_id"])
+    key = await run_in_threadpool(metering_of(request).revoke_api_key, request.path_params["key_id"])
     return typed_response(key)
 
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from usage_metering.schemas.wire import Identifier
+
 from .errors import ApiError
-from .openapi import errors
+from .openapi import errors, path_param
+
+if TYPE_CHECKING:
+    from usage_metering.metering import Metering
 
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 MAX_BATCH_EVENTS = 10_000
@@ -88,3 +95,18 @@ def query_flag(request: Request, name: str) -> bool:
 BAD_BODY = errors(
     {400: "Empty body or malformed JSON", 413: "Body too large", 422: "A field is invalid; `error.field` names it"}
 )
+NOT_FOUND = errors({404: "Unknown tenant, plan, metric or key"})
+BAD_PARAMETER = errors({422: "A path or query parameter is invalid; `error.field` names it"})
+LOOKUP_ERRORS = {**NOT_FOUND, **BAD_PARAMETER}
+TENANT_PARAM = path_param("tenant_id", Identifier, "The tenant", "tenant_acme")
+
+
+def metering_of(request: Request) -> Metering:
+    """The library this app serves."""
+    metering: Metering = request.app.state.metering
+    return metering
+
+
+async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """DuckDB queries block; run them off the event loop."""
+    return await run_in_threadpool(function, *args, **kwargs)
