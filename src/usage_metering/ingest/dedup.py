@@ -34,9 +34,11 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, cast
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 
 from usage_metering.store.events import (
     EventKey,
@@ -95,9 +97,10 @@ class KeyRun:
         return rows
 
 
-def _filter_slots(filter_bytes: int, fingerprints: np.ndarray) -> np.ndarray:
+def _filter_slots(filter_bytes: int, fingerprints: np.ndarray) -> npt.NDArray[np.int64]:
     slot_bits = (filter_bytes * 8).bit_length() - 1
-    return (np.asarray(fingerprints) >> np.uint64(64 - slot_bits)).astype(np.int64)
+    slots: npt.NDArray[np.int64] = (np.asarray(fingerprints) >> np.uint64(64 - slot_bits)).astype(np.int64)
+    return slots  # (numpy's stubs type `>>` of arrays as Any)
 
 
 def presence_filter(fingerprints: np.ndarray) -> np.ndarray:
@@ -113,10 +116,11 @@ def presence_filter(fingerprints: np.ndarray) -> np.ndarray:
     return bitmap
 
 
-def may_contain(bitmap: np.ndarray, fingerprints: np.ndarray) -> np.ndarray:
+def may_contain(bitmap: np.ndarray, fingerprints: np.ndarray) -> npt.NDArray[np.bool_]:
     """A mask: False where a fingerprint is certainly not in the run the bitmap was built from."""
     slots = _filter_slots(len(bitmap), fingerprints)
-    return ((bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1).astype(bool)
+    mask: npt.NDArray[np.bool_] = ((bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1).astype(bool)
+    return mask  # (numpy's stubs type `>>` of arrays as Any)
 
 
 def sorted_run(first_row: int, end_row: int, rows: np.ndarray, fingerprints: np.ndarray) -> KeyRun:
@@ -141,6 +145,21 @@ def merge_runs(older: KeyRun, newer: KeyRun) -> KeyRun:
 _SUFFIXES = ("fp", "row", "filter")
 
 
+class _ManifestRun(TypedDict):
+    name: str
+    first_row: int
+    end_row: int
+
+
+class Manifest(TypedDict):
+    """manifest.json: the live runs, and the store rows they cover."""
+
+    format: int
+    covered_rows: int
+    last_fingerprint: int | None  # of row covered_rows - 1
+    runs: list[_ManifestRun]
+
+
 class RunFiles:
     """A directory of runs: `<name>.fp.npy`, `<name>.row.npy` and `<name>.filter.npy` each, and a manifest
     naming the live ones."""
@@ -148,17 +167,21 @@ class RunFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def read_manifest(self) -> dict[str, object] | None:
+    def read_manifest(self) -> Manifest | None:
         try:
-            manifest = json.loads((self.directory / MANIFEST).read_text())
+            manifest: object = json.loads((self.directory / MANIFEST).read_text())
         except (OSError, ValueError):
             return None
-        return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT_VERSION else None
+        # A manifest of this format is one save_manifest wrote.
+        return (
+            cast(Manifest, manifest)
+            if isinstance(manifest, dict) and manifest.get("format") == FORMAT_VERSION
+            else None
+        )
 
-    def load(self, manifest: dict[str, object]) -> list[KeyRun]:
+    def load(self, manifest: Manifest) -> list[KeyRun]:
         return [
-            KeyRun(entry["first_row"], entry["end_row"], *self._mapped(entry["name"]))
-            for entry in manifest["runs"]  # type: ignore[union-attr]
+            KeyRun(entry["first_row"], entry["end_row"], *self._mapped(entry["name"])) for entry in manifest["runs"]
         ]
 
     def write(self, run: KeyRun) -> KeyRun:
@@ -177,11 +200,11 @@ class RunFiles:
         return KeyRun(run.first_row, run.end_row, *self._mapped(run.name))
 
     def _mapped(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(np.load(self.directory / f"{name}.{suffix}.npy", mmap_mode="r") for suffix in _SUFFIXES)  # type: ignore[return-value]
+        return tuple(np.load(self.directory / f"{name}.{suffix}.npy", mmap_mode="r") for suffix in _SUFFIXES)
 
     def save_manifest(self, runs: Sequence[KeyRun], covered_rows: int, last_fingerprint: int | None) -> None:
         """Atomically name the live runs."""
-        manifest = {
+        manifest: Manifest = {
             "format": FORMAT_VERSION,
             "covered_rows": covered_rows,
             "last_fingerprint": last_fingerprint,
@@ -245,14 +268,14 @@ class EventKeyIndex:
             self._rebuild(cursor, stored)
         else:
             self._runs = tuple(self.files.load(manifest))
-            self._covered_rows = int(manifest["covered_rows"])  # type: ignore[arg-type]
-            self._last_fingerprint = manifest["last_fingerprint"]  # type: ignore[assignment]
+            self._covered_rows = int(manifest["covered_rows"])
+            self._last_fingerprint = manifest["last_fingerprint"]
             self.files.remove_unlisted(self._runs)
         self._recent = set(keys_from_row(cursor, self._covered_rows))
         self.loaded = True
 
     @staticmethod
-    def _matches(cursor: duckdb.DuckDBPyConnection, manifest: dict[str, object], stored: int) -> bool:
+    def _matches(cursor: duckdb.DuckDBPyConnection, manifest: Manifest, stored: int) -> bool:
         covered = manifest.get("covered_rows")
         if not isinstance(covered, int) or covered > stored:
             return False

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -27,19 +27,18 @@ from usage_metering.store.events import DECIMAL, TIMESTAMP, UTC_TIMESTAMP
 
 ARROW_FOLD_MIN_EVENTS = 256
 
-ROLLUP_ARROW_SCHEMA = pa.schema(  # usage_hourly's columns, in order
-    [
-        ("tenant_id", pa.string()),
-        ("metric", pa.string()),
-        ("user_id", pa.string()),  # '' is no user
-        ("hour", TIMESTAMP),
-        ("quantity_sum", DECIMAL),
-        ("quantity_max", DECIMAL),
-        ("event_count", pa.int64()),
-        ("latest_at", TIMESTAMP),
-        ("latest_quantity", DECIMAL),
-    ]
-)
+_ROLLUP_COLUMNS: list[tuple[str, pa.DataType]] = [  # usage_hourly's columns, in order
+    ("tenant_id", pa.string()),
+    ("metric", pa.string()),
+    ("user_id", pa.string()),  # '' is no user
+    ("hour", TIMESTAMP),
+    ("quantity_sum", DECIMAL),
+    ("quantity_max", DECIMAL),
+    ("event_count", pa.int64()),
+    ("latest_at", TIMESTAMP),
+    ("latest_quantity", DECIMAL),
+]
+ROLLUP_ARROW_SCHEMA = pa.schema(_ROLLUP_COLUMNS)
 
 HourKey = tuple[str, str, datetime]  # (tenant_id, metric, hour), aware UTC
 
@@ -52,7 +51,8 @@ class HourTotal(NamedTuple):
     hour: datetime
     total: Decimal
     maximum: Decimal
-    count: int
+    # Shadows tuple.count on purpose: callers read hour.count (the events in the group), never call it.
+    count: int  # type: ignore[assignment]
     latest_at: datetime
     latest_quantity: Decimal
 
@@ -150,11 +150,14 @@ def _fold_in_arrow(batch: pa.Table, user_metrics: Collection[str]) -> BatchFolds
 
 def _time_ordered(batch: pa.Table) -> pa.Table:
     """The rows a fold needs (user '' for none, the hour, the position in the batch), sorted by (ts, position)."""
-    rows = pa.table(
+    # pyarrow-stubs type fill_null as coalesce (Arrow values only); pyarrow makes the scalar from "" itself.
+    users = cast("pa.ChunkedArray[Any]", pc.fill_null(batch["user_id"], ""))  # type: ignore[type-var]
+    # Table.from_pydict: what pa.table does with a dict; pyarrow-stubs' pa.table takes no ChunkedArray columns.
+    rows = pa.Table.from_pydict(
         {
             "tenant_id": batch["tenant_id"],
             "metric": batch["metric"],
-            "user_id": pc.fill_null(batch["user_id"], ""),
+            "user_id": users,
             "hour": pc.floor_temporal(batch["ts"], unit="hour"),
             "quantity": batch["quantity"],
             "ts": batch["ts"],
@@ -164,13 +167,13 @@ def _time_ordered(batch: pa.Table) -> pa.Table:
     return rows.sort_by([("ts", "ascending"), ("position", "ascending")])
 
 
-def _fold(rows: pa.Table, quantities: pa.ChunkedArray, keys: list[str]) -> pa.Table:
+def _fold(rows: pa.Table, quantities: pa.ChunkedArray[Any], keys: list[str]) -> pa.Table:
     """Per group of `keys`: sum, max and count of quantity, the latest time and the quantity then. `rows` are
     in (ts, position) order and "last" follows it on one thread; `quantities` are in batch order."""
     folded = rows.group_by(keys, use_threads=False).aggregate(
         [("quantity", "sum"), ("quantity", "max"), ("quantity", "count"), ("ts", "max"), ("position", "last")]
     )
-    return pa.table(
+    return pa.Table.from_pydict(  # what pa.table does with a dict (see _time_ordered)
         {
             **{key: folded[key] for key in keys},
             "quantity_sum": folded["quantity_sum"].cast(DECIMAL),
@@ -183,9 +186,9 @@ def _fold(rows: pa.Table, quantities: pa.ChunkedArray, keys: list[str]) -> pa.Ta
 
 
 def _users_by_hour(rollups: pa.Table, metrics: Collection[str]) -> dict[HourKey, list[str]]:
-    wanted = pc.and_(
-        pc.is_in(rollups["metric"], pa.array(list(metrics), pa.string())), pc.not_equal(rollups["user_id"], "")
-    )
+    # pyarrow-stubs: compute functions take only Arrow scalars; pyarrow makes one from "" itself.
+    not_empty = pc.not_equal(rollups["user_id"], "")  # type: ignore[call-overload]
+    wanted = pc.and_(pc.is_in(rollups["metric"], pa.array(list(metrics), pa.string())), not_empty)
     grouped = (
         rollups.filter(wanted)
         .group_by(["tenant_id", "metric", "hour"], use_threads=False)
@@ -203,6 +206,7 @@ def _users_by_hour(rollups: pa.Table, metrics: Collection[str]) -> dict[HourKey,
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _aware(naive_utc: pa.ChunkedArray) -> list[datetime]:
+def _aware(naive_utc: pa.ChunkedArray[Any]) -> list[datetime]:
     """A TIMESTAMP column as aware UTC datetimes: from whole microseconds, 3x faster than to_pylist + replace."""
-    return [_EPOCH + timedelta(microseconds=micros) for micros in naive_utc.cast(pa.int64()).to_pylist()]
+    micros_list = cast("list[int]", naive_utc.cast(pa.int64()).to_pylist())  # a fold's times are never null
+    return [_EPOCH + timedelta(microseconds=micros) for micros in micros_list]

@@ -1,3 +1,6 @@
+# mypy: allow-redefinition
+# (for run_consumer below, kept as it is while it moves to its own module: its loop variable `signum`
+# holds a signal.Signals, then an int)
 """The Kafka consumer group loop: poll, validate, ingest, commit — exactly once.
 
 Exactly-once comes from DuckDB, not Kafka: each batch's events, rollups,
@@ -21,6 +24,13 @@ them (the ingestor's `dead_letter_blocked` hook).
 Input never stops the consumer: a record whose value is not an event, and a
 record that kafka-python cannot even unpack (a codec it lacks, a failed CRC),
 becomes a dead letter committed with the offset past it.
+
+Beside this module: offsets.py (the owned partitions' offsets, lag, and
+their mirror in Kafka), dead_letters.py (the copy of dead letters on the
+dead-letter topic), workarounds.py (kafka-python 3.0.12 workarounds that read
+its private attributes, such as skipping a record it cannot unpack),
+records.py (polled records into a batch) and client_types.py (kafka-python's
+objects, typed).
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,18 +46,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 
 from usage_metering.ingest import Ingestor, IngestOutcome
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, EventStatus
 from usage_metering.schemas.topics import DEFAULT_GROUP_ID, DEFAULT_TOPIC, dead_letter_topic_for
 from usage_metering.store import Database, DeadLetter
-from usage_metering.store.offsets import PartitionKey, PartitionLost
+from usage_metering.store.offsets import PartitionLost
 
-from .records import PolledBatch, blocked_letter, decode_polled, undecodable_record
+from .client_types import Consumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from .dead_letters import DeadLetterPublisher
+from .offsets import OwnedOffsets
+from .records import PolledBatch, blocked_letter, decode_polled
+from .workarounds import rejoin_if_assignment_was_dropped, skip_undecodable_record
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +69,31 @@ _RETRY_BACKOFF_SECONDS = 0.5  # after a retriable Kafka error (broker restarting
 _TOPIC_WAIT_SECONDS = 1.0  # between checks for a topic that does not exist yet
 
 
-def _raised_unpacking_records(error: BaseException) -> bool:
-    """True if `error` came out of kafka-python's record unpacking (decompression, CRC, record parsing)."""
-    return any(frame.name == "_unpack_records" for frame in traceback.extract_tb(error.__traceback__))
+def _group_member(
+    bootstrap_servers: str | list[str],
+    group_id: str,
+    group_instance_id: str | None,
+    max_poll_records: int,
+    kafka_options: Mapping[str, object],
+) -> Consumer:
+    """The kafka-python consumer of one group member; `kafka_options` override the defaults.
 
-
-def _undecodable_position(consumer: KafkaConsumer) -> tuple[TopicPartition, int] | None:
-    """The partition and offset whose records kafka-python failed to unpack in the last poll, if any.
-
-    kafka-python 3.0.12 raises from poll() without saying which partition
-    failed; its fetcher keeps the failed partition's records as next in line,
-    stopped at the offset it could not unpack, which is also the partition's
-    position. Reads private attributes, hence the version pin in
-    pyproject.toml and tests/kafka/test_interop.py.
+    Offsets are never auto-committed (DuckDB's are the ones that count, see the
+    module docstring); a group new to a partition reads it from the beginning.
     """
-    fetcher = getattr(consumer, "_fetcher", None)
-    records = getattr(fetcher, "_next_partition_records", None)
-    tp = getattr(records, "topic_partition", None)
-    offset = getattr(records, "next_fetch_offset", None)
-    if tp is None or offset is None or tp not in consumer.assignment():
-        return None
-    if consumer.position(tp) != offset:
-        return None
-    return tp, offset
+    options: dict[str, object] = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "group_instance_id": group_instance_id,
+        "client_id": f"usage-metering-consumer-{group_id}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": max_poll_records,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    }
+    options.update(kafka_options)
+    consumer: Consumer = KafkaConsumer(**options)
+    return consumer
 
 
 # -- batches -------------------------------------------------------------------------
@@ -152,7 +165,7 @@ class KafkaIngestConsumer:
         ingestor: Ingestor | None = None,
         poll_timeout_ms: int = 200,
         node_url: str | None = None,
-        **kafka_options: Any,
+        **kafka_options: object,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.database = database
@@ -169,33 +182,19 @@ class KafkaIngestConsumer:
         self.last_commit_at: datetime | None = None
 
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _stored, _end_offsets, _kafka_acknowledged
-        # Next offset committed in DuckDB per owned partition (None: nothing stored yet).
-        self._stored: dict[PartitionKey, int | None] = {}
-        self._end_offsets: dict[PartitionKey, int] = {}
+        self._offsets = OwnedOffsets()
         self._housekeeping_at = 0.0
-        # Offsets Kafka acknowledged for the group (its mirror of _stored).
-        self._kafka_acknowledged: dict[PartitionKey, int] = {}
         self._in_flight: deque[Future[_Committed]] = deque()
         self._writer_failed: BaseException | None = None
-        self._dead_letter_producer: KafkaProducer | None = None
+        self._dead_letters = DeadLetterPublisher(bootstrap_servers, group_id)
         self._closed = False
 
         self.ingestor = ingestor or Ingestor(database)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-ingest-writer")
-        options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
-            "group_id": group_id,
-            "group_instance_id": group_instance_id,
-            "client_id": f"usage-metering-consumer-{group_id}",
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "max_poll_records": max_poll_records,
-            "max_partition_fetch_bytes": 4 * 1024 * 1024,
-        }
-        options.update(kafka_options)
         try:
-            self._consumer = KafkaConsumer(**options)
+            self._consumer = _group_member(
+                bootstrap_servers, group_id, group_instance_id, max_poll_records, kafka_options
+            )
         except Exception:
             self._writer.shutdown(wait=False)
             raise
@@ -233,9 +232,8 @@ class KafkaIngestConsumer:
         finally:
             # Finish what was handed to the writer (a rolled-back batch re-raises here).
             self._finish_committed(block=True)
-        self._mirror_offsets_to_kafka(sync=True)
-        if self._dead_letter_producer is not None:
-            self._dead_letter_producer.flush(timeout=30)
+        self._offsets.mirror_to_kafka(self._consumer, sync=True)
+        self._dead_letters.flush()
 
     def _wait_for_topic(self, stop: threading.Event) -> bool:
         """Wait until the topic exists; False if stopped first.
@@ -263,7 +261,7 @@ class KafkaIngestConsumer:
             stop.wait(_TOPIC_WAIT_SECONDS)
         return False
 
-    def _poll(self, stop: threading.Event) -> Mapping[TopicPartition, Sequence[Any]]:
+    def _poll(self, stop: threading.Event) -> Mapping[TopicPartition, Sequence[ConsumerRecord]]:
         """One poll; a broker that is down or moving (retriable errors) means wait and poll again.
 
         Nothing is lost by retrying: positions only move past records we were
@@ -277,53 +275,11 @@ class KafkaIngestConsumer:
                 log.warning("Kafka unavailable (%s); retrying", exc)
                 stop.wait(_RETRY_BACKOFF_SECONDS)
                 return {}
-            if not self._skip_undecodable_record(exc):
+            if not skip_undecodable_record(self._consumer, exc, self._submit):
                 raise
             return {}
-        self._rejoin_if_assignment_was_dropped()
+        rejoin_if_assignment_was_dropped(self._consumer, self.group_id)
         return polled
-
-    def _skip_undecodable_record(self, error: Exception) -> bool:
-        """Dead-letter the record kafka-python failed to unpack and move past it; False if `error` is not that.
-
-        The record's bytes are not available (the batch around it could not
-        be decompressed or failed its CRC), so the dead letter keeps its
-        topic, partition, offset and the error. A compressed batch is skipped
-        one offset at a time: each poll fails again on the same batch until
-        the position is past its last record.
-        """
-        if isinstance(error, KafkaError) and not isinstance(error, (UnsupportedCodecError, CorruptRecordError)):
-            return False
-        if not _raised_unpacking_records(error):  # e.g. a bug elsewhere: never skip a record for it
-            return False
-        stuck = _undecodable_position(self._consumer)
-        if stuck is None:
-            return False
-        tp, offset = stuck
-        log.error("cannot unpack %s/%d@%d (%r); dead-lettering it", tp.topic, tp.partition, offset, error)
-        self._submit(undecodable_record(tp.topic, tp.partition, offset, error))
-        self._consumer.seek(tp, offset + 1)
-        return True
-
-    def _rejoin_if_assignment_was_dropped(self) -> None:
-        """Work around kafka-python 3.0.x leaving this member with no partitions, forever.
-
-        When the group leader rejoins because the topic's metadata changed (a
-        topic created moments ago, partitions added, a broker restart) and
-        poll() times out between its JoinGroup and SyncGroup, kafka-python
-        3.0.12 finishes the join but never applies the assignment: the broker
-        counts the partitions as ours while we fetch none. The finished join
-        is left behind as a done task while no rejoin is pending; asking for a
-        rejoin makes the next poll join again and apply its result. This reads
-        private attributes, hence the version pin in pyproject.toml and
-        tests/kafka/test_kafka_pipeline.py::test_partitions_added_while_consuming_are_picked_up.
-        """
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        join_task = getattr(coordinator, "_join_task", None)
-        if coordinator is None or join_task is None or not join_task.is_done or coordinator.need_rejoin():
-            return
-        log.warning("group %s: a finished rebalance was not applied by kafka-python; rejoining", self.group_id)
-        coordinator.request_rejoin()
 
     def close(self) -> None:
         """Leave the group and release the Kafka clients and the writer. The database stays open."""
@@ -334,11 +290,7 @@ class KafkaIngestConsumer:
             self._consumer.close(autocommit=False)
         except Exception:
             log.exception("closing the Kafka consumer failed")
-        if self._dead_letter_producer is not None:
-            try:
-                self._dead_letter_producer.close(timeout=30)
-            except Exception:
-                log.exception("closing the dead-letter producer failed")
+        self._dead_letters.close()
         self._writer.shutdown(wait=True)
         self.ingestor.stop()
 
@@ -351,23 +303,15 @@ class KafkaIngestConsumer:
         Partitions whose end offset is not known yet (just assigned) are left out:
         an unknown lag is not a zero lag.
         """
-        with self._lock:
-            return {
-                partition: max(0, self._end_offsets[(topic, partition)] - (stored or 0))
-                for (topic, partition), stored in self._stored.items()
-                if topic == self.topic and (topic, partition) in self._end_offsets
-            }
+        return self._offsets.lag(self.topic)
 
     def lag_known(self) -> bool:
         """True once partitions are assigned and the end offset of every one of them is known."""
-        with self._lock:
-            owned = [key for key in self._stored if key[0] == self.topic]
-            return bool(owned) and all(key in self._end_offsets for key in owned)
+        return self._offsets.lag_known(self.topic)
 
     def assigned_partitions(self) -> list[int]:
         """The partitions this member owns now (empty until the group assigned some)."""
-        with self._lock:
-            return sorted(partition for _topic, partition in self._stored)
+        return self._offsets.partitions()
 
     def partition_count(self) -> int | None:
         """How many partitions `topic` had at the last assignment (None before the first)."""
@@ -375,11 +319,7 @@ class KafkaIngestConsumer:
 
     def stored_offsets(self) -> dict[int, int]:
         """The next offset committed in DuckDB, per owned partition of `topic`."""
-        return {p: o for (t, p), o in self._stored_offsets().items() if t == self.topic}
-
-    def _stored_offsets(self) -> dict[PartitionKey, int]:
-        with self._lock:
-            return {key: offset for key, offset in self._stored.items() if offset is not None}
+        return {p: o for (t, p), o in self._offsets.stored().items() if t == self.topic}
 
     def _maybe_housekeep(self) -> None:
         """About once a second: refresh the end offsets behind lag(), re-mirror unacknowledged offsets."""
@@ -387,27 +327,8 @@ class KafkaIngestConsumer:
         if now - self._housekeeping_at < HOUSEKEEPING_SECONDS:
             return
         self._housekeeping_at = now
-        self._refresh_end_offsets()
-        self._mirror_offsets_to_kafka(sync=False)
-
-    def _refresh_end_offsets(self) -> None:
-        partitions = list(self._consumer.assignment())
-        ends: dict[PartitionKey, int] = {}
-        unknown = []
-        for tp in partitions:
-            high = self._consumer.highwater(tp)  # from the last fetch response; no round trip
-            if high is None:
-                unknown.append(tp)
-            else:
-                ends[(tp.topic, tp.partition)] = high
-        if unknown:
-            try:
-                for tp, end in self._consumer.end_offsets(unknown, timeout_ms=2000).items():
-                    ends[(tp.topic, tp.partition)] = end
-            except Exception as exc:  # lag is best effort
-                log.debug("end_offsets failed: %r", exc)
-        with self._lock:
-            self._end_offsets.update(ends)
+        self._offsets.refresh_end_offsets(self._consumer)
+        self._offsets.mirror_to_kafka(self._consumer, sync=False)
 
     # -- rebalance -----------------------------------------------------------------
 
@@ -417,15 +338,14 @@ class KafkaIngestConsumer:
             topic: self.ingestor.claim(topic, [tp.partition for tp in assigned if tp.topic == topic], self.node_url)
             for topic in {tp.topic for tp in assigned}
         }
-        from_start = []
+        from_start: list[TopicPartition] = []
         for tp in assigned:
             offset = stored_by_topic[tp.topic].get(tp.partition)
             if offset is None:
                 from_start.append(tp)
             else:
                 self._consumer.seek(tp, offset)
-            with self._lock:
-                self._stored[(tp.topic, tp.partition)] = offset
+            self._offsets.claim((tp.topic, tp.partition), offset)
         if from_start:
             self._consumer.seek_to_beginning(*from_start)
         # On the polling thread (the client is not thread-safe), from its metadata cache.
@@ -441,11 +361,7 @@ class KafkaIngestConsumer:
     def _forget_partitions(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
         self.ingestor.release((tp.topic, tp.partition) for tp in revoked)
-        with self._lock:
-            for tp in revoked:
-                self._stored.pop((tp.topic, tp.partition), None)
-                self._end_offsets.pop((tp.topic, tp.partition), None)
-                self._kafka_acknowledged.pop((tp.topic, tp.partition), None)
+        self._offsets.forget((tp.topic, tp.partition) for tp in revoked)
 
     def _wait_in_flight(self) -> None:
         """Block until every batch handed to the writer is committed or failed (not acknowledged)."""
@@ -481,8 +397,8 @@ class KafkaIngestConsumer:
         stats.dead_letters += len(committed.dead_letters)
         stats.batches += 1
         self.last_commit_at = self.ingestor.last_commit_at
-        self._mirror_offsets_to_kafka(sync=False)
-        self._publish_dead_letters(committed.dead_letters, committed.dead_letter_keys)
+        self._offsets.mirror_to_kafka(self._consumer, sync=False)
+        self._dead_letters.publish(self.dead_letter_topic, committed.dead_letters, committed.dead_letter_keys)
         return True
 
     def _take_back_partitions(self, lost: PartitionLost) -> None:
@@ -522,10 +438,7 @@ class KafkaIngestConsumer:
         except BaseException as exc:
             self._writer_failed = exc
             raise
-        with self._lock:  # as soon as readers can see the batch, lag() stops counting it
-            for key, offset in batch.offsets.items():
-                if key in self._stored:  # still ours
-                    self._stored[key] = offset
+        self._offsets.record_committed(batch.offsets)  # as soon as readers can see the batch, lag() stops counting it
         statuses = [outcome.status for outcome in outcomes]
         return _Committed(
             dead_letters=batch.dead_letters + blocked_letters,
@@ -535,71 +448,6 @@ class KafkaIngestConsumer:
             duplicates=statuses.count(EventStatus.DUPLICATE),
             blocked=statuses.count(EventStatus.BLOCKED),
         )
-
-    # -- after the DuckDB commit ------------------------------------------------------------
-
-    def _mirror_offsets_to_kafka(self, *, sync: bool) -> None:
-        """Commit DuckDB's offsets to the group's Kafka offsets where Kafka has not acknowledged them.
-
-        For lag tools only (never read back). Retrying whatever is not
-        acknowledged matters: after a crash between a DuckDB commit and its
-        Kafka commit, or a commit lost in a rebalance, Kafka would otherwise
-        show a stale lag for a partition until new records arrive on it.
-        """
-        owned = set(self._consumer.assignment())
-        stored = self._stored_offsets()
-        with self._lock:
-            pending = {
-                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                for (topic, partition), offset in stored.items()
-                if self._kafka_acknowledged.get((topic, partition)) != offset
-                and TopicPartition(topic, partition) in owned
-            }
-        if not pending:
-            return
-        try:
-            if sync:
-                self._consumer.commit(pending)
-                self._on_kafka_commit(pending, None)
-            else:
-                self._consumer.commit_async(pending, callback=self._on_kafka_commit)
-        except Exception as exc:  # e.g. a rebalance in progress: DuckDB already has them
-            log.warning("Kafka offset commit failed (DuckDB offsets are authoritative): %r", exc)
-
-    def _on_kafka_commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], result: Any) -> None:
-        if isinstance(result, BaseException):
-            log.warning("Kafka offset commit failed (DuckDB offsets are authoritative; will retry): %r", result)
-            return
-        with self._lock:
-            for tp, meta in offsets.items():
-                self._kafka_acknowledged[(tp.topic, tp.partition)] = meta.offset
-
-    def _publish_dead_letters(self, letters: Sequence[DeadLetter], keys: Sequence[bytes | None]) -> None:
-        if not letters or not self.dead_letter_topic:
-            return
-        try:
-            if self._dead_letter_producer is None:
-                self._dead_letter_producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    acks="all",
-                    client_id=f"usage-metering-dead-letters-{self.group_id}",
-                )
-            producer = self._dead_letter_producer
-            for letter, key in zip(letters, keys):
-                headers = [
-                    ("reason", letter.reason.encode("utf-8")),
-                    ("source-topic", (letter.topic or "").encode("utf-8")),
-                    ("source-partition", str(letter.partition).encode("ascii")),
-                    ("source-offset", str(letter.offset).encode("ascii")),
-                ]
-                future = producer.send(self.dead_letter_topic, value=letter.raw, key=key, headers=headers)
-                future.add_errback(_log_dead_letter_failure, letter)
-        except Exception:  # the DuckDB dead_letters table is the record
-            log.exception("could not publish %d dead letters to %s", len(letters), self.dead_letter_topic)
-
-
-def _log_dead_letter_failure(letter: DeadLetter, error: BaseException) -> None:
-    log.error("dead letter %s/%s@%s not published: %r", letter.topic, letter.partition, letter.offset, error)
 
 
 # -- the process entry point ---------------------------------------------------------

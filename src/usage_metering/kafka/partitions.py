@@ -7,4 +7,5 @@ from __future__ import annotations
 def partition_of(tenant_id: str, partition_count: int) -> int:
     from kafka.partitioner.default import murmur2  # kafka-python loads only where Kafka is used
 
-    return (murmur2(tenant_id.encode("utf-8")) & 0x7FFFFFFF) % partition_count
+    hashed: int = murmur2(tenant_id.encode("utf-8"))  # kafka-python is untyped; murmur2 returns an int
+    return (hashed & 0x7FFFFFFF) % partition_count

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
 from usage_metering.ingest import IngestOutcome
 from usage_metering.schemas import DEFAULT_LATE_WINDOW, UsageEvent, ValidationError
@@ -29,6 +29,9 @@ from usage_metering.store import DeadLetter
 from usage_metering.store.dead_letters import dead_letter_reason
 from usage_metering.store.offsets import PartitionKey
 
+if TYPE_CHECKING:  # annotations only: decoding records needs no kafka-python import
+    from .client_types import ConsumerRecord, TopicPartition
+
 log = logging.getLogger(__name__)
 
 _EVENT_BATCH_MEDIA_TYPE = EVENT_BATCH_CONTENT_TYPE.split(";", 1)[0].encode("ascii")
@@ -39,13 +42,13 @@ class PolledBatch:
     """What one DuckDB transaction commits for a poll: events, dead letters, next offsets."""
 
     events: list[UsageEvent] = field(default_factory=list)
-    sources: list[Any] = field(default_factory=list)  # the ConsumerRecord of each event (parallel)
+    sources: list[ConsumerRecord] = field(default_factory=list)  # the record of each event (parallel)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_letter_keys: list[bytes | None] = field(default_factory=list)  # parallel to dead_letters
     offsets: dict[PartitionKey, int] = field(default_factory=dict)  # next offset per partition
     records: int = 0
 
-    def add_dead_letter(self, record: Any, reason: str, raw: bytes | None = None) -> None:
+    def add_dead_letter(self, record: ConsumerRecord, reason: str, raw: bytes | None = None) -> None:
         """A dead letter for `record` (its whole value unless `raw`, one event of it, is given)."""
         if raw is None:
             raw = record.value if record.value is not None else b""
@@ -53,10 +56,12 @@ class PolledBatch:
         self.dead_letter_keys.append(record.key)
 
 
-def decode_polled(polled: Mapping[Any, Sequence[Any]], late_window: timedelta = DEFAULT_LATE_WINDOW) -> PolledBatch:
+def decode_polled(
+    polled: Mapping[TopicPartition, Sequence[ConsumerRecord]], late_window: timedelta = DEFAULT_LATE_WINDOW
+) -> PolledBatch:
     """Every polled record's events and dead letters, and the next offset of each partition."""
     batch = PolledBatch()
-    times: dict[int, datetime] = {}
+    times: dict[int | None, datetime] = {}
     for tp, records in polled.items():
         if not records:
             continue
@@ -81,7 +86,7 @@ def decode_polled(polled: Mapping[Any, Sequence[Any]], late_window: timedelta = 
     return batch
 
 
-def _value_of(record: Any) -> bytes:
+def _value_of(record: ConsumerRecord) -> bytes:
     """The record's value; a tombstone (no value) is not an event."""
     if record.value is None:
         raise ValidationError(None, "empty message (no value)", "invalid_json")
@@ -97,7 +102,7 @@ def is_event_batch(headers: Sequence[tuple[str, bytes | None]]) -> bool:
 
 
 def _add_event_batch(
-    batch: PolledBatch, record: Any, value: bytes, produced_at: datetime, late_window: timedelta
+    batch: PolledBatch, record: ConsumerRecord, value: bytes, produced_at: datetime, late_window: timedelta
 ) -> None:
     for item in decode_event_batch(value, now=produced_at, late_window=late_window):
         if isinstance(item, RejectedEvent):
@@ -123,7 +128,7 @@ def undecodable_record(topic: str, partition: int, offset: int, error: Exception
     return batch
 
 
-def blocked_letter(record: Any, event: UsageEvent, outcome: IngestOutcome) -> DeadLetter:
+def blocked_letter(record: ConsumerRecord, event: UsageEvent, outcome: IngestOutcome) -> DeadLetter:
     """The dead letter of an event a `block` quota refused: the record's value, or the event's JSON in a batch."""
     raw = record.value or b""
     if record.headers and is_event_batch(record.headers):

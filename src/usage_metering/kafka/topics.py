@@ -9,6 +9,8 @@ from kafka.errors import TopicAlreadyExistsError
 
 from usage_metering.schemas.topics import DEFAULT_PARTITIONS, DEFAULT_TOPIC, dead_letter_topic_for
 
+from .client_types import AdminClient, Consumer
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ def create_topics(
     if dead_letter_topic is None:
         dead_letter_topic = dead_letter_topic_for(topic)
     wanted = [topic] + ([dead_letter_topic] if dead_letter_topic else [])
-    admin = KafkaAdminClient(
+    admin: AdminClient = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers, client_id="usage-metering-admin", request_timeout_ms=timeout_ms
     )
     try:
@@ -62,7 +64,7 @@ def create_topics(
 
 def end_offsets(bootstrap_servers: str | list[str], topic: str, *, timeout_ms: int = 30_000) -> dict[int, int]:
     """The next offset of every partition of an existing `topic`: what a caught-up consumer has stored."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="usage-metering-offsets")
+    consumer: Consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="usage-metering-offsets")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
