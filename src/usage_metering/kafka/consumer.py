@@ -1,6 +1,3 @@
-# mypy: allow-redefinition
-# (for run_consumer below, kept as it is while it moves to its own module: its loop variable `signum`
-# holds a signal.Signals, then an int)
 """The Kafka consumer group loop: poll, validate, ingest, commit — exactly once.
 
 Exactly-once comes from DuckDB, not Kafka: each batch's events, rollups,
@@ -44,7 +41,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
