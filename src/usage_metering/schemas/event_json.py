@@ -37,7 +37,7 @@ MAX_EVENT_JSON_BYTES = 64 * 1024  # one event's JSON: an HTTP body, a Kafka reco
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     # Identifiers are checked by `check_id` in `_to_event`: a pattern here runs Python's re for every
-    # id (~1 us an event), while check_id knows the tenants, metrics and users it has seen.
+    # id of every event, while check_id knows the tenants, metrics and users it has seen.
     tenant_id: str
     metric: str
     quantity: Any  # an int, an exact Decimal (float_hook) or text: parse_quantity decides

@@ -76,7 +76,7 @@ class ErrorDetail(JsonShape):
         return ValidationError(self.field, self.message, self.code)
 
 
-@dataclass  # not frozen: one is built per event of every batch, in 0.27 us against 0.71 us frozen
+@dataclass  # not frozen: one is built per event of every batch, and a frozen one is built field by field
 class EventResult(JsonShape):
     """What became of one submitted event (`index` in the submitted list); `error` when rejected or blocked."""
 

@@ -3,7 +3,7 @@
 The two statements every commit runs read their Arrow batch through DuckDB's
 replacement scan (a local variable named in the SQL) rather than
 `register`/`unregister`: registering creates and drops a view inside the
-transaction, which cost ~1 ms per statement of a 32-event commit.
+transaction, a cost a small commit would pay per statement.
 """
 
 from __future__ import annotations

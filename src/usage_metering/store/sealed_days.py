@@ -1,7 +1,7 @@
 """Sealed days: whole UTC days of hourly rollups folded into `usage_daily_rollup`.
 
-A report over a month reads ~24x fewer rows per user from the daily table than
-from `usage_hourly`. The invariant: for every day before
+A report over a month reads a row per user and day from the daily table instead of
+up to 24 from `usage_hourly`. The invariant: for every day before
 `rollup_state.days_sealed_before`, the daily rows fold to exactly what that
 day's hourly rows fold to. Sealing a day (one transaction: its fold, then the
 mark) keeps it; so does ingest, which appends a daily delta beside the hourly
