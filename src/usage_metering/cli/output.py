@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from usage_metering.reports.pricing import CSV_COLUMNS
 from usage_metering.schemas.wire import to_json_data
 
 from .common import output_format
@@ -110,21 +111,7 @@ QUOTA_COLUMNS = (
     "period_end",
     "as_of",
 )
-REPORT_TABLE_COLUMNS = (
-    "tenant_id",
-    "plan_id",
-    "plan_version",
-    "period_label",
-    "currency",
-    "row_type",
-    "metric",
-    "policy",
-    "used",
-    "included",
-    "overage_quantity",
-    "unit_price",
-    "amount",
-)
+REPORT_TABLE_COLUMNS = tuple(c for c in CSV_COLUMNS if c not in ("period_start", "period_end"))  # the CSV's, less width
 TOP_USER_COLUMNS = ("rank", "user_id", "value", "event_count")
 PLAN_COLUMNS = ("plan_id", "version", "name", "currency", "base_fee", "metrics")
 PLAN_METRIC_COLUMNS = ("plan_id", "version", "metric", "included", "policy", "unit_price", "tiers")
