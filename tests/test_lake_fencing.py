@@ -117,7 +117,7 @@ def test_configuration_changed_on_one_node_is_in_force_on_another_within_seconds
 ) -> None:
     import time
 
-    from usage_metering.metering import CONFIG_REFRESH_SECONDS
+    from usage_metering.hooks import CONFIG_REFRESH_SECONDS
     from usage_metering.node.demo import init_demo
 
     lake = lakes.new()

@@ -254,12 +254,13 @@ class NodeHooks:
         return url if url and url != consumer.node_url else None
 
     def owns_partition_of(self, tenant_id: str) -> bool | None:
-        """Whether this node's consumer owns the tenant's partition; None when that does not apply
-        (not a lake, no consumer here, or no assignment yet)."""
-        partition = self._partition_of(tenant_id)
-        if partition is None or self._consumer is None:
+        """Whether this node's consumer owns the tenant's partition; None when that does not apply (not a
+        lake, or no consumer here). Before its first assignment a lake node owns nothing: its counters
+        follow no tenant, so it must not answer from them (it reads the lake)."""
+        if self._consumer is None or self.database.lake is None:
             return None
-        return partition in self._consumer.assigned_partitions()
+        partition = self._partition_of(tenant_id)
+        return partition is not None and partition in self._consumer.assigned_partitions()
 
     def _partition_of(self, tenant_id: str) -> int | None:
         """The tenant's Kafka partition, on a lake node with a consumer that has had an assignment."""

@@ -21,19 +21,23 @@ from support.lakes import LakeFactory
 from support.nodes import SRC_DIR, free_port, request, wait_until_serving
 from support.pipeline_helpers import TENANTS, group_offsets, produce_events
 from usage_metering.kafka.topics import end_offsets
-from usage_metering.schemas.topics import DEFAULT_GROUP_ID
 
 
 def _start_node(n: int, port: int, lake: Any, bootstrap: str, topic: str, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(SRC_DIR))
     argv = [sys.executable, "-m", "usage_metering", "--lake", lake.catalog, "--lake-data", str(lake.data_path),
             "--db", str(tmp_path / f"node-{n}"), "serve", "--host", f"127.0.0.{n + 1}", "--port", str(port),
-            "--kafka-bootstrap-servers", bootstrap, "--kafka-topic", topic, "--maintenance-interval", "0"]
+            "--kafka-bootstrap-servers", bootstrap, "--kafka-topic", topic, "--maintenance-interval", "0",
+            "--group-id", f"group-{topic}"]  # a group of this test's own: no member of an earlier run in it
     log = (tmp_path / f"node-{n}.log").open("ab")
     try:
         return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=SRC_DIR.parent)
     finally:
         log.close()
+
+
+def _ready(url: str) -> bool:
+    return _get(f"{url}/readyz")[0] == 200
 
 
 def _get(url: str) -> tuple[int, dict[str, str], Any]:
@@ -53,7 +57,8 @@ def test_every_node_answers_alike_and_quota_checks_go_to_the_owner(
         expected = produce_events(kafka_bootstrap, topic, 6_000, duplicate_fraction=0.05, seed=31)
         ends = end_offsets(kafka_bootstrap, topic)
         deadline = time.monotonic() + 180
-        while group_offsets(kafka_bootstrap, DEFAULT_GROUP_ID) != ends:
+        # Every node consumed its share and is ready (owns partitions: what a load balancer waits for).
+        while group_offsets(kafka_bootstrap, f"group-{topic}") != ends or not all(_ready(url) for url in urls):
             assert time.monotonic() < deadline, "the nodes did not consume everything"
             assert all(node.poll() is None for node in nodes)
             time.sleep(0.2)

@@ -444,6 +444,3 @@ class KafkaIngestConsumer:
             duplicates=statuses.count(EventStatus.DUPLICATE),
             blocked=statuses.count(EventStatus.BLOCKED),
         )
-
-
-# -- the process entry point ---------------------------------------------------------
