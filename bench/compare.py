@@ -84,9 +84,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("base", help="the commit to compare against (e.g. main~3)")
     parser.add_argument("head", nargs="?", default="HEAD", help="the commit measured (default HEAD)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each commit, alternating (default 2)")
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="after --: options for python -m bench")
-    args = parser.parse_args(argv)
-    options = [option for option in args.options if option != "--"]
+    ours, options = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = parser.parse_args(ours)  # what follows -- is python -m bench's
     trees = dict(export(ref) for ref in (args.base, args.head))
     names = (next(iter(trees)), list(trees)[-1])
     runs: dict[str, list[dict[str, str]]] = {name: [] for name in names}
