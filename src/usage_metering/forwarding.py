@@ -46,29 +46,29 @@ class QuotaForwarding:
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
-    def answers_locally(self, tenant_id: str) -> bool:
-        """True when this node's own counters answer (no I/O): it owns the tenant, or is no cluster node."""
-        return self.metering.node.owns_partition_of(tenant_id) is not False
+    def local_answer(self, tenant_id: str, metric: str) -> QuotaAnswer | None:
+        """From this node's own counters, with no I/O; None when another node owns the tenant."""
+        owned = self.metering.node.owns_partition_of(tenant_id)
+        if owned is False:
+            return None
+        return QuotaAnswer(self.metering.quota(tenant_id, metric), None if owned is None else "counters")
 
-    def answer(
+    def remote_answer(
         self, tenant_id: str, metric: str, *, passed_on: Mapping[str, str], forwarded: bool = False
     ) -> QuotaAnswer:
-        """The quota status, from the owner when another node owns the tenant and this question was not
-        forwarded already; `passed_on` holds the caller's headers to pass to the owner."""
-        owned = self.metering.node.owns_partition_of(tenant_id)
-        if owned is False and not forwarded:
+        """For a tenant another node owns: that node's answer (unless this question was forwarded already),
+        else the lake's. `passed_on`: the caller's headers to pass to the owner (PASSED_ON_HEADERS)."""
+        if not forwarded:
             owner = self.metering.node.quota_owner(tenant_id)
             status = self._ask(owner, tenant_id, metric, passed_on) if owner is not None else None
             if status is not None:
                 return QuotaAnswer(status, f"owner {owner}")
-        source = None if owned is None else "counters" if owned else "lake"
-        return QuotaAnswer(self.metering.quota(tenant_id, metric), source)
+        return QuotaAnswer(self.metering.quota(tenant_id, metric), "lake")
 
     def _ask(self, owner_url: str, tenant_id: str, metric: str, passed_on: Mapping[str, str]) -> QuotaStatus | None:
         """The owner's answer; None when it did not answer in time or failed. Its 4xx answers raise what
         the library raises for them."""
-        headers = {name: value for name, value in passed_on.items() if name.lower() in PASSED_ON_HEADERS}
-        headers[FORWARDED_HEADER] = "1"
+        headers = {**passed_on, FORWARDED_HEADER: "1"}
         url = f"{owner_url.rstrip('/')}/api/quota/{quote(tenant_id, safe='')}/{quote(metric, safe='')}"
         try:
             answer = self._http().get(url, headers=headers)

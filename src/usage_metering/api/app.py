@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from usage_metering.forwarding import FORWARDED_HEADER, QuotaForwarding
+from usage_metering.forwarding import FORWARDED_HEADER, PASSED_ON_HEADERS, QuotaForwarding
 from usage_metering.metering import Metering
 from usage_metering.reports.pricing import CSV_COLUMNS, invoice_csv_rows
 from usage_metering.reports.quota import QuotaStatus
@@ -149,11 +149,11 @@ async def get_quota(request: Request) -> Response:
     """From this node's counters (no I/O, on the loop), else asked of the owner node or read from the lake."""
     tenant_id, metric = request.path_params["tenant_id"], request.path_params["metric"]
     quotas: QuotaForwarding = request.app.state.quotas
-    passed_on, forwarded = dict(request.headers), FORWARDED_HEADER in request.headers
-    if quotas.answers_locally(tenant_id):
-        answer = quotas.answer(tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
-    else:
-        answer = await in_thread(quotas.answer, tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
+    answer = quotas.local_answer(tenant_id, metric)
+    if answer is None:
+        passed_on = {name: request.headers[name] for name in PASSED_ON_HEADERS if name in request.headers}
+        forwarded = FORWARDED_HEADER in request.headers
+        answer = await in_thread(quotas.remote_answer, tenant_id, metric, passed_on=passed_on, forwarded=forwarded)
     response = typed_response(_with_freshness(request, answer.status) if answer.from_local_counters else answer.status)
     if answer.source is not None:
         response.headers[SOURCE_HEADER] = answer.source

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from .aggregate import AggregateState
 from .event import QUANTITY_MAX_SCALE
@@ -63,12 +63,10 @@ class Entitlement:
         """What is left below the limit (never negative); None when unlimited."""
         if self.limit is None:
             return None
-        with localcontext(EXACT):
-            return max(_ZERO, self.limit - used)
+        return max(_ZERO, EXACT.subtract(self.limit, used))
 
     def overage(self, used: Decimal) -> Decimal:
         """Usage above the limit; 0 when unlimited or not reached."""
         if self.limit is None or used <= self.limit:
             return _ZERO
-        with localcontext(EXACT):
-            return used - self.limit
+        return EXACT.subtract(used, self.limit)
