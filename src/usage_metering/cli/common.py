@@ -30,7 +30,7 @@ from usage_metering.store import LakeError, NewerFileFormatError, StoreLockedErr
 
 if TYPE_CHECKING:
     from usage_metering.metering import Metering
-    from usage_metering.node.config import HttpOptions, KafkaOptions, NodeConfig
+    from usage_metering.node.config import HttpOptions, KafkaOptions
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -214,18 +214,21 @@ def kafka_options(bootstrap_servers: str, topic: str, options: dict[str, Any]) -
     )
 
 
-def node_config(
-    root: dict[str, Any],
+def run_node_command(
+    ctx: click.Context,
     options: dict[str, Any],
     *,
     http: HttpOptions | None,
     kafka: KafkaOptions | None,
     demo: bool = False,
-) -> NodeConfig:
-    """A node's configuration: the root options (--db, --lake, --late-window-days) and the command's."""
+) -> None:
+    """Run the node the root options (--db, --lake, --late-window-days) and the command's describe; exits
+    with the node's code (the library's errors become messages in MeteringGroup)."""
     from usage_metering.node.config import NodeConfig, WebhookOptions
+    from usage_metering.node.server import run_node
 
-    return NodeConfig(
+    root = root_options(ctx)
+    config = NodeConfig(
         db_path=root["db"],
         lake=root["lake"],
         late_window=root["late_window"],
@@ -237,10 +240,4 @@ def node_config(
         log_format=options["log_format"],
         log_level=options["log_level"].lower(),
     )
-
-
-def run_node_command(ctx: click.Context, build: Callable[[dict[str, Any]], NodeConfig]) -> None:
-    """Build the node's configuration from the root options and run it; exits with the node's code."""
-    from usage_metering.node.server import run_node
-
-    ctx.exit(run_node(build(root_options(ctx))))  # the library's errors become messages in MeteringGroup
+    ctx.exit(run_node(config))

@@ -14,7 +14,6 @@ from .common import (
     log_format_option,
     log_level_option,
     maintenance_interval_option,
-    node_config,
     require_file_mode,
     run_node_command,
     webhook_secret_option,
@@ -79,4 +78,4 @@ def consume_command(ctx: click.Context, /, bootstrap_servers: str, topic: str, *
     """
     require_file_mode(ctx, "consume")
     kafka = kafka_options(bootstrap_servers, topic, options)
-    run_node_command(ctx, lambda root: node_config(root, options, http=None, kafka=kafka))
+    run_node_command(ctx, options, http=None, kafka=kafka)

@@ -19,7 +19,6 @@ from .common import (
     log_format_option,
     log_level_option,
     maintenance_interval_option,
-    node_config,
     open_metering,
     require_file_mode,
     root_options,
@@ -87,7 +86,7 @@ def serve(ctx: click.Context, /, **options: Any) -> None:
     )
     bootstrap_servers = options["kafka_bootstrap_servers"]
     kafka = kafka_options(bootstrap_servers, options["kafka_topic"], options) if bootstrap_servers else None
-    run_node_command(ctx, lambda root: node_config(root, options, http=http, kafka=kafka, demo=options["init_demo"]))
+    run_node_command(ctx, options, http=http, kafka=kafka, demo=options["init_demo"])
 
 
 @click.command("init-demo")
