@@ -201,3 +201,54 @@ def test_billing_values_per_aggregation_equal_each_metrics_totals(tmp_path: Path
             for metric, value in found.items():
                 expected = usage_totals(cursor, tenant, metric, start, end).value(aggregations.get(metric, Aggregation.SUM))
                 assert (str(value), value) == (str(expected), expected), metric
+
+
+CLOCK = datetime(2026, 11, 10, 12, 30, tzinfo=timezone.utc)
+
+
+def at(moment: datetime, user: str, event_id: str) -> Any:
+    return parse_event({"tenant_id": "t1", "metric": "calls", "quantity": "2", "user_id": user,
+                        "event_id": event_id, "timestamp": moment.isoformat()}, now=CLOCK)
+
+
+def rows_per_bucket(database: Database, table: str = "usage_hourly") -> dict[datetime, int]:
+    bucket = "hour" if table == "usage_hourly" else "day"
+    found = database.cursor().execute(f"SELECT {bucket}, count(*) FROM {table} GROUP BY ALL").fetchall()
+    return {moment: count for moment, count in found}
+
+
+def test_a_background_pass_folds_the_recent_hours_and_leaves_older_deltas_to_maintenance(tmp_path: Path) -> None:
+    with Metering.open(tmp_path / "m.duckdb", clock=lambda: CLOCK) as metering:
+        metering.ingestor.compactor.stop()  # passes only when the test says
+        old, recent = CLOCK - timedelta(hours=5), CLOCK - timedelta(minutes=10)
+        for i in range(5):  # a batch each: a delta row each, for one group in each hour
+            metering.record_events([at(old, "u1", f"old-{i}"), at(recent, "u1", f"recent-{i}")])
+        total = metering.usage("t1", "calls", start=CLOCK.date(), end=CLOCK.date()).value
+        metering.ingestor.compactor.compact()
+        rows = rows_per_bucket(metering.database)
+        assert rows[recent.replace(minute=0, tzinfo=None)] == 1
+        assert rows[old.replace(minute=0, tzinfo=None)] == 5  # older than RECENT_HOURS: left as it is
+        assert metering.usage("t1", "calls", start=CLOCK.date(), end=CLOCK.date()).value == total == 20
+        metering.compact_rollups()
+        assert set(rows_per_bucket(metering.database).values()) == {1}
+        assert metering.usage("t1", "calls", start=CLOCK.date(), end=CLOCK.date()).value == total
+
+
+def test_late_deltas_of_sealed_days_fold_once_they_are_as_many_as_the_sealed_rows(tmp_path: Path) -> None:
+    with Metering.open(tmp_path / "m.duckdb", clock=lambda: CLOCK) as metering:
+        compactor = metering.ingestor.compactor
+        compactor.stop()
+        two_days_ago = CLOCK - timedelta(days=2)
+        metering.record_events([at(two_days_ago, f"u{i}", f"first-{i}") for i in range(40)])
+        metering.compact_rollups()  # seals that day: 40 daily rows
+        assert compactor.sealed_before is not None and compactor.sealed_before > two_days_ago
+        day = two_days_ago.replace(hour=0, minute=0, tzinfo=None)
+        for i in range(39):  # late events of the sealed day, a batch each: a daily delta row each
+            metering.record_events([at(two_days_ago, f"u{i}", f"late-{i}")])
+        compactor.compact()
+        assert rows_per_bucket(metering.database, "usage_daily_rollup")[day] == 79  # not due yet
+        metering.record_events([at(two_days_ago, "u39", "late-39")])
+        compactor.compact()
+        assert rows_per_bucket(metering.database, "usage_daily_rollup")[day] == 40
+        start = two_days_ago.date()
+        assert metering.usage("t1", "calls", start=start, end=start).value == 160

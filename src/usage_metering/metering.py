@@ -227,14 +227,14 @@ class Metering:
     # -- analysts: snapshot and export (SQL in store/snapshot.py and store/export.py) --------
 
     def compact_rollups(self) -> int:
-        """Fold the rollup deltas and seal every day due now, as the node's background pass does a few
-        days at a time (ingest/compactor.py); returns the days sealed. A lake is neither compacted nor
+        """Seal every day due now and fold every rollup delta (the node's background pass seals a few days at
+        a time and folds recent hours; ingest/compactor.py); returns the days sealed. A lake is neither compacted nor
         sealed (its readers fold delta rows)."""
         if self.database.lake is not None:
             return 0
         compactor = self.ingestor.compactor
         sealed = compactor.seal_due_days()
-        compactor.compact(seal_limit=0)  # fold the deltas: nothing is left to seal
+        compactor.compact(seal_limit=0, everything=True)  # every delta: nothing is left to seal
         return sealed
 
     def maintain_lake(self, keep_snapshots: timedelta = DEFAULT_KEEP_SNAPSHOTS) -> MaintenanceReport:

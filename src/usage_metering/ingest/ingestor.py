@@ -73,7 +73,7 @@ class _Appended:
 
     recorded: list[int]  # indexes into the group's unique events
     earliest_hour: datetime | None
-    late: bool  # some of the hours are in sealed days
+    late_rows: int  # daily delta rows appended for the hours in sealed days
 
 
 def _utc_now() -> datetime:
@@ -445,24 +445,22 @@ class Ingestor:
         append_events(cursor, batch)
         folds = fold_batch(events, batch, book.unique_user_metrics)
         append_rollup_deltas(cursor, folds.rollups)
-        earliest_hour, late = self._append_late_day_deltas(cursor, folds)
+        earliest_hour, late_rows = self._append_late_day_deltas(cursor, folds)
         count_folds(folds, book, self.counters, staged)
         assert book.catalog is not None
         add_alerts(cursor, detect_alerts(staged.changed, self.counters, book.catalog, now, book.alert_rules))
-        return _Appended(recorded, earliest_hour, late)
+        return _Appended(recorded, earliest_hour, late_rows)
 
     def _append_late_day_deltas(
         self, cursor: duckdb.DuckDBPyConnection, folds: BatchFolds
-    ) -> tuple[datetime | None, bool]:
-        """The batch's earliest hour, and whether some of its hours are in sealed days (their deltas go to
-        the sealed days' table too)."""
+    ) -> tuple[datetime | None, int]:
+        """The batch's earliest hour, and the daily delta rows appended for its hours in sealed days (those
+        count in the sealed days' table too)."""
         earliest_hour = min(hour.hour for hour in folds.hours) if folds.hours else None
         sealed_before = self.compactor.sealed_before
-        late = earliest_hour is not None and sealed_before is not None and earliest_hour < sealed_before
-        if late:
-            assert sealed_before is not None
-            append_late_day_deltas(cursor, folds.rollups, sealed_before)
-        return earliest_hour, late
+        if earliest_hour is None or sealed_before is None or earliest_hour >= sealed_before:
+            return earliest_hour, 0
+        return earliest_hour, append_late_day_deltas(cursor, folds.rollups, sealed_before)
 
     def _publish(
         self,
@@ -485,8 +483,8 @@ class Ingestor:
         self.last_commit_at = now
         if appended.earliest_hour is not None:
             self.compactor.touched(appended.earliest_hour)
-            if appended.late:
-                self.compactor.touched(appended.earliest_hour.replace(hour=0), "usage_daily_rollup")
+            if appended.late_rows:
+                self.compactor.touched(appended.earliest_hour.replace(hour=0), "usage_daily_rollup", appended.late_rows)
 
     def _register_new_tenants(self, cursor: duckdb.DuckDBPyConnection, events: Sequence[UsageEvent]) -> Catalog:
         new_ids = sorted({e.tenant_id for e in events} - self.catalog.tenants.keys())

@@ -70,17 +70,19 @@ def seal_day(cursor: duckdb.DuckDBPyConnection, day: datetime) -> int:
     return int(written)
 
 
-def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table, sealed_before: datetime) -> None:
-    """Also count a batch's hourly rollup rows of sealed days (hour < `sealed_before`) in their day.
+def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table, sealed_before: datetime) -> int:
+    """Also count a batch's hourly rollup rows of sealed days (hour < `sealed_before`) in their day; returns
+    the rows appended.
 
     `rollups` holds usage_hourly's columns (ingest/folds.py); runs in the ingest transaction.
     """
     late_rows = rollups  # noqa: F841 (read by DuckDB's replacement scan)
-    cursor.execute(
+    appended = cursor.execute(
         "INSERT INTO usage_daily_rollup SELECT tenant_id, metric, user_id, date_trunc('day', hour), quantity_sum, "
         "quantity_max, event_count, latest_at, latest_quantity FROM late_rows WHERE hour < ?",
         [to_naive_utc(sealed_before)],
-    )
+    ).fetchall()[0][0]
+    return int(appended)
 
 
 def split_window(

@@ -295,6 +295,10 @@ def rollups_left_compact(cursor: duckdb.DuckDBPyConnection) -> bool:
     return bool(cursor.execute("SELECT compact FROM rollup_state").fetchall()[0][0])
 
 
+def daily_rollup_rows(cursor: duckdb.DuckDBPyConnection) -> int:
+    return int(cursor.execute("SELECT count(*) FROM usage_daily_rollup").fetchall()[0][0])
+
+
 def mark_rollups_compact(cursor: duckdb.DuckDBPyConnection, compact: bool) -> None:
     cursor.execute("UPDATE rollup_state SET compact = ?", [compact])
 
