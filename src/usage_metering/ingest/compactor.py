@@ -129,6 +129,8 @@ class RollupCompactor:
         cursor = self.database.cursor()
         sealed = 0
         while limit is None or sealed < limit:
+            if self.sealed_before is not None and self.sealed_before + DAY + SEAL_AFTER > self.clock():
+                return sealed  # no day is due: the next one to seal starts at the mark (skips a scan of the hours)
             with self._writer_lock:
                 day = first_day_with_usage(cursor, self.sealed_before)
                 if day is None or day + DAY + SEAL_AFTER > self.clock():
