@@ -1,20 +1,23 @@
 """How ingest cost grows with stored history: the scale curve.
 
-For each size N (events already stored), a store is built once through the
-same schema code (`Database` migrations, then the billing dataset's SQL for
-events and compacted rollups) and cached in bench/.data. A fresh child process
-per size then measures, on that store:
+Up to `LIVED_IN_MAX` events, the stores lived through the real ingest path
+(bench/lived_in.py): filled through `Metering.record_events` in two traffic
+shapes (live and backfill) with compaction, sealing, counter checkpoints and
+key-index runs running as in a node, cached in bench/.data. Each size is
+measured in a fresh child process on a copy of its store, in its own shape:
 
 - re-open: `Metering.open` until it answers (migrations, catalog, quota counters);
 - RSS right after opening, and the peak after ingesting;
-- the 32-event group commit (what concurrent single-event POSTs pay), median of 100;
-- validate+ingest (`Metering.record_events`, 10k chunks), median of the chunks;
-- the file's size on disk;
-- beside it, the PostgreSQL peer (bench/postgres_peer.py) on a store of the same size.
+- the 32-event group commit (what concurrent single-event POSTs pay), median of 100,
+  beside the bare 32-row INSERT + COMMIT on the same file;
+- validate+ingest (`Metering.record_events`, 10k chunks) and ingest alone
+  (pre-validated), medians of 5 chunks, beside DuckDB appending the same rows as
+  Arrow into a bare table of the events' columns on the same file;
+- beside it, the PostgreSQL peer (bench/postgres_peer.py) on a store of the same size;
+- and, per shape, the fill-rate curve: validate+ingest per million events added.
 
-Each run adds its events to the cached store (unique ids per run), so a store
-grows by ~60k events a run: negligible against N, and it keeps stores honest
-(nothing is rolled back between runs).
+Larger sizes (50M, 100M) use stores bulk-built by SQL (the billing dataset's
+generator and one key-index run): filling those through the API takes too long.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -180,7 +184,8 @@ def _label(events: int) -> str:
     return f"{events / 1_000_000:g}M" if events >= 1_000_000 else f"{events:,}"
 
 
-def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
+def bench_bulk_built(sizes: list[int]) -> tuple[list[Row], str]:
+    """The scale rows on bulk-built stores (the sizes past LIVED_IN_MAX)."""
     rows: list[Row] = []
     infos = []
     empty_rate = None
@@ -201,7 +206,7 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
         size = _label(events)
         rows.append(
             Row(
-                f"scale {size} stored: 32-event group commit",
+                f"scale {size} stored (bulk-built): 32-event group commit",
                 f"{result['commit_ms']:.2f} ms",
                 baseline=f"{peer['commit_ms']:.2f} ms (PostgreSQL peer)",
                 ratio=fmt_ratio(result["commit_ms"], peer["commit_ms"], higher_is_better=False),
@@ -212,9 +217,9 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
         )
         rows.append(
             Row(
-                f"scale {size} stored: ingest only (pre-validated)",
+                f"scale {size} stored (bulk-built): ingest only (pre-validated)",
                 fmt_rate(result["ingest_rate"], "ev/s"),
-                baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer)",
+                baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer, same traffic)",
                 ratio=fmt_ratio(result["ingest_rate"], peer["rate"]),
                 target="ahead of the PostgreSQL peer",
                 met=verdict(result["ingest_rate"] > peer["rate"]),
@@ -224,7 +229,7 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
         )
         rows.append(
             Row(
-                f"scale {size} stored: validate+ingest",
+                f"scale {size} stored (bulk-built): validate+ingest",
                 fmt_rate(result["rate"], "ev/s"),
                 baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same run)" if empty_rate else "-",
                 ratio=fmt_ratio(result["rate"], empty_rate) if empty_rate else "-",
@@ -237,7 +242,7 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
             worst = max(billing["billing_current_ms"], billing["billing_previous_ms"])
             rows.append(
                 Row(
-                    f"scale {size} stored: billing_report(), {TENANTS:,} tenants",
+                    f"scale {size} stored (bulk-built): billing_report(), {TENANTS:,} tenants",
                     f"{billing['billing_current_ms']:,.0f} ms current period / "
                     f"{billing['billing_previous_ms']:,.0f} ms previous (whole) period",
                     target="< 1 s",
@@ -248,10 +253,157 @@ def bench_scale(sizes: list[int]) -> tuple[list[Row], str]:
             )
         rows.append(
             Row(
-                f"scale {size} stored: memory, re-open, disk",
+                f"scale {size} stored (bulk-built): memory, re-open, disk",
                 f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
                 notes=f"re-open {fmt_ms(result['reopen_s'])}; disk {result['disk_mb']:,.0f} MB; "
                 f"{int(result['stored']):,} events after the run",
             )
         )
-    return rows, "scale stores: " + "; ".join(infos)
+    return rows, "bulk-built scale stores: " + "; ".join(infos)
+
+
+# -- lived-in stores (bench/lived_in.py) ---------------------------------------------------------
+
+LIVED_IN_MAX = 20_000_000
+TARGET_VS_EMPTY = 0.85
+TARGET_COMMIT_VS_EMPTY = 1.3
+TARGET_VS_ARROW = 0.5
+TARGET_VS_PEER = 1.5
+TARGET_PEAK_MB = 1200
+
+
+def _lived_in(command: str, shape: str, sizes: list[int]) -> dict[str, Any]:
+    """`python -m bench.lived_in COMMAND SHAPE SIZES` in a fresh interpreter; its last stdout line is JSON."""
+    import usage_metering
+
+    source = Path(usage_metering.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{root}"}
+    argv = [sys.executable, "-m", "bench.lived_in", command, shape, ",".join(map(str, sizes))]
+    done = subprocess.run(argv, env=env, cwd=root, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.lived_in {command} {shape} {sizes} failed (its stderr is above)")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:.2f}x" if baseline else "-"
+
+
+def bench_lived_in(sizes: list[int], repeats: int) -> tuple[list[Row], str]:
+    """Both traffic shapes at every size; the PostgreSQL peer once per size, in the live shape."""
+    from .lived_in import SHAPES, FillState, cached_path
+
+    infos = []
+    rows: list[Row] = []
+    for shape in SHAPES:
+        peers = {size: _peer(size, shape) for size in sizes}
+        filled = _lived_in("fill", shape, [size for size in sizes if size])
+        infos += [f"{shape} {_label(int(size))}: {origin}" for size, origin in filled.items()]
+        measured = {size: _median_of(shape, size, repeats) for size in sizes}
+        empty = measured.get(0)
+        for size in sizes:
+            rows += _lived_in_rows(shape, size, measured[size], empty, peers[size])
+        largest = max(sizes)
+        if largest:
+            rows.append(_fill_row(shape, FillState.load(cached_path(shape, largest))))
+    return rows, "lived-in scale stores: " + "; ".join(infos)
+
+
+def _median_of(shape: str, size: int, repeats: int) -> dict[str, float]:
+    """Each figure's median over `repeats` measurements (a fresh copy of the store each time)."""
+    import statistics
+
+    runs = [_lived_in("measure", shape, [size]) for _ in range(repeats)]
+    peak = max(run["rss_peak_mb"] for run in runs)
+    return {**{key: statistics.median(run[key] for run in runs) for key in runs[0]}, "rss_peak_mb": peak}
+
+
+def _peer(size: int, shape: str) -> dict[str, float]:
+    """The PostgreSQL peer on its store of `size` events, fed the traffic of `shape`."""
+    from .lived_in import peer_traffic
+
+    events = peer_traffic(shape, COMMITS * SMALL_GROUP + CHUNKS * CHUNK)
+    small, chunks = events[: COMMITS * SMALL_GROUP], events[COMMITS * SMALL_GROUP :]
+    return measure_peer(size, small, [chunks[k * CHUNK : (k + 1) * CHUNK] for k in range(CHUNKS)])
+
+
+def _lived_in_rows(
+    shape: str, size: int, result: dict[str, float], empty: dict[str, float] | None, peer: dict[str, float]
+) -> list[Row]:
+    name = f"scale {shape} {_label(size)} stored"
+    rate, ingest, commit = result["rate"], result["ingest_rate"], result["commit_ms"]
+    empty_rate = empty["rate"] if empty else 0.0
+    empty_commit = empty["commit_ms"] if empty else 0.0
+    return [
+        Row(
+            f"{name}: validate+ingest",
+            fmt_rate(rate, "ev/s"),
+            baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same shape, same run)" if empty else "-",
+            ratio=_ratio(rate, empty_rate),
+            target=f">= {TARGET_VS_EMPTY}x empty",
+            met=verdict(not empty or rate >= TARGET_VS_EMPTY * empty_rate),
+            notes=f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
+        ),
+        Row(
+            f"{name}: ingest only vs DuckDB's Arrow append",
+            fmt_rate(ingest, "ev/s"),
+            baseline=fmt_rate(result["arrow_append_rate"], "ev/s") + " (same rows, bare table, same file)",
+            ratio=_ratio(ingest, result["arrow_append_rate"]),
+            target=f">= {TARGET_VS_ARROW}x",
+            met=verdict(ingest >= TARGET_VS_ARROW * result["arrow_append_rate"]),
+            notes="Ingestor.ingest of pre-validated events vs INSERT ... SELECT from the same Arrow table + COMMIT",
+        ),
+        Row(
+            f"{name}: ingest only vs the PostgreSQL peer",
+            fmt_rate(ingest, "ev/s"),
+            baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer, same traffic)",
+            ratio=_ratio(ingest, peer["rate"]),
+            target=f">= {TARGET_VS_PEER}x",
+            met=verdict(ingest >= TARGET_VS_PEER * peer["rate"]),
+            notes="COPY + ON CONFLICT DO NOTHING + rollup upsert on a bulk-built PostgreSQL store of the same size",
+        ),
+        Row(
+            f"{name}: 32-event group commit",
+            f"{commit:.2f} ms",
+            baseline=f"{empty_commit:.2f} ms (empty store, same shape)" if empty else "-",
+            ratio=_ratio(empty_commit, commit),
+            target=f"<= {TARGET_COMMIT_VS_EMPTY}x the empty store's ms (ratio >= {1 / TARGET_COMMIT_VS_EMPTY:.2f}x)",
+            met=verdict(not empty or commit <= TARGET_COMMIT_VS_EMPTY * empty_commit),
+            notes=f"median of {COMMITS}; {commit / result['floor_commit_ms']:.1f}x the bare 32-row INSERT + COMMIT "
+            f"on the same file ({result['floor_commit_ms']:.2f} ms); PostgreSQL peer {peer['commit_ms']:.2f} ms",
+        ),
+        Row(
+            f"{name}: memory, re-open, disk",
+            f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
+            target=f"peak <= {TARGET_PEAK_MB:,} MB",
+            met=verdict(result["rss_peak_mb"] <= TARGET_PEAK_MB),
+            notes=f"re-open {fmt_ms(result['reopen_s'])}; disk {result['disk_mb']:,.0f} MB; "
+            f"{int(result['stored']):,} events after the run; default configuration (DuckDB memory_limit 1GB)",
+        ),
+    ]
+
+
+def _fill_row(shape: str, state: Any) -> Row:
+    rates = state.rates
+    curve = ", ".join(f"{k + 1}M {rate / 1000:.0f}k" for k, rate in enumerate(rates))
+    return Row(
+        f"scale {shape}: fill rate per million events added (0 -> {_label(state.events)})",
+        f"{rates[-1]:,.0f} ev/s at the last million",
+        baseline=f"{rates[0]:,.0f} ev/s (the first million)",
+        ratio=_ratio(rates[-1], rates[0]),
+        notes=f"validate+ingest through record_events while filling; {curve}; fill process peak RSS "
+        f"{state.peak_rss_mb:,.0f} MB; {state.seconds:,.0f} s (node restarts at each cached size)",
+    )
+
+
+def bench_scale(sizes: list[int], repeats: int = 1) -> tuple[list[Row], str]:
+    lived = [size for size in sizes if size <= LIVED_IN_MAX]
+    bulk = [size for size in sizes if size > LIVED_IN_MAX]
+    rows, info = bench_lived_in(lived, repeats) if lived else ([], "")
+    if bulk:
+        bulk_rows, bulk_info = bench_bulk_built([0, *bulk])
+        rows += bulk_rows
+        info += "; " + bulk_info
+    return rows, info
