@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .timeutil import from_naive_utc, to_naive_utc
 from .transaction import transaction
@@ -74,15 +75,16 @@ def append_late_day_deltas(cursor: duckdb.DuckDBPyConnection, rollups: pa.Table,
     """Also count a batch's hourly rollup rows of sealed days (hour < `sealed_before`) in their day; returns
     the rows appended.
 
-    `rollups` holds usage_hourly's columns (ingest/folds.py); runs in the ingest transaction.
+    `rollups` holds usage_hourly's columns (ingest/folds.py); runs in the ingest transaction. The rows are
+    picked and moved to their day in Arrow, so DuckDB only appends (no bound parameter, no filter).
     """
-    late_rows = rollups  # noqa: F841 (read by DuckDB's replacement scan)
-    appended = cursor.execute(
-        "INSERT INTO usage_daily_rollup SELECT tenant_id, metric, user_id, date_trunc('day', hour), quantity_sum, "
-        "quantity_max, event_count, latest_at, latest_quantity FROM late_rows WHERE hour < ?",
-        [to_naive_utc(sealed_before)],
-    ).fetchall()[0][0]
-    return int(appended)
+    cutoff = pa.scalar(to_naive_utc(sealed_before), rollups.schema.field("hour").type)
+    late = rollups.filter(pc.less(rollups["hour"], cutoff))
+    if late.num_rows == 0:
+        return 0
+    late_days = late.set_column(3, "day", pc.floor_temporal(late["hour"], unit="day"))  # noqa: F841 (SQL below)
+    cursor.execute("INSERT INTO usage_daily_rollup SELECT * FROM late_days")
+    return late.num_rows
 
 
 def split_window(
