@@ -67,7 +67,7 @@ def test_duckdb_memory_is_capped_so_it_does_not_follow_history(tmp_path: Path) -
         return metering.database.cursor().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
     with Metering.open(tmp_path / "default.duckdb") as metering:
-        assert limit(metering) == "953.6 MiB"  # DEFAULT_MEMORY_LIMIT, 1GB; DuckDB's own default is 80% of RAM
+        assert limit(metering) == "488.2 MiB"  # DEFAULT_MEMORY_LIMIT, 512MB; DuckDB's own default is 80% of RAM
     with Metering.open(tmp_path / "small.duckdb", memory_limit="200MB") as metering:
         assert limit(metering) == "190.7 MiB"
 

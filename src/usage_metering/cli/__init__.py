@@ -14,6 +14,7 @@ listed in `common`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -23,11 +24,20 @@ from click.core import ParameterSource
 
 from usage_metering import __version__
 from usage_metering.schemas import DEFAULT_LATE_WINDOW
-from usage_metering.store.database import DEFAULT_DB_PATH, DEFAULT_LAKE_NODE_PATH
+from usage_metering.store.database import DEFAULT_DB_PATH, DEFAULT_LAKE_NODE_PATH, DEFAULT_MEMORY_LIMIT
 from usage_metering.store.lake import Lake
 
 from . import config, events, export, kafka, keys, node, reports
 from .common import MeteringGroup
+
+MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)", re.IGNORECASE)
+
+
+def _memory_limit(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """--memory-limit as DuckDB reads it; anything else is a usage error, before a store is opened."""
+    if not MEMORY_LIMIT.fullmatch(value.strip()):
+        raise click.BadParameter(f"{value!r} is not a size such as 512MB or 4GB")
+    return value.strip()
 
 
 @click.group(cls=MeteringGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,6 +97,16 @@ from .common import MeteringGroup
     show_envvar=True,
     help="Accept event timestamps this many days old (serve, consume, record, import on --db; raise it to backfill).",
 )
+@click.option(
+    "--memory-limit",
+    default=DEFAULT_MEMORY_LIMIT,
+    callback=_memory_limit,
+    show_default=True,
+    envvar="USAGE_METERING_MEMORY_LIMIT",
+    show_envvar=True,
+    help="DuckDB's buffer pool on --db or --lake, in DuckDB's syntax (512MB, 4GB): with the key index, what "
+    "bounds a node's memory; raise it for large reports.",
+)
 @click.version_option(__version__, prog_name="usage-metering")
 @click.pass_context
 def cli(
@@ -98,6 +118,7 @@ def cli(
     api_key: str | None,
     output_format: str,
     late_window_days: float,
+    memory_limit: str,
 ) -> None:
     """Usage metering: record usage events, check quotas, report usage and bills.
 
@@ -117,6 +138,7 @@ def cli(
         "api_key": api_key,
         "format": output_format.lower(),
         "late_window": timedelta(days=late_window_days),
+        "memory_limit": memory_limit,
     }
 
 

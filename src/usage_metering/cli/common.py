@@ -75,7 +75,7 @@ def load_json(text: str, what: str) -> Any:
 
 
 def root_options(ctx: click.Context) -> dict[str, Any]:
-    """The options of the `usage-metering` group: db, lake, url, api_key, format, late_window."""
+    """The options of the `usage-metering` group: db, lake, url, api_key, format, late_window, memory_limit."""
     return cast(dict[str, Any], ctx.find_root().obj)
 
 
@@ -116,6 +116,7 @@ def open_metering(ctx: click.Context, *, writes: str | None = None) -> Iterator[
         read_only=lake is not None and writes is None,
         ingest=lake is None,
         late_window=options["late_window"],
+        memory_limit=options["memory_limit"],
     ) as metering:
         yield metering
 
@@ -232,6 +233,7 @@ def run_node_command(
         db_path=root["db"],
         lake=root["lake"],
         late_window=root["late_window"],
+        memory_limit=root["memory_limit"],
         http=http,
         kafka=kafka,
         webhooks=WebhookOptions(options["webhook_url"], options["webhook_secret"]),

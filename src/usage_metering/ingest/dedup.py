@@ -55,7 +55,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 2: each run has a presence filter
 FILTER_BITS_PER_KEY = 16  # a new key passes a run's filter with ~6% probability
 DEFAULT_RECENT_LIMIT = 200_000
-DEFAULT_MAX_RUN_KEYS = 16_000_000  # 256 MB of files; what a merge holds in memory at most, three times
+DEFAULT_MAX_RUN_KEYS = 4_000_000  # 64 MB of files; a merge holds about three times that in memory
 
 
 def index_directory(store_path: Path) -> Path:

@@ -19,6 +19,7 @@ from usage_metering.schemas.topics import (
     DEFAULT_TOPIC,
 )
 from usage_metering.store import Lake
+from usage_metering.store.database import DEFAULT_MEMORY_LIMIT
 
 from .maintenance import DEFAULT_MAINTENANCE_INTERVAL
 from .snapshots import DEFAULT_SNAPSHOT_INTERVAL
@@ -77,6 +78,7 @@ class NodeConfig:
     db_path: Path
     lake: Lake | None = None  # the store is this DuckLake; `db_path` is then where local files go
     late_window: timedelta = DEFAULT_LATE_WINDOW
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # DuckDB's buffer pool (store/database.py)
     http: HttpOptions | None = field(default_factory=HttpOptions)  # None: no HTTP (`consume`)
     kafka: KafkaOptions | None = None
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)

@@ -68,7 +68,13 @@ def run_node(config: NodeConfig) -> int:
     )
     kafka = KafkaMode(config.kafka) if config.kafka is not None and config.http is not None else None
     publisher = kafka.producer if kafka is not None else None
-    metering = Metering.open(config.db_path, lake=config.lake, late_window=config.late_window, publisher=publisher)
+    metering = Metering.open(
+        config.db_path,
+        lake=config.lake,
+        memory_limit=config.memory_limit,
+        late_window=config.late_window,
+        publisher=publisher,
+    )
     try:
         if config.demo:
             log.info("demo data ready: %s", init_demo(metering))

@@ -14,10 +14,12 @@ from .migrations import apply_migrations
 
 DEFAULT_DB_PATH = Path("data/metering.duckdb")
 DEFAULT_LAKE_NODE_PATH = Path("data/lake-node")  # a node on a lake: its local files' prefix
-# DuckDB's buffer pool defaults to 80% of the machine's memory and keeps every page it read until
-# then, so a node's footprint would follow the history its reports and counter reloads touched.
-# Past this limit DuckDB evicts, and large aggregations spill to a temp directory beside the file.
-DEFAULT_MEMORY_LIMIT = "1GB"
+# DuckDB's buffer pool defaults to 80% of the machine's memory and keeps every page it read or wrote
+# until then, so a node's footprint would follow the history its ingest, reports and counter reloads
+# touched. Past this limit DuckDB evicts, and large aggregations spill to a temp directory beside the
+# file. With the key index's merges (ingest/dedup.py) and Python's heap, a node ingesting a 20M-event
+# store peaks near 1 GB (bench/README.md); raise it for large reports.
+DEFAULT_MEMORY_LIMIT = "512MB"
 # DuckDB checkpoints (folds its WAL into the file) inside the commit that takes the WAL past this. Each
 # checkpoint has a fixed cost besides its data: at DuckDB's 16MB, one every ~100k events cost sustained
 # ingest ~10% against 64MB. A larger WAL is more to replay after a crash, and more committed rows held
