@@ -3,8 +3,8 @@
     PYTHONPATH=src python -m bench.kafka_pipeline [--events N] [--runs 3] [--profile]
 
 Uses KAFKA_BOOTSTRAP_SERVERS, else starts the local script broker
-(tests/support/kafka_broker.py). Prints a markdown table. Standalone: imports nothing
-else from bench/.
+(tests/support/kafka_broker.py). Prints markdown tables. Imports only
+bench/kafka_fresh_node.py from bench/.
 
 Each stage runs twice: with the SDK's default records (a tenant's events
 packed into one record) and with one event per record (what other producers
@@ -18,6 +18,10 @@ write, `max_batch_events=1`).
 - end to end (packed records only): the consumer is already running; a producer
   *process* sends N events + 10% resends (same ids: dedup at work); first
   produce -> last DuckDB commit.
+- fresh serve node (bench/kafka_fresh_node.py): per run, a fresh topic; one SDK producer
+  process publishes N realistic events alone (its rate is the baseline), then a real
+  `usage-metering serve --kafka-bootstrap-servers` process on a fresh file consumes them,
+  /readyz 200 -> the last event visible; target >= 1.0x the producer.
 - latency: a producer process records a steady 10,000 ev/s for 10 s; a reader
   polls DuckDB every 5 ms; per event, its record() time to the first poll that
   sees it (p50, p99).
@@ -51,6 +55,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.kafka_fresh_node import FreshNodeRun, fresh_node_run
 from usage_metering.kafka.consumer import KafkaIngestConsumer
 from usage_metering.kafka.topics import create_topics, end_offsets
 from usage_metering.producer import UsageProducer
@@ -332,6 +337,35 @@ def decode_rates(count: int, runs: int) -> dict[str, float]:
     return {label: count / statistics.median(times) for label, times in seconds.items()}
 
 
+def fresh_node_rows(
+    bootstrap: str, count: int, runs: int, db_dir: Path, profile_to: Path | None = None
+) -> list[FreshNodeRun]:
+    """Per run: a fresh topic, the lone producer process, then a fresh `serve` node on it."""
+    results = []
+    for run in range(runs):
+        profile = profile_to if run == runs - 1 else None
+        results.append(fresh_node_run(bootstrap, count, db_dir, seed=1000 + run, profile_to=profile))
+        print(
+            f"  fresh serve node run {run + 1}: producer alone {_fmt(results[-1].producer_rate)} ev/s, "
+            f"node {_fmt(results[-1].node_rate)} ev/s (ready after {results[-1].ready_seconds:.1f} s)",
+            file=sys.stderr,
+        )
+    return results
+
+
+def _print_fresh_node(runs: list[FreshNodeRun], count: int) -> None:
+    node = statistics.median(run.node_rate for run in runs)
+    producer = statistics.median(run.producer_rate for run in runs)
+    ratio = node / producer
+    print(f"\n| case ({count:,} events, median of {len(runs)}) | result | baseline | ratio | target | met? |")
+    print("|---|---:|---:|---:|---:|---|")
+    print(
+        f"| fresh serve node consumes a topic (/readyz -> last event visible; baseline: one SDK producer "
+        f"process alone) | {_fmt(node)} ev/s | {_fmt(producer)} ev/s | {ratio:.2f}x | >= 1.0x | "
+        f"{'yes' if ratio >= 1.0 else 'no'} |"
+    )
+
+
 def _fmt(rate: float) -> str:
     return f"{rate:,.0f}"
 
@@ -342,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--producers", type=int, default=1, help="producer processes for the end-to-end run")
     parser.add_argument("--profile", action="store_true", help="cProfile the consumer loop and writer (one extra run)")
+    parser.add_argument(
+        "--profile-node",
+        type=Path,
+        metavar="FILE",
+        help="py-spy (if installed in the venv) records the fresh serve node's measured window of the last run, "
+        "collapsed stacks per thread, into FILE",
+    )
     args = parser.parse_args(argv)
     broker = _broker_module()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
@@ -403,6 +444,7 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
         )
     )
 
+    fresh = fresh_node_rows(bootstrap, n, runs, db_dir, args.profile_node)
     decoding = decode_rates(n, runs)
     latencies = sorted(visible_latency(bootstrap, db_dir))
     p50, p99 = (latencies[int(len(latencies) * q)] * 1000 for q in (0.50, 0.99))
@@ -428,6 +470,7 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies):,} events"
     )
 
+    _print_fresh_node(fresh, n)
     if args.profile and profiled is not None:
         _, running = consume(bootstrap, *profiled, db_dir, profile=True)
         for label, prof in zip(("consumer loop (main thread)", "DuckDB writer thread"), running.profiles):
