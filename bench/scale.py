@@ -337,32 +337,23 @@ def _lived_in_rows(
     empty_rate = empty["rate"] if empty else 0.0
     empty_commit = empty["commit_ms"] if empty else 0.0
     return [
-        Row(
+        _rate_row(
             f"{name}: validate+ingest",
-            fmt_rate(rate, "ev/s"),
-            baseline=fmt_rate(empty_rate, "ev/s") + " (empty store, same shape, same run)" if empty else "-",
-            ratio=_ratio(rate, empty_rate),
-            target=f">= {TARGET_VS_EMPTY}x empty",
-            met=verdict(not empty or rate >= TARGET_VS_EMPTY * empty_rate),
-            notes=f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
+            (rate, empty_rate, "empty store, same shape, same run"),
+            TARGET_VS_EMPTY,
+            f"Metering.record_events, median of {CHUNKS} chunks of {CHUNK:,}",
         ),
-        Row(
+        _rate_row(
             f"{name}: ingest only vs DuckDB's Arrow append",
-            fmt_rate(ingest, "ev/s"),
-            baseline=fmt_rate(result["arrow_append_rate"], "ev/s") + " (same rows, bare table, same file)",
-            ratio=_ratio(ingest, result["arrow_append_rate"]),
-            target=f">= {TARGET_VS_ARROW}x",
-            met=verdict(ingest >= TARGET_VS_ARROW * result["arrow_append_rate"]),
-            notes="Ingestor.ingest of pre-validated events vs INSERT ... SELECT from the same Arrow table + COMMIT",
+            (ingest, result["arrow_append_rate"], "same rows, bare table, same file"),
+            TARGET_VS_ARROW,
+            "Ingestor.ingest of pre-validated events vs INSERT ... SELECT from the same Arrow table + COMMIT",
         ),
-        Row(
+        _rate_row(
             f"{name}: ingest only vs the PostgreSQL peer",
-            fmt_rate(ingest, "ev/s"),
-            baseline=fmt_rate(peer["rate"], "ev/s") + " (PostgreSQL peer, same traffic)",
-            ratio=_ratio(ingest, peer["rate"]),
-            target=f">= {TARGET_VS_PEER}x",
-            met=verdict(ingest >= TARGET_VS_PEER * peer["rate"]),
-            notes="COPY + ON CONFLICT DO NOTHING + rollup upsert on a bulk-built PostgreSQL store of the same size",
+            (ingest, peer["rate"], "PostgreSQL peer, same traffic"),
+            TARGET_VS_PEER,
+            "COPY + ON CONFLICT DO NOTHING + rollup upsert on a bulk-built PostgreSQL store of the same size",
         ),
         Row(
             f"{name}: 32-event group commit",
@@ -383,6 +374,20 @@ def _lived_in_rows(
             f"{int(result['stored']):,} events after the run; default configuration (DuckDB memory_limit 1GB)",
         ),
     ]
+
+
+def _rate_row(title: str, measured: tuple[float, float, str], target: float, notes: str) -> Row:
+    """A rate (ev/s) against a baseline rate of the same run (0: none), with a target ratio."""
+    rate, baseline, what = measured
+    return Row(
+        title,
+        fmt_rate(rate, "ev/s"),
+        baseline=f"{fmt_rate(baseline, 'ev/s')} ({what})" if baseline else "-",
+        ratio=_ratio(rate, baseline),
+        target=f">= {target}x",
+        met=verdict(not baseline or rate >= target * baseline),
+        notes=notes,
+    )
 
 
 def _fill_row(shape: str, state: Any) -> Row:
