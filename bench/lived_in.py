@@ -26,6 +26,7 @@ events' shape, and the bare 32-row INSERT + COMMIT.
 
     PYTHONPATH=src python -m bench.lived_in fill live 1000000,10000000
     PYTHONPATH=src python -m bench.lived_in measure live 1000000
+    PYTHONPATH=src python -m bench.lived_in measure backfill 20000000 live   # live traffic on a backfill store
 """
 
 from __future__ import annotations
@@ -260,8 +261,9 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def measure(shape: str, events: int, work: Path) -> dict[str, float]:
-    """On a copy of the cached store (none at 0: a new file), in this fresh process; the figures."""
+def measure(shape: str, events: int, work: Path, traffic_shape: str | None = None) -> dict[str, float]:
+    """On a copy of the cached store of `shape` (none at 0: a new file), in this fresh process, with traffic
+    of `traffic_shape` (default: the store's own); the figures."""
     clock_at = FILL_START
     if events:
         source = cached_path(shape, events)
@@ -272,7 +274,7 @@ def measure(shape: str, events: int, work: Path) -> dict[str, float]:
         with Metering.open(work, clock=SimulatedClock(clock_at)) as metering:
             _define_catalog(metering)
     clock = SimulatedClock(clock_at, running=True)
-    traffic = Traffic(shape, seed=int(time.time()))
+    traffic = Traffic(traffic_shape or shape, seed=int(time.time()))
     began = time.perf_counter()
     metering = Metering.open(work, clock=clock)
     reopen = time.perf_counter() - began
@@ -360,11 +362,12 @@ def _size(path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     command, shape, sizes = argv[0], argv[1], [int(n) for n in argv[2].split(",")]
+    traffic_shape = argv[3] if len(argv) > 3 else None
     if command == "fill":
         print(json.dumps({str(k): v for k, v in fill(shape, sizes).items()}))
     elif command == "measure":
         work = DATA_DIR / f"lived-{shape}-measuring.duckdb"
-        print(json.dumps(measure(shape, sizes[0], work)))
+        print(json.dumps(measure(shape, sizes[0], work, traffic_shape)))
     else:
         raise SystemExit(f"unknown command {command!r}: fill or measure")
     return 0

@@ -272,14 +272,15 @@ TARGET_VS_PEER = 1.5
 TARGET_PEAK_MB = 1200
 
 
-def _lived_in(command: str, shape: str, sizes: list[int]) -> dict[str, Any]:
-    """`python -m bench.lived_in COMMAND SHAPE SIZES` in a fresh interpreter; its last stdout line is JSON."""
+def _lived_in(command: str, shape: str, sizes: list[int], *more: str) -> dict[str, Any]:
+    """`python -m bench.lived_in COMMAND SHAPE SIZES [TRAFFIC]` in a fresh interpreter; its last stdout line
+    is JSON."""
     import usage_metering
 
     source = Path(usage_metering.__file__).resolve().parent.parent
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{root}"}
-    argv = [sys.executable, "-m", "bench.lived_in", command, shape, ",".join(map(str, sizes))]
+    argv = [sys.executable, "-m", "bench.lived_in", command, shape, ",".join(map(str, sizes)), *more]
     done = subprocess.run(argv, env=env, cwd=root, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench.lived_in {command} {shape} {sizes} failed (its stderr is above)")
@@ -297,6 +298,7 @@ def bench_lived_in(sizes: list[int], repeats: int) -> tuple[list[Row], str]:
 
     infos = []
     rows: list[Row] = []
+    live_empty = None
     for shape in SHAPES:
         peers = {size: _peer(size, shape) for size in sizes}
         filled = _lived_in("fill", shape, [size for size in sizes if size])
@@ -308,7 +310,37 @@ def bench_lived_in(sizes: list[int], repeats: int) -> tuple[list[Row], str]:
         largest = max(sizes)
         if largest:
             rows.append(_fill_row(shape, FillState.load(cached_path(shape, largest))))
+        if shape == "live":
+            live_empty = empty
+    if live_empty and max(sizes):
+        rows += _live_on_backfill(max(sizes), live_empty, repeats)
     return rows, "lived-in scale stores: " + "; ".join(infos)
+
+
+def _live_on_backfill(size: int, live_empty: dict[str, float], repeats: int) -> list[Row]:
+    """Live traffic on the backfill store: a store filled over the late window, then fresh events."""
+    import statistics
+
+    runs = [_lived_in("measure", "backfill", [size], "live") for _ in range(repeats)]
+    rate, commit = (statistics.median(run[key] for run in runs) for key in ("rate", "commit_ms"))
+    name = f"scale backfill {_label(size)} stored, live traffic"
+    return [
+        _rate_row(
+            f"{name}: validate+ingest",
+            (rate, live_empty["rate"], "empty store, live traffic, same run"),
+            TARGET_VS_EMPTY,
+            "the store filled with timestamps over 20 days, then events of the last minutes",
+        ),
+        Row(
+            f"{name}: 32-event group commit",
+            f"{commit:.2f} ms",
+            baseline=f"{live_empty['commit_ms']:.2f} ms (empty store, live traffic)",
+            ratio=_ratio(live_empty["commit_ms"], commit),
+            target=f"<= {TARGET_COMMIT_VS_EMPTY}x the empty store's ms (ratio >= {1 / TARGET_COMMIT_VS_EMPTY:.2f}x)",
+            met=verdict(commit <= TARGET_COMMIT_VS_EMPTY * live_empty["commit_ms"]),
+            notes=f"median of {COMMITS}",
+        ),
+    ]
 
 
 def _median_of(shape: str, size: int, repeats: int) -> dict[str, float]:
