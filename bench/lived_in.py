@@ -161,6 +161,7 @@ class FillState:
     clock: datetime
     events: int
     rates: list[float]  # validate+ingest rate of each million events added (median of its chunks)
+    sustained: list[float]  # each million's events over its wall time: checkpoints, compaction, merges included
     peak_rss_mb: float
     seconds: float
 
@@ -201,7 +202,7 @@ def fill(shape: str, sizes: Sequence[int]) -> dict[int, str]:
         state = FillState.load(cached_path(shape, start))
     else:
         remove_store(work)
-        state = FillState(FILL_START, 0, [], 0.0, 0.0)
+        state = FillState(FILL_START, 0, [], [], 0.0, 0.0)
     traffic = Traffic(shape, seed=start)
     for size in missing:
         began = time.perf_counter()
@@ -231,6 +232,7 @@ def _fill_to(path: Path, traffic: Traffic, state: FillState, size: int) -> None:
         if not metering.metrics():
             _define_catalog(metering)
         million_rates: list[float] = []
+        million_began = time.perf_counter()
         while state.events < size:
             clock.advance(CHUNK * SECONDS_PER_EVENT)
             batch = traffic.chunk(clock.now, CHUNK)
@@ -243,7 +245,8 @@ def _fill_to(path: Path, traffic: Traffic, state: FillState, size: int) -> None:
             state.events += CHUNK
             if state.events % 1_000_000 == 0:
                 state.rates.append(statistics.median(million_rates))
-                million_rates = []
+                state.sustained.append(1_000_000 / (time.perf_counter() - million_began))
+                million_rates, million_began = [], time.perf_counter()
                 print(f"  {traffic.shape}: {state.events:,} events, {state.rates[-1]:,.0f} ev/s", file=sys.stderr)
     finally:
         metering.close()
@@ -305,6 +308,7 @@ def measure(shape: str, events: int, work: Path, traffic_shape: str | None = Non
         metering.ingestor.ingest(valid)
         ingest_rates.append(CHUNK / (time.perf_counter() - begin))
         arrow_batches.append(events_to_arrow(valid, [0] * len(valid), clock()))
+    result["checkpoint_ms"] = _checkpoint_seconds(metering) * 1000
     result.update(
         commit_ms=statistics.median(commit_seconds) * 1000,
         rate=statistics.median(rates),
@@ -317,6 +321,19 @@ def measure(shape: str, events: int, work: Path, traffic_shape: str | None = Non
     result["disk_mb"] = sum(_size(p) for p in store_files(work)) / 2**20
     remove_store(work)
     return result
+
+
+def _checkpoint_seconds(metering: Metering) -> float:
+    """How long DuckDB takes to fold the measurement's WAL into the file (what a commit that crosses the
+    checkpoint threshold pays), with the writer idle."""
+    for _ in range(50):
+        began = time.perf_counter()
+        try:
+            metering.database.cursor().execute("CHECKPOINT")
+            return time.perf_counter() - began
+        except duckdb.TransactionException:  # the compactor's pass is running; wait for it
+            time.sleep(0.1)
+    raise RuntimeError("CHECKPOINT kept conflicting with other transactions")
 
 
 def peer_traffic(shape: str, count: int) -> list[UsageEvent]:
