@@ -256,10 +256,12 @@ def _fill_to(path: Path, traffic: Traffic, state: FillState, size: int) -> None:
 # -- measuring on a copy ---------------------------------------------------------------
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS; RssAnon: heap, DuckDB's buffers;
+    RssFile: mapped files, mostly the key runs' pages, which the kernel may drop)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -314,6 +316,8 @@ def measure(shape: str, events: int, work: Path, traffic_shape: str | None = Non
         rate=statistics.median(rates),
         ingest_rate=statistics.median(ingest_rates),
         rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        rss_anon_mb=_rss_mb("RssAnon"),
+        rss_file_mb=_rss_mb("RssFile"),
         stored=float(metering.database.cursor().execute("SELECT count(*) FROM events").fetchall()[0][0]),
     )
     metering.close()

@@ -400,6 +400,8 @@ def _lived_in_rows(
         Row(
             f"{name}: memory, re-open, disk",
             f"RSS {result['rss_open_mb']:,.0f} MB open / {result['rss_peak_mb']:,.0f} MB peak",
+            baseline=f"after ingest: {result['rss_anon_mb']:,.0f} MB anonymous + {result['rss_file_mb']:,.0f} MB "
+            "mapped files (key runs)",
             target=f"peak <= {TARGET_PEAK_MB:,} MB",
             met=verdict(result["rss_peak_mb"] <= TARGET_PEAK_MB),
             notes=f"re-open {fmt_ms(result['reopen_s'])}; CHECKPOINT after the run {result['checkpoint_ms']:,.0f} ms; "
